@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from forecasting.params import ModelParams
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG_PATH = PROJECT_ROOT / "config.toml"
 CONFIG_ENV = "CANDLECAST_CONFIG"
@@ -73,18 +75,7 @@ class ScheduleConfig:
     misfire_grace_time_s: int = 6 * 3600
 
 
-@dataclass(frozen=True)
-class ModelConfig:
-    window: int = 60
-    horizon: int = 4
-    epochs: int = 40
-    batch_size: int = 64
-    units: int = 32
-    seed: int = 42
-    patience: int = 5
-    validation_fraction: float = 0.15
-    learning_rate: float = 1e-3
-    retrain_every: int = 21
+ModelConfig = ModelParams  # the [model] section is exactly the model hyperparameters
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,30 @@
+"""Model hyperparameters shared by training, backtests and the `[model]` config section."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    """Hyperparameters of one model version; stored as JSON beside every trained model."""
+
+    window: int = 60
+    horizon: int = 4
+    epochs: int = 40
+    batch_size: int = 64
+    units: int = 32
+    seed: int = 42
+    patience: int = 5
+    validation_fraction: float = 0.15
+    learning_rate: float = 1e-3
+    retrain_every: int = 21
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ModelParams:
+        known = {k: v for k, v in values.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
