@@ -1,0 +1,76 @@
+"""Exchange trading sessions (exchange_calendars): which days have candles, and which come next.
+
+Sessions are loaded once per exchange and searched with bisect, so calls are cheap in loops.
+"""
+
+from __future__ import annotations
+
+import bisect
+import datetime
+import warnings
+from functools import lru_cache
+
+# Fixed lower bound so old history (the bundled data starts in 2013) stays covered as time passes;
+# the upper bound is exchange_calendars' default (about a year ahead of today).
+CALENDAR_START = "2000-01-03"
+
+
+@lru_cache(maxsize=8)
+def _sessions(exchange: str) -> tuple[datetime.date, ...]:
+    """All sessions of `exchange` as sorted dates (cached: building a calendar takes ~0.3 s)."""
+    import exchange_calendars as xcals
+
+    try:
+        with warnings.catch_warnings():
+            # exchange_calendars 4.13 trips a pandas 3 deprecation while building its schedule.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            calendar = xcals.get_calendar(exchange, start=CALENDAR_START)
+    except xcals.errors.InvalidCalendarName as exc:
+        raise ValueError(f"unknown exchange calendar {exchange!r}") from exc
+    return tuple(ts.date() for ts in calendar.sessions)
+
+
+def _as_date(day: datetime.date) -> datetime.date:
+    """Accept dates and datetimes (incl. pandas Timestamps); compare by calendar date only."""
+    return day.date() if isinstance(day, datetime.datetime) else day
+
+
+def _check_bounds(day: datetime.date, sessions: tuple[datetime.date, ...], exchange: str) -> None:
+    if not sessions[0] <= day <= sessions[-1]:
+        raise ValueError(
+            f"{day.isoformat()} is outside the {exchange} calendar "
+            f"({sessions[0].isoformat()} .. {sessions[-1].isoformat()})"
+        )
+
+
+def is_session(day: datetime.date, exchange: str = "XNYS") -> bool:
+    """True if `day` is a trading session of `exchange` (weekends and holidays are not)."""
+    day = _as_date(day)
+    sessions = _sessions(exchange)
+    _check_bounds(day, sessions, exchange)
+    pos = bisect.bisect_left(sessions, day)
+    return pos < len(sessions) and sessions[pos] == day
+
+
+def latest_session_on_or_before(day: datetime.date, exchange: str = "XNYS") -> datetime.date:
+    """`day` itself if it is a session, else the last session before it."""
+    day = _as_date(day)
+    sessions = _sessions(exchange)
+    _check_bounds(day, sessions, exchange)
+    return sessions[bisect.bisect_right(sessions, day) - 1]
+
+
+def next_sessions(after: datetime.date, n: int, exchange: str = "XNYS") -> list[datetime.date]:
+    """The `n` sessions strictly after `after` (which may itself be a weekend or holiday)."""
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    after = _as_date(after)
+    sessions = _sessions(exchange)
+    _check_bounds(after, sessions, exchange)
+    start = bisect.bisect_right(sessions, after)
+    if start + n > len(sessions):
+        raise ValueError(
+            f"{n} sessions after {after.isoformat()} run past the end of the {exchange} "
+            f"calendar ({sessions[-1].isoformat()})"
+        )
+    return list(sessions[start : start + n])

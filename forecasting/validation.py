@@ -1,0 +1,165 @@
+"""The candle frame contract, and validation: every bad row is dropped and reported, or fails.
+
+Contract (shared by providers, features and the database layer): a tz-naive DatetimeIndex named
+``session_date`` at midnight, sorted and unique, and exactly the float64 columns in ``COLUMNS``.
+normalise_frame() gives raw provider data that shape; validate_candles() enforces the rest.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+COLUMNS = ("open", "high", "low", "close", "volume")
+INDEX_NAME = "session_date"
+ON_INVALID = ("drop", "fail")
+MAX_BAD_DATES = 5
+
+# Reasons a row is rejected, in the order they are checked and reported.
+MISSING_DATE = "missing date"
+DUPLICATE = "duplicate date"
+NOT_FINITE = "NaN/inf"
+NON_POSITIVE = "price <= 0"
+HIGH_TOO_LOW = "high < max(open, close)"
+LOW_TOO_HIGH = "low > min(open, close)"
+NEGATIVE_VOLUME = "volume < 0"
+
+logger = logging.getLogger("candlecast.data")
+
+
+class MarketDataError(Exception):
+    """A per-ticker data failure; str(exc) is a one-line user-facing message naming the ticker."""
+
+    def __init__(self, message: str, report: ValidationReport | None = None) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+@dataclass(frozen=True)
+class ValidationReport:
+    """What validate_candles found for one ticker: row counts, reasons and the first bad dates."""
+
+    ticker: str
+    total_rows: int
+    dropped_rows: int
+    first_bad_dates: tuple[datetime.date, ...]
+    problems: dict[str, int]
+
+    def details(self) -> str:
+        """The "(reason: n, ...); first: date, ..." part of the summary ("" if nothing is bad)."""
+        if not self.problems:
+            return ""
+        ranked = sorted(self.problems.items(), key=lambda item: -item[1])
+        text = " (" + ", ".join(f"{reason}: {count}" for reason, count in ranked) + ")"
+        if self.first_bad_dates:
+            text += "; first: " + ", ".join(d.isoformat() for d in self.first_bad_dates)
+        return text
+
+    def summary(self) -> str:
+        """One line for logs and the UI, e.g. "AAPL: dropped 3 of 1258 rows (NaN/inf: 3); ..."."""
+        if not self.dropped_rows:
+            return f"{self.ticker}: all {self.total_rows} rows valid"
+        return (
+            f"{self.ticker}: dropped {self.dropped_rows} of {self.total_rows} rows{self.details()}"
+        )
+
+
+def to_session_index(index: pd.Index) -> pd.DatetimeIndex:
+    """Convert dates/timestamps to the contract's index: tz-naive, midnight, ns, "session_date".
+
+    A tz-aware index keeps its local calendar date (a daily bar stamped 00:00-05:00 is that day).
+    """
+    idx = pd.DatetimeIndex(pd.to_datetime(index))
+    if idx.tz is not None:
+        idx = idx.tz_localize(None)
+    return idx.normalize().as_unit("ns").rename(INDEX_NAME)
+
+
+def normalise_frame(raw: pd.DataFrame, dates: Iterable[Any], source: str) -> pd.DataFrame:
+    """Map case-insensitive OHLCV headers to COLUMNS as float64 on a session index (unvalidated).
+
+    Extra columns (e.g. "Adj Close") are ignored; unparsable numbers become NaN for validation.
+    """
+    by_lower = {str(col).strip().lower(): col for col in raw.columns}
+    missing = [c for c in COLUMNS if c not in by_lower]
+    if missing:
+        found = ", ".join(str(c) for c in raw.columns) or "none"
+        raise MarketDataError(f"{source}: missing column(s) {', '.join(missing)} (found: {found})")
+    data = {
+        c: pd.to_numeric(raw[by_lower[c]], errors="coerce").to_numpy("float64") for c in COLUMNS
+    }
+    return pd.DataFrame(data, index=to_session_index(pd.Index(dates)), columns=list(COLUMNS))
+
+
+def _coerce(frame: pd.DataFrame, ticker: str) -> pd.DataFrame:
+    """normalise_frame() the input, sorted by date; an index that is not dates is an error."""
+    if pd.api.types.is_numeric_dtype(frame.index.dtype):
+        raise MarketDataError(f"{ticker}: candle index holds numbers, not dates")
+    try:
+        out = normalise_frame(frame, frame.index, ticker)
+    except (TypeError, ValueError) as exc:
+        detail = " ".join(str(exc).split())[:200]
+        raise MarketDataError(f"{ticker}: candle index is not made of dates ({detail})") from exc
+    # A stable sort keeps the original order among duplicate dates, so "first" means first seen.
+    return out.sort_index(kind="mergesort")
+
+
+def _problem_masks(frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Boolean row masks, one per rule; price rules only judge rows whose values are all finite."""
+    values = frame.to_numpy()
+    finite = np.isfinite(values).all(axis=1)
+    o, h, lo, c, v = (frame[col].to_numpy() for col in COLUMNS)
+    with np.errstate(invalid="ignore"):
+        return {
+            MISSING_DATE: np.asarray(frame.index.isna()),
+            DUPLICATE: np.asarray(frame.index.duplicated(keep="first")) & ~frame.index.isna(),
+            NOT_FINITE: ~finite,
+            NON_POSITIVE: finite & ((values[:, :4] <= 0).any(axis=1)),
+            HIGH_TOO_LOW: finite & (h < np.maximum(o, c)),
+            LOW_TOO_HIGH: finite & (lo > np.minimum(o, c)),
+            NEGATIVE_VOLUME: finite & (v < 0),
+        }
+
+
+def validate_candles(
+    frame: pd.DataFrame, ticker: str, on_invalid: str = "drop"
+) -> tuple[pd.DataFrame, ValidationReport]:
+    """Check every rule on every row; drop and report bad rows ("drop") or raise ("fail").
+
+    Raises MarketDataError when on_invalid="fail" and any row is bad, when no valid row remains,
+    or when the frame lacks the OHLCV columns. Unsorted input is sorted (not an error).
+    """
+    if on_invalid not in ON_INVALID:
+        raise ValueError(f"on_invalid must be one of {ON_INVALID}, got {on_invalid!r}")
+    if frame is None or len(frame) == 0:
+        raise MarketDataError(f"{ticker}: no candles to validate (empty data)")
+    data = _coerce(frame, ticker)
+    masks = _problem_masks(data)
+    bad = np.logical_or.reduce(list(masks.values()))
+    problems = {reason: int(mask.sum()) for reason, mask in masks.items() if mask.any()}
+    bad_dates = sorted({ts.date() for ts in data.index[bad] if not pd.isna(ts)})
+    report = ValidationReport(
+        ticker=ticker,
+        total_rows=len(data),
+        dropped_rows=int(bad.sum()),
+        first_bad_dates=tuple(bad_dates[:MAX_BAD_DATES]),
+        problems=problems,
+    )
+    if report.dropped_rows and on_invalid == "fail":
+        message = (
+            f"{ticker}: {report.dropped_rows} of {report.total_rows} rows are invalid"
+            f"{report.details()} (on_invalid='fail')"
+        )
+        raise MarketDataError(message, report)
+    if report.dropped_rows == report.total_rows:
+        message = f"{ticker}: no valid rows left after dropping all {report.total_rows}"
+        raise MarketDataError(message + report.details(), report)
+    if report.dropped_rows:
+        logger.warning("%s", report.summary())
+    return data.loc[~bad].copy(), report

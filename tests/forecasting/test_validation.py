@@ -1,0 +1,193 @@
+"""validate_candles: one hand-made frame per rule, in drop and fail modes."""
+
+from __future__ import annotations
+
+import logging
+from datetime import date
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from forecasting.validation import (
+    COLUMNS,
+    MarketDataError,
+    ValidationReport,
+    normalise_frame,
+    validate_candles,
+)
+
+DAYS = ["2023-01-03", "2023-01-04", "2023-01-05", "2023-01-06", "2023-01-09"]
+
+
+def candles(days: list[str] = DAYS, **overrides: dict[int, float]) -> pd.DataFrame:
+    """Valid candles for `days`; overrides like close={2: np.nan} set single cells."""
+    n = len(days)
+    frame = pd.DataFrame(
+        {
+            "open": np.full(n, 10.0),
+            "high": np.full(n, 11.0),
+            "low": np.full(n, 9.0),
+            "close": np.full(n, 10.5),
+            "volume": np.full(n, 1000.0),
+        },
+        index=pd.DatetimeIndex(days, name="session_date"),
+    )
+    for column, cells in overrides.items():
+        for row, value in cells.items():
+            frame.iloc[row, frame.columns.get_loc(column)] = value
+    return frame
+
+
+def test_valid_frame_passes_unchanged_and_matches_contract() -> None:
+    out, report = validate_candles(candles(), "AAPL")
+    assert report == ValidationReport("AAPL", 5, 0, (), {})
+    assert report.summary() == "AAPL: all 5 rows valid"
+    assert list(out.columns) == list(COLUMNS)
+    assert (out.dtypes == "float64").all()
+    assert isinstance(out.index, pd.DatetimeIndex)
+    assert out.index.name == "session_date"
+    assert out.index.tz is None
+    assert out.index.dtype == "datetime64[ns]"
+    assert out.index.is_monotonic_increasing and out.index.is_unique
+
+
+@pytest.mark.parametrize(
+    ("overrides", "reason", "bad_row"),
+    [
+        ({"close": {2: np.nan}}, "NaN/inf", 2),
+        ({"volume": {1: np.inf}}, "NaN/inf", 1),
+        ({"high": {3: -np.inf}}, "NaN/inf", 3),
+        ({"low": {0: 0.0}}, "price <= 0", 0),
+        ({"open": {4: -1.0}, "low": {4: -2.0}}, "price <= 0", 4),
+        ({"close": {2: 11.5}}, "high < max(open, close)", 2),
+        ({"low": {1: 10.2}}, "low > min(open, close)", 1),
+        ({"volume": {3: -5.0}}, "volume < 0", 3),
+    ],
+)
+def test_each_rule_drops_and_reports_the_bad_row(
+    overrides: dict, reason: str, bad_row: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="candlecast.data"):
+        out, report = validate_candles(candles(**overrides), "AAPL")
+    bad_date = date.fromisoformat(DAYS[bad_row])
+    assert report.dropped_rows == 1 and report.total_rows == 5
+    assert report.problems == {reason: 1}
+    assert report.first_bad_dates == (bad_date,)
+    assert len(out) == 4 and pd.Timestamp(bad_date) not in out.index
+    assert np.isfinite(out.to_numpy()).all()
+    assert report.summary() == f"AAPL: dropped 1 of 5 rows ({reason}: 1); first: {bad_date}"
+    assert [r.getMessage() for r in caplog.records] == [report.summary()]
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"close": {2: np.nan}}, {"low": {1: 10.2}}, {"volume": {3: -5.0}}, {"high": {0: 0.0}}],
+)
+def test_fail_mode_raises_with_a_one_line_message(overrides: dict) -> None:
+    with pytest.raises(MarketDataError) as info:
+        validate_candles(candles(**overrides), "MSFT", on_invalid="fail")
+    message = str(info.value)
+    assert message.startswith("MSFT: 1 of 5 rows are invalid (")
+    assert "\n" not in message
+    assert info.value.report is not None and info.value.report.dropped_rows == 1
+
+
+def test_duplicate_dates_keep_the_first_and_report_the_rest() -> None:
+    days = ["2023-01-03", "2023-01-04", "2023-01-04", "2023-01-05", "2023-01-04"]
+    frame = candles(days, close={1: 10.1, 2: 10.2, 4: 10.4})
+    out, report = validate_candles(frame, "AAPL")
+    assert report.problems == {"duplicate date": 2}
+    assert report.dropped_rows == 2
+    assert report.first_bad_dates == (date(2023, 1, 4),)
+    assert out.index.is_unique and len(out) == 3
+    assert out.loc["2023-01-04", "close"] == 10.1  # the first one seen is kept
+    with pytest.raises(MarketDataError, match="duplicate date: 2"):
+        validate_candles(frame, "AAPL", on_invalid="fail")
+
+
+def test_unsorted_input_is_sorted_not_dropped() -> None:
+    days = ["2023-01-05", "2023-01-03", "2023-01-09", "2023-01-04", "2023-01-06"]
+    frame = candles(days, close={0: 10.9})
+    out, report = validate_candles(frame, "AAPL", on_invalid="fail")
+    assert report.dropped_rows == 0
+    assert list(out.index) == sorted(pd.DatetimeIndex(days))
+    assert out.loc["2023-01-05", "close"] == 10.9  # values travel with their dates
+
+
+def test_rows_with_several_problems_count_once_in_dropped_rows() -> None:
+    frame = candles(close={0: np.nan, 2: 12.0, 4: 12.0}, low={2: 10.8}, volume={3: -1.0})
+    out, report = validate_candles(frame, "TSLA")
+    assert report.dropped_rows == 4
+    assert report.problems == {
+        "NaN/inf": 1,
+        "high < max(open, close)": 2,
+        "low > min(open, close)": 1,
+        "volume < 0": 1,
+    }
+    assert report.first_bad_dates == tuple(date.fromisoformat(d) for d in DAYS[:5] if d != DAYS[1])
+    assert report.summary().startswith(
+        "TSLA: dropped 4 of 5 rows (high < max(open, close): 2, NaN/inf: 1, "
+    )
+    assert list(out.index) == [pd.Timestamp(DAYS[1])]
+
+
+def test_first_bad_dates_are_the_earliest_five() -> None:
+    days = [d.strftime("%Y-%m-%d") for d in pd.bdate_range("2023-01-02", periods=8)]
+    frame = candles(days, volume={i: -1.0 for i in range(7, 0, -1)})
+    _, report = validate_candles(frame, "AAPL")
+    assert report.first_bad_dates == tuple(d.date() for d in pd.DatetimeIndex(days[1:6]))
+    assert report.summary().endswith("; first: " + ", ".join(days[1:6]))
+
+
+def test_no_rows_left_is_an_error_naming_the_ticker() -> None:
+    frame = candles(DAYS[:2], close={0: np.nan, 1: -3.0})
+    with pytest.raises(MarketDataError, match=r"^GOOGL: no valid rows left after dropping all 2"):
+        validate_candles(frame, "GOOGL")
+    with pytest.raises(MarketDataError, match="^GOOGL: no candles"):
+        validate_candles(candles([]), "GOOGL")
+
+
+def test_rows_without_a_date_are_dropped() -> None:
+    frame = candles()
+    frame.index = pd.DatetimeIndex([DAYS[0], None, DAYS[2], DAYS[3], DAYS[4]])
+    out, report = validate_candles(frame, "AAPL")
+    assert report.problems == {"missing date": 1} and report.first_bad_dates == ()
+    assert len(out) == 4 and not out.index.hasnans
+    assert report.summary() == "AAPL: dropped 1 of 5 rows (missing date: 1)"
+
+
+def test_index_is_normalised_from_tz_aware_timestamps_and_strings() -> None:
+    frame = candles()
+    frame.index = pd.DatetimeIndex(DAYS).tz_localize("America/New_York") + pd.Timedelta(hours=16)
+    out, _ = validate_candles(frame, "AAPL")
+    assert out.index.tz is None and list(out.index) == list(pd.DatetimeIndex(DAYS))
+    frame.index = pd.Index(DAYS)
+    out, _ = validate_candles(frame, "AAPL")
+    assert list(out.index) == list(pd.DatetimeIndex(DAYS))
+
+
+def test_bad_arguments_and_shapes_are_rejected() -> None:
+    with pytest.raises(ValueError, match="on_invalid"):
+        validate_candles(candles(), "AAPL", on_invalid="ignore")
+    with pytest.raises(MarketDataError, match="AAPL: missing column"):
+        validate_candles(candles().drop(columns="volume"), "AAPL")
+    with pytest.raises(MarketDataError, match="numbers, not dates"):
+        validate_candles(candles().reset_index(drop=True), "AAPL")
+
+
+def test_non_numeric_values_count_as_nan() -> None:
+    frame = candles().astype({"close": object})
+    frame.iloc[1, frame.columns.get_loc("close")] = "n/a"
+    out, report = validate_candles(frame, "AAPL")
+    assert report.problems == {"NaN/inf": 1} and (out.dtypes == "float64").all()
+
+
+def test_normalise_frame_maps_headers_case_insensitively() -> None:
+    raw = pd.DataFrame(
+        {"OPEN": [1], "High": [2], "low": [0.5], "Close ": [1.5], "Volume": [7], "Adj Close": [9]}
+    )
+    out = normalise_frame(raw, ["2023-01-03"], "x.csv")
+    assert list(out.columns) == list(COLUMNS) and out.iloc[0].tolist() == [1, 2, 0.5, 1.5, 7]
+    with pytest.raises(MarketDataError, match=r"^x.csv: missing column\(s\) volume"):
+        normalise_frame(raw.drop(columns="Volume"), ["2023-01-03"], "x.csv")
