@@ -1,0 +1,240 @@
+"""SQLAlchemy 2.0 typed models of candlecast's schema.
+
+Table and column names are a public contract (analysts query them with plain SQL); change them only
+with a migration. The schema itself is created by Alembic (alembic/versions), never by create_all
+in production; `tests/db/test_migrations.py` checks that these models and the migrations agree.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    CheckConstraint,
+    Column,
+    Date,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING_CONVENTION: dict[str, str] = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+RUN_TRIGGERS: tuple[str, ...] = ("schedule", "manual", "backfill")
+RUN_STATUSES: tuple[str, ...] = (
+    "running",
+    "succeeded",
+    "partial",
+    "failed",
+    "interrupted",
+    "abandoned",
+)
+TICKER_STATUSES: tuple[str, ...] = ("running", "succeeded", "failed")
+HORIZONS: tuple[int, ...] = (1, 2, 3, 4)
+
+
+def utcnow() -> datetime:
+    """The current time as a timezone-aware UTC datetime (the default of every timestamp)."""
+    return datetime.now(UTC)
+
+
+def _in_list(column: str, values: tuple[str, ...]) -> str:
+    """SQL text `"column" IN ('a', 'b')` for a CHECK constraint over fixed, trusted literals."""
+    literals = ", ".join(f"'{v}'" for v in values)
+    return f'"{column}" IN ({literals})'
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """DateTime(timezone=True) that only accepts aware datetimes and always returns aware UTC.
+
+    SQLite has no time zone support: values are stored as naive UTC text and tagged UTC on the way
+    back. PostgreSQL returns timestamptz in the session time zone; we normalise to UTC.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"naive datetime {value!r}: candlecast stores timezone-aware UTC")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    """Declarative base; its MetaData carries the constraint naming convention."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {datetime: UtcDateTime(), dict[str, Any]: JSON()}
+
+
+class Candle(Base):
+    """One daily OHLCV session of one ticker."""
+
+    __tablename__ = "candles"
+
+    ticker: Mapped[str] = mapped_column(String(20), primary_key=True)
+    session_date: Mapped[date] = mapped_column(Date, primary_key=True)
+    open: Mapped[float] = mapped_column(Float)
+    high: Mapped[float] = mapped_column(Float)
+    low: Mapped[float] = mapped_column(Float)
+    close: Mapped[float] = mapped_column(Float)
+    volume: Mapped[float] = mapped_column(Float)
+    source: Mapped[str] = mapped_column(String(20))
+    fetched_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ModelVersion(Base):
+    """A trained model: its hyperparameters, normalisation statistics, metrics and .keras bytes.
+
+    `artifact` is deferred (loaded on first access, inside a session) so listing versions is cheap.
+    """
+
+    __tablename__ = "model_versions"
+    __table_args__ = (Index("ix_model_versions_ticker_train_end_id", "ticker", "train_end", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    ticker: Mapped[str] = mapped_column(String(20))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    train_start: Mapped[date] = mapped_column(Date)
+    train_end: Mapped[date] = mapped_column(Date)
+    hyperparameters: Mapped[dict[str, Any]]
+    normalization: Mapped[dict[str, Any]]
+    metrics: Mapped[dict[str, Any]]
+    val_loss: Mapped[float | None] = mapped_column(Float)
+    artifact: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
+    artifact_path: Mapped[str | None] = mapped_column(String(1024))
+    artifact_sha256: Mapped[str] = mapped_column(String(64))
+    keras_version: Mapped[str] = mapped_column(String(32))
+    tensorflow_version: Mapped[str] = mapped_column(String(32))
+
+
+class ForecastRun(Base):
+    """One execution of the forecasting pipeline (nightly, manual or backfill)."""
+
+    __tablename__ = "forecast_runs"
+    __table_args__ = (
+        CheckConstraint(_in_list("trigger", RUN_TRIGGERS), name="trigger"),
+        CheckConstraint(_in_list("status", RUN_STATUSES), name="status"),
+        Index("ix_forecast_runs_status", "status"),
+        Index("ix_forecast_runs_started_at", "started_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+    as_of_date: Mapped[date | None] = mapped_column(Date)
+    trigger: Mapped[str] = mapped_column(String(20))
+    status: Mapped[str] = mapped_column(String(20), default="running")
+    host: Mapped[str] = mapped_column(String(255), default=socket.gethostname)
+    pid: Mapped[int] = mapped_column(Integer, default=os.getpid)
+    heartbeat_at: Mapped[datetime | None]
+    message: Mapped[str | None] = mapped_column(Text)
+
+    tickers: Mapped[list[ForecastRunTicker]] = relationship(
+        back_populates="run",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        order_by="ForecastRunTicker.ticker",
+    )
+
+
+class ForecastRunTicker(Base):
+    """The outcome of one ticker within one run."""
+
+    __tablename__ = "forecast_run_tickers"
+    __table_args__ = (CheckConstraint(_in_list("status", TICKER_STATUSES), name="status"),)
+
+    run_id: Mapped[int] = mapped_column(
+        ForeignKey("forecast_runs.id", ondelete="CASCADE"), primary_key=True
+    )
+    ticker: Mapped[str] = mapped_column(String(20), primary_key=True)
+    status: Mapped[str] = mapped_column(String(20), default="running")
+    error: Mapped[str | None] = mapped_column(Text)
+    duration_s: Mapped[float | None] = mapped_column(Float)
+    model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
+
+    run: Mapped[ForecastRun] = relationship(back_populates="tickers")
+
+
+class Forecast(Base):
+    """One forecast candle: `horizon` sessions after `as_of_date`, dated `target_date`."""
+
+    __tablename__ = "forecasts"
+    __table_args__ = (
+        UniqueConstraint(
+            "ticker", "as_of_date", "horizon", name="uq_forecasts_ticker_asof_horizon"
+        ),
+        CheckConstraint("horizon BETWEEN 1 AND 4", name="horizon"),
+        Index("ix_forecasts_ticker_as_of_date", "ticker", "as_of_date"),
+        Index("ix_forecasts_ticker_target_date", "ticker", "target_date"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("forecast_runs.id"))
+    model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
+    ticker: Mapped[str] = mapped_column(String(20))
+    as_of_date: Mapped[date] = mapped_column(Date)
+    horizon: Mapped[int] = mapped_column(Integer)
+    target_date: Mapped[date] = mapped_column(Date)
+    open: Mapped[float] = mapped_column(Float)
+    high: Mapped[float] = mapped_column(Float)
+    low: Mapped[float] = mapped_column(Float)
+    close: Mapped[float] = mapped_column(Float)
+    close_lo: Mapped[float | None] = mapped_column(Float)
+    close_hi: Mapped[float | None] = mapped_column(Float)
+    attention: Mapped[Any | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+# The forecast_accuracy VIEW (created by migration 0001) described for typed SELECTs. It lives in a
+# MetaData of its own so create_all/autogenerate never treat it as a table.
+VIEWS_METADATA = MetaData()
+
+forecast_accuracy = Table(
+    "forecast_accuracy",
+    VIEWS_METADATA,
+    Column("forecast_id", Integer),
+    Column("run_id", Integer),
+    Column("model_version_id", Integer),
+    Column("ticker", String(20)),
+    Column("as_of_date", Date),
+    Column("horizon", Integer),
+    Column("target_date", Date),
+    *(Column(name, Float) for name in ("open", "high", "low", "close", "close_lo", "close_hi")),
+    *(Column(f"actual_{name}", Float) for name in ("open", "high", "low", "close")),
+    Column("abs_error", Float),
+    Column("naive_close", Float),
+    Column("naive_abs_error", Float),
+    Column("in_interval", Integer),
+)
