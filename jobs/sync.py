@@ -1,0 +1,114 @@
+"""Bring the `candles` table up to date from the configured market-data provider.
+
+Incremental: a ticker with stored candles is fetched from a few sessions before its last stored
+session (to pick up corrections) onwards; a new ticker gets `history_years` of history.
+Each ticker is its own transaction, so one ticker's failure never loses another's rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import date
+
+import pandas as pd
+from sqlalchemy.orm import Session, sessionmaker
+
+from db import repository
+from forecasting.providers import Provider, fetch_candles
+from forecasting.validation import MarketDataError
+from jobs.config import Config
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    """What one ticker's sync did; `error` is set (and counts are zero) when it failed."""
+
+    ticker: str
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    dropped: int = 0
+    first: date | None = None
+    last: date | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def sync_ticker(
+    factory: sessionmaker[Session],
+    provider: Provider,
+    ticker: str,
+    *,
+    history_years: int,
+    overlap_sessions: int,
+    on_invalid: str,
+) -> SyncResult:
+    """Fetch, validate and upsert one ticker's candles in one transaction."""
+    try:
+        with factory() as session:
+            stored = repository.load_candles(session, ticker=ticker)
+        start = _fetch_start(stored.index, overlap_sessions)
+        frame, report = fetch_candles(provider, ticker, start=start, on_invalid=on_invalid)
+        if start is None:
+            frame = _last_years(frame, history_years)
+        with factory.begin() as session:
+            counts = repository.upsert_candles(
+                session, ticker=ticker, frame=frame, source=provider.name
+            )
+            ranges = {r.ticker: r for r in repository.candle_ranges(session)}
+    except MarketDataError as exc:
+        return SyncResult(ticker=ticker, error=str(exc))
+    stored_range = ranges.get(ticker)
+    return SyncResult(
+        ticker=ticker,
+        added=counts.added,
+        updated=counts.updated,
+        unchanged=counts.unchanged,
+        dropped=report.dropped_rows,
+        first=stored_range.first if stored_range else None,
+        last=stored_range.last if stored_range else None,
+    )
+
+
+def sync_tickers(
+    config: Config,
+    factory: sessionmaker[Session],
+    provider: Provider,
+    tickers: Iterable[str],
+    on_done: Callable[[SyncResult], None] | None = None,
+) -> list[SyncResult]:
+    """Sync every ticker in turn; failures are returned, not raised."""
+    results = []
+    for ticker in tickers:
+        result = sync_ticker(
+            factory,
+            provider,
+            ticker,
+            history_years=config.data.history_years,
+            overlap_sessions=config.data.sync_overlap_sessions,
+            on_invalid=config.data.on_invalid,
+        )
+        results.append(result)
+        if on_done is not None:
+            on_done(result)
+    return results
+
+
+def _fetch_start(stored_dates: pd.DatetimeIndex, overlap_sessions: int) -> date | None:
+    """First date to fetch: `overlap_sessions` before the last stored session, None if none."""
+    if len(stored_dates) == 0:
+        return None
+    position = max(len(stored_dates) - 1 - overlap_sessions, 0)
+    return stored_dates[position].date()
+
+
+def _last_years(frame: pd.DataFrame, years: int) -> pd.DataFrame:
+    """Keep the `years` of sessions before (and including) the frame's last session."""
+    if frame.empty:
+        return frame
+    cutoff = frame.index[-1] - pd.DateOffset(years=years)
+    return frame[frame.index > cutoff]
