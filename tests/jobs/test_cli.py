@@ -1,4 +1,4 @@
-"""The candlecast CLI end to end on a real database: migrate, sync (incremental), tickers, errors."""
+"""The candlecast CLI end to end on a real database: migrate, sync, tickers, errors."""
 
 from __future__ import annotations
 
