@@ -217,6 +217,35 @@ class Forecast(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class RunLock(Base):
+    """A lease that makes nightly runs exclusive on databases without advisory locks (SQLite).
+
+    The holder refreshes heartbeat_at; a lease whose holder process is gone (same host) or whose
+    heartbeat is older than the lease time may be taken over. `token` makes take-over atomic.
+    """
+
+    __tablename__ = "run_locks"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    token: Mapped[str] = mapped_column(String(36))
+    run_id: Mapped[int | None] = mapped_column(Integer)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    acquired_at: Mapped[datetime] = mapped_column(default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+# The scheduler daemon's persistent job store (APScheduler's SQLAlchemyJobStore layout; the
+# job_state column holds JSON written by jobs/jobstore.py, never a pickle).
+apscheduler_jobs = Table(
+    "apscheduler_jobs",
+    Base.metadata,
+    Column("id", String(191), primary_key=True),
+    Column("next_run_time", Float(25), index=True),
+    Column("job_state", LargeBinary, nullable=False),
+)
+
+
 # The forecast_accuracy VIEW (created by migration 0001) described for typed SELECTs. It lives in a
 # MetaData of its own so create_all/autogenerate never treat it as a table.
 VIEWS_METADATA = MetaData()

@@ -16,7 +16,15 @@ from db.models import Base
 from db.session import make_engine
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-TABLES = {"candles", "model_versions", "forecast_runs", "forecast_run_tickers", "forecasts"}
+TABLES = {
+    "candles",
+    "model_versions",
+    "forecast_runs",
+    "forecast_run_tickers",
+    "forecasts",
+    "run_locks",
+    "apscheduler_jobs",
+}
 
 
 def _schema(url: str) -> tuple[set[str], set[str]]:
@@ -41,7 +49,7 @@ def _diffs(url: str, metadata: MetaData) -> list[object]:
 def test_upgrade_downgrade_upgrade(db_url: str) -> None:
     assert migrate.current(db_url) is None
     migrate.upgrade(db_url)
-    assert migrate.current(db_url) == migrate.head() == "0001"
+    assert migrate.current(db_url) == migrate.head() == "0002"
     tables, views = _schema(db_url)
     assert tables == TABLES | {"alembic_version"}
     assert views == {"forecast_accuracy"}
@@ -51,13 +59,13 @@ def test_upgrade_downgrade_upgrade(db_url: str) -> None:
     assert _schema(db_url) == ({"alembic_version"}, set())
 
     migrate.upgrade(db_url)
-    assert migrate.current(db_url) == "0001"
+    assert migrate.current(db_url) == "0002"
     assert _schema(db_url) == (TABLES | {"alembic_version"}, {"forecast_accuracy"})
 
 
 def test_upgrade_is_idempotent(migrated_url: str) -> None:
     migrate.upgrade(migrated_url)
-    assert migrate.current(migrated_url) == "0001"
+    assert migrate.current(migrated_url) == "0002"
 
 
 def test_models_match_migrated_schema(migrated_url: str) -> None:
@@ -83,7 +91,7 @@ def test_current_does_not_create_sqlite_file(tmp_path: Path) -> None:
 def test_upgrade_creates_sqlite_parent_directory(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'var' / 'sub' / 'candlecast.db'}"
     migrate.upgrade(url)
-    assert migrate.current(url) == "0001"
+    assert migrate.current(url) == "0002"
 
 
 def _alembic_cli(*args: str, env_url: str) -> subprocess.CompletedProcess[str]:
@@ -99,7 +107,7 @@ def test_alembic_cli_uses_project_config(db_url: str) -> None:
     """`alembic upgrade head` from the repo root finds the URL through jobs.config.load_config."""
     result = _alembic_cli("upgrade", "head", env_url=db_url)
     assert result.returncode == 0, result.stderr
-    assert migrate.current(db_url) == "0001"
+    assert migrate.current(db_url) == "0002"
     result = _alembic_cli("downgrade", "base", env_url=db_url)
     assert result.returncode == 0, result.stderr
     assert migrate.current(db_url) is None
@@ -109,7 +117,7 @@ def test_alembic_cli_x_url_wins(db_url: str, tmp_path: Path) -> None:
     decoy = f"sqlite:///{tmp_path / 'decoy' / 'decoy.db'}"
     result = _alembic_cli("-x", f"url={db_url}", "upgrade", "head", env_url=decoy)
     assert result.returncode == 0, result.stderr
-    assert migrate.current(db_url) == "0001"
+    assert migrate.current(db_url) == "0002"
     assert migrate.current(decoy) is None
 
 
@@ -122,3 +130,11 @@ def test_view_is_not_a_table_of_the_models(migrated_url: str) -> None:
     finally:
         engine.dispose()
     assert count == 0
+
+
+def test_downgrade_one_step_keeps_the_initial_schema(migrated_url: str) -> None:
+    migrate.downgrade(migrated_url, "0001")
+    assert migrate.current(migrated_url) == "0001"
+    tables, views = _schema(migrated_url)
+    assert tables == TABLES - {"run_locks", "apscheduler_jobs"} | {"alembic_version"}
+    assert views == {"forecast_accuracy"}
