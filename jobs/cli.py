@@ -1,97 +1,32 @@
-"""The `candlecast` command line: database migrations, market-data sync and inspection.
+"""The `candlecast` command line: migrations, sync, the nightly run, backfill, forecasts, backtests,
+the scheduler daemon and the web server.
 
-Exit codes: 0 success, 1 failure, 2 invalid usage or configuration.
+Exit codes: 0 success, 1 failure, 2 invalid usage or configuration, 3 run partial (some tickers
+failed), 4 run failed (every ticker failed), 5 another run holds the lock, 6 run interrupted.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
-from collections.abc import Callable
-from functools import wraps
-from typing import Any
 
 import click
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from jobs.config import Config, ConfigError, load_config, validate_ticker
-
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
-
-stdout = Console()
-stderr = Console(stderr=True)
-
-
-class CommandError(click.ClickException):
-    """A failure reported as one line on stderr with exit code 1."""
-
-    exit_code = EXIT_FAILURE
-
-    def show(self, file: Any = None) -> None:
-        click.echo(f"candlecast: error: {self.format_message()}", err=True)
-
-
-class UsageError(CommandError):
-    exit_code = EXIT_USAGE
-
-
-def fail_cleanly(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn expected errors (bad config, database unreachable, ...) into one stderr line."""
-
-    @wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from sqlalchemy.exc import OperationalError, SQLAlchemyError
-
-        try:
-            return func(*args, **kwargs)
-        except ConfigError as exc:
-            raise UsageError(str(exc)) from None
-        except OperationalError as exc:
-            raise CommandError(f"database error: {str(exc.orig).strip()}") from None
-        except SQLAlchemyError as exc:
-            raise CommandError(f"database error: {exc}") from None
-
-    return wrapper
-
-
-class AppContext:
-    """Lazily loaded configuration and database handles for one CLI invocation."""
-
-    def __init__(self, config_path: str | None) -> None:
-        self.config_path = config_path
-        self._config: Config | None = None
-
-    @property
-    def config(self) -> Config:
-        if self._config is None:
-            self._config = load_config(self.config_path)
-        return self._config
-
-    def session_factory(self):  # noqa: ANN201 - sessionmaker type comes from the db layer
-        from db.session import make_engine, make_session_factory
-
-        return make_session_factory(make_engine(self.config.database.url))
-
-    def tickers(self, option: str | None) -> tuple[str, ...]:
-        """The tickers named by --tickers (validated), or every configured ticker."""
-        if not option:
-            return self.config.tickers.symbols
-        symbols = tuple(s.strip().upper() for s in option.split(",") if s.strip())
-        if not symbols:
-            raise UsageError("--tickers: no ticker given")
-        for symbol in symbols:
-            try:
-                validate_ticker(symbol)
-            except ValueError as exc:
-                raise UsageError(f"--tickers: {exc}") from None
-        return symbols
-
-
-pass_app = click.make_pass_decorator(AppContext)
+from jobs import cli_run
+from jobs.cli_support import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    AppContext,
+    CommandError,
+    fail_cleanly,
+    pass_app,
+    progress_bar,
+    require_schema,
+    safe_url,
+    stdout,
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -129,7 +64,7 @@ def db_upgrade(app: AppContext, revision: str) -> None:
 
     url = app.config.database.url
     migrate.upgrade(url, revision)
-    click.echo(f"database at revision {migrate.current(url)} ({_safe_url(url)})")
+    click.echo(f"database at revision {migrate.current(url)} ({safe_url(url)})")
 
 
 @db.command("downgrade")
@@ -142,7 +77,7 @@ def db_downgrade(app: AppContext, revision: str) -> None:
 
     url = app.config.database.url
     migrate.downgrade(url, revision)
-    click.echo(f"database at revision {migrate.current(url) or 'base'} ({_safe_url(url)})")
+    click.echo(f"database at revision {migrate.current(url) or 'base'} ({safe_url(url)})")
 
 
 @db.command("current")
@@ -170,7 +105,7 @@ def sync(app: AppContext, tickers_opt: str | None) -> None:
 
     config = app.config
     tickers = app.tickers(tickers_opt)
-    _require_schema(config)
+    require_schema(config)
     provider = make_provider(
         config.data.provider,
         csv_dir=config.data.csv_dir,
@@ -179,7 +114,7 @@ def sync(app: AppContext, tickers_opt: str | None) -> None:
         history_years=config.data.history_years,
     )
     factory = app.session_factory()
-    with _progress() as progress:
+    with progress_bar() as progress:
         task = progress.add_task("sync", total=len(tickers))
         results = sync_tickers(
             config, factory, provider, tickers, on_done=lambda r: progress.advance(task)
@@ -208,7 +143,7 @@ def tickers(app: AppContext) -> None:
     """List configured tickers with the date range and count of their stored candles."""
     from db import repository
 
-    _require_schema(app.config)
+    require_schema(app.config)
     with app.session_factory()() as session:
         ranges = {r.ticker: r for r in repository.candle_ranges(session)}
     table = Table("ticker", "exchange", "first", "last", "sessions")
@@ -224,37 +159,14 @@ def tickers(app: AppContext) -> None:
     stdout.print(table)
 
 
-def _require_schema(config: Config) -> None:
-    """Fail with a helpful message when the database has not been migrated yet."""
-    from db import migrate
-
-    if migrate.current(config.database.url) is None:
-        raise CommandError(
-            f"the database {_safe_url(config.database.url)} has no schema; "
-            "run `candlecast db upgrade` first"
-        )
-
-
-def _safe_url(url: str) -> str:
-    """The URL with any password hidden, for messages."""
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)
-
-
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(),
-        console=stderr,
-        transient=True,
-    )
+cli.add_command(cli_run.run_once)
+cli.add_command(cli_run.backfill)
+cli.add_command(cli_run.scheduler)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point; returns the process exit code."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
     try:
         cli.main(args=argv, prog_name="candlecast", standalone_mode=False)
     except click.exceptions.Abort:

@@ -1,0 +1,127 @@
+"""Shared pieces of the `candlecast` commands: exit codes, errors, the lazily loaded context."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from jobs.config import Config, ConfigError, load_config, validate_ticker
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_PARTIAL = 3
+EXIT_RUN_FAILED = 4
+EXIT_LOCKED = 5
+EXIT_INTERRUPTED = 6
+RUN_EXIT_CODES = {
+    "succeeded": EXIT_OK,
+    "partial": EXIT_PARTIAL,
+    "failed": EXIT_RUN_FAILED,
+    "interrupted": EXIT_INTERRUPTED,
+}
+
+stdout = Console()
+stderr = Console(stderr=True)
+
+
+class CommandError(click.ClickException):
+    """A failure reported as one line on stderr with exit code 1."""
+
+    exit_code = EXIT_FAILURE
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"candlecast: error: {self.format_message()}", err=True)
+
+
+class UsageError(CommandError):
+    exit_code = EXIT_USAGE
+
+
+def fail_cleanly(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn expected errors (bad config, database unreachable, ...) into one stderr line."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from sqlalchemy.exc import OperationalError, SQLAlchemyError
+
+        try:
+            return func(*args, **kwargs)
+        except ConfigError as exc:
+            raise UsageError(str(exc)) from None
+        except OperationalError as exc:
+            raise CommandError(f"database error: {str(exc.orig).strip()}") from None
+        except SQLAlchemyError as exc:
+            raise CommandError(f"database error: {exc}") from None
+
+    return wrapper
+
+
+class AppContext:
+    """Lazily loaded configuration and database handles for one CLI invocation."""
+
+    def __init__(self, config_path: str | None) -> None:
+        self.config_path = config_path
+        self._config: Config | None = None
+
+    @property
+    def config(self) -> Config:
+        if self._config is None:
+            self._config = load_config(self.config_path)
+        return self._config
+
+    def session_factory(self):  # noqa: ANN201 - sessionmaker type comes from the db layer
+        from db.session import make_engine, make_session_factory
+
+        return make_session_factory(make_engine(self.config.database.url))
+
+    def tickers(self, option: str | None) -> tuple[str, ...]:
+        """The tickers named by --tickers (validated), or every configured ticker."""
+        if not option:
+            return self.config.tickers.symbols
+        symbols = tuple(s.strip().upper() for s in option.split(",") if s.strip())
+        if not symbols:
+            raise UsageError("--tickers: no ticker given")
+        for symbol in symbols:
+            try:
+                validate_ticker(symbol)
+            except ValueError as exc:
+                raise UsageError(f"--tickers: {exc}") from None
+        return symbols
+
+
+pass_app = click.make_pass_decorator(AppContext)
+
+
+def require_schema(config: Config) -> None:
+    """Fail with a helpful message when the database has not been migrated yet."""
+    from db import migrate
+
+    if migrate.current(config.database.url) is None:
+        raise CommandError(
+            f"the database {safe_url(config.database.url)} has no schema; "
+            "run `candlecast db upgrade` first"
+        )
+
+
+def safe_url(url: str) -> str:
+    """The URL with any password hidden, for messages."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def progress_bar() -> Progress:
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=stderr,
+        transient=True,
+    )

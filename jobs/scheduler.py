@@ -1,0 +1,176 @@
+"""The scheduler daemon: APScheduler 3 BlockingScheduler firing the nightly run on a cron schedule.
+
+It runs in its own process (never inside the web server). The job lives in the same database
+(`apscheduler_jobs`, JSON-serialised) so a run missed while the daemon was down fires once when it
+comes back, if within `misfire_grace_time_s`. SIGTERM/SIGINT let the ticker in progress finish,
+mark the run interrupted and exit 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from datetime import datetime
+from typing import Any
+
+from apscheduler.events import (
+    EVENT_JOB_ERROR,
+    EVENT_JOB_EXECUTED,
+    EVENT_JOB_MISSED,
+    EVENT_SCHEDULER_STARTED,
+    JobEvent,
+)
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.job import Job
+from apscheduler.jobstores.memory import MemoryJobStore
+from apscheduler.schedulers.base import BaseScheduler
+from apscheduler.schedulers.blocking import BlockingScheduler
+from apscheduler.triggers.cron import CronTrigger
+
+from db.run_lock import RunLockedError
+from db.session import make_engine
+from jobs.config import Config, load_config
+from jobs.jobstore import JsonSQLAlchemyJobStore
+
+JOB_ID = "candlecast-nightly"
+JOB_FUNC = "jobs.scheduler:nightly_job"
+log = logging.getLogger("candlecast.scheduler")
+
+# The daemon's stop flag: set by SIGTERM/SIGINT, checked by the pipeline between tickers.
+STOP = threading.Event()
+
+
+def cron_trigger(expr: str, timezone: str) -> CronTrigger:
+    """The trigger for a five-field crontab, or six fields with leading seconds."""
+    parts = expr.split()
+    if len(parts) == 6:
+        second, minute, hour, day, month, day_of_week = parts
+        return CronTrigger(
+            second=second,
+            minute=minute,
+            hour=hour,
+            day=day,
+            month=month,
+            day_of_week=day_of_week,
+            timezone=timezone,
+        )
+    return CronTrigger.from_crontab(expr, timezone=timezone)
+
+
+def nightly_job(config_path: str | None) -> None:
+    """The scheduled job: one nightly run with trigger 'schedule' (config re-read every time)."""
+    from jobs.pipeline import Pipeline
+
+    config = load_config(config_path)
+    try:
+        result = Pipeline(config, stop_event=STOP).run_nightly(trigger="schedule")
+    except RunLockedError as exc:
+        log.warning("skipped: %s", exc)
+        return
+    log.warning(
+        "run %s as of %s: %s%s",
+        result.run_id,
+        result.as_of,
+        result.status,
+        f" ({result.message})" if result.message else "",
+    )
+
+
+def build_scheduler(config: Config) -> BlockingScheduler:
+    """A BlockingScheduler whose job store is the app database's `apscheduler_jobs` table."""
+    scheduler = BlockingScheduler(
+        jobstores={"default": _job_store(config), "memory": MemoryJobStore()},
+        executors={"default": ThreadPoolExecutor(max_workers=1)},
+        job_defaults={
+            "coalesce": True,
+            "max_instances": 1,
+            "misfire_grace_time": config.schedule.misfire_grace_time_s,
+        },
+        timezone=config.schedule.timezone,
+    )
+    return scheduler
+
+
+def stored_job(config: Config) -> Job | None:
+    """The nightly job as the database holds it (None before the daemon's first start)."""
+    return _job_store(config).lookup_job(JOB_ID)
+
+
+def add_nightly_job(scheduler: BaseScheduler, config: Config, config_path: str | None) -> None:
+    """Add (or replace) the nightly job before the scheduler starts.
+
+    When the stored job has the same schedule its pending fire time is kept, so a run missed while
+    the daemon was down fires once at start-up (if within the grace time) instead of being lost.
+    """
+    trigger = cron_trigger(config.schedule.cron, config.schedule.timezone)
+    existing = stored_job(config)
+    options: dict[str, Any] = {}
+    if existing is not None and str(existing.trigger) == str(trigger):
+        options["next_run_time"] = existing.next_run_time
+    scheduler.add_job(
+        JOB_FUNC,
+        trigger,
+        args=[config_path],
+        id=JOB_ID,
+        name="nightly forecast run",
+        replace_existing=True,
+        coalesce=True,
+        max_instances=1,
+        misfire_grace_time=config.schedule.misfire_grace_time_s,
+        **options,
+    )
+
+
+def next_fire_times(config: Config, count: int = 5) -> list[datetime]:
+    """The next `count` fire times of the configured schedule, from now."""
+    trigger = cron_trigger(config.schedule.cron, config.schedule.timezone)
+    times: list[datetime] = []
+    previous = None
+    now = datetime.now(trigger.timezone)
+    for _ in range(count):
+        fire = trigger.get_next_fire_time(previous, now)
+        if fire is None:
+            break
+        times.append(fire)
+        previous = now = fire
+    return times
+
+
+def run_daemon(config: Config, config_path: str | None, *, run_now: bool = False) -> int:
+    """Run the daemon in this process until SIGTERM/SIGINT; returns the exit code (0)."""
+    scheduler = build_scheduler(config)
+
+    def log_next(event: JobEvent | None = None) -> None:
+        if event is not None and event.code == EVENT_JOB_MISSED:
+            log.warning("missed the run due at %s (past the grace time)", event.scheduled_run_time)
+        job = scheduler.get_job(JOB_ID)
+        if job is not None and job.next_run_time is not None:
+            log.warning("next run due at %s", job.next_run_time.isoformat())
+
+    def stop(signum: int, _frame: object) -> None:
+        log.warning(
+            "received %s: finishing the ticker in progress, then stopping",
+            signal.Signals(signum).name,
+        )
+        STOP.set()
+        # shutdown(wait=True) waits for the running job; do it off the signal handler.
+        threading.Thread(target=scheduler.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    scheduler.add_listener(log_next, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR | EVENT_JOB_MISSED)
+    add_nightly_job(scheduler, config, config_path)
+    if run_now:
+        scheduler.add_job(
+            JOB_FUNC, args=[config_path], id=f"{JOB_ID}-now", name="run now", jobstore="memory"
+        )
+    scheduler.add_listener(lambda _e: log_next(), EVENT_SCHEDULER_STARTED)
+    log.warning("scheduler starting (cron %r, %s)", config.schedule.cron, config.schedule.timezone)
+    scheduler.start()  # blocks until shutdown
+    log.warning("scheduler stopped")
+    return 0
+
+
+def _job_store(config: Config) -> JsonSQLAlchemyJobStore:
+    return JsonSQLAlchemyJobStore(engine=make_engine(config.database.url))
