@@ -281,15 +281,33 @@ def _check_timezone(name: str) -> None:
         raise ConfigError(f"schedule.timezone: unknown time zone {name!r}") from None
 
 
-def _check_cron(expr: str, timezone: str) -> None:
+def cron_trigger(expr: str, timezone: str):  # noqa: ANN201 - apscheduler CronTrigger
+    """The APScheduler trigger of a five-field crontab (minute hour day month day_of_week), or of
+    six fields whose first is the second (handy for tests and sub-minute schedules)."""
     from apscheduler.triggers.cron import CronTrigger
 
+    parts = expr.split()
+    if len(parts) == 6:
+        second, minute, hour, day, month, day_of_week = parts
+        return CronTrigger(
+            second=second,
+            minute=minute,
+            hour=hour,
+            day=day,
+            month=month,
+            day_of_week=day_of_week,
+            timezone=timezone,
+        )
+    return CronTrigger.from_crontab(expr, timezone=timezone)
+
+
+def _check_cron(expr: str, timezone: str) -> None:
     try:
-        CronTrigger.from_crontab(expr, timezone=timezone)
+        cron_trigger(expr, timezone)
     except ValueError as exc:
         raise ConfigError(
-            f"schedule.cron: invalid cron expression {expr!r} ({exc}); "
-            "expected five fields 'minute hour day month day_of_week'"
+            f"schedule.cron: invalid cron expression {expr!r} ({exc}); expected five fields "
+            "'minute hour day month day_of_week' (or six with a leading second)"
         ) from None
 
 

@@ -26,11 +26,10 @@ from apscheduler.job import Job
 from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
-from apscheduler.triggers.cron import CronTrigger
 
 from db.run_lock import RunLockedError
 from db.session import make_engine
-from jobs.config import Config, load_config
+from jobs.config import Config, cron_trigger, load_config
 from jobs.jobstore import JsonSQLAlchemyJobStore
 
 JOB_ID = "candlecast-nightly"
@@ -39,23 +38,6 @@ log = logging.getLogger("candlecast.scheduler")
 
 # The daemon's stop flag: set by SIGTERM/SIGINT, checked by the pipeline between tickers.
 STOP = threading.Event()
-
-
-def cron_trigger(expr: str, timezone: str) -> CronTrigger:
-    """The trigger for a five-field crontab, or six fields with leading seconds."""
-    parts = expr.split()
-    if len(parts) == 6:
-        second, minute, hour, day, month, day_of_week = parts
-        return CronTrigger(
-            second=second,
-            minute=minute,
-            hour=hour,
-            day=day,
-            month=month,
-            day_of_week=day_of_week,
-            timezone=timezone,
-        )
-    return CronTrigger.from_crontab(expr, timezone=timezone)
 
 
 def nightly_job(config_path: str | None) -> None:
@@ -142,6 +124,8 @@ def run_daemon(config: Config, config_path: str | None, *, run_now: bool = False
     scheduler = build_scheduler(config)
 
     def log_next(event: JobEvent | None = None) -> None:
+        if STOP.is_set():  # shutting down: shutdown() holds the job store lock get_job needs
+            return
         if event is not None and event.code == EVENT_JOB_MISSED:
             log.warning("missed the run due at %s (past the grace time)", event.scheduled_run_time)
         job = scheduler.get_job(JOB_ID)

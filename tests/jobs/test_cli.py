@@ -9,7 +9,8 @@ import pytest
 from sqlalchemy import text
 
 from db.session import make_engine
-from jobs.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, main
+from jobs.cli import main
+from jobs.cli_support import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 
 BUNDLED = Path(__file__).resolve().parents[2] / "forecasting" / "bundled"
 
