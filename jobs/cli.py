@@ -14,7 +14,7 @@ import sys
 import click
 from rich.table import Table
 
-from jobs import cli_run
+from jobs import cli_model, cli_run
 from jobs.cli_support import (
     EXIT_FAILURE,
     EXIT_OK,
@@ -162,6 +162,8 @@ def tickers(app: AppContext) -> None:
 cli.add_command(cli_run.run_once)
 cli.add_command(cli_run.backfill)
 cli.add_command(cli_run.scheduler)
+cli.add_command(cli_model.forecast)
+cli.add_command(cli_model.backtest)
 
 
 def main(argv: list[str] | None = None) -> int:

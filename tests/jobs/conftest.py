@@ -65,16 +65,27 @@ def pipeline_config(make_config, universe, migrated_url):
     return factory
 
 
-def candlecast(config: Path, *args: str, **popen: object) -> subprocess.Popen:
-    """Start `candlecast --config CONFIG ARGS` as a real process."""
-    env = {k: v for k, v in os.environ.items() if k != "CANDLECAST_DATABASE_URL"}
-    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
-    return subprocess.Popen(
-        [sys.executable, "-m", "jobs.cli", "--config", str(config), *args],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        **popen,
-    )
+@pytest.fixture
+def candlecast():
+    """Start `candlecast --config CONFIG ARGS` as real processes; any left running are killed."""
+    started: list[subprocess.Popen] = []
+
+    def start(config: Path, *args: str) -> subprocess.Popen:
+        env = {k: v for k, v in os.environ.items() if k != "CANDLECAST_DATABASE_URL"}
+        env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "jobs.cli", "--config", str(config), *args],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()

@@ -16,7 +16,7 @@ from db import migrate
 from db.models import Forecast, ForecastRun, ForecastRunTicker
 from db.session import make_engine, make_session_factory
 from jobs.cli_support import EXIT_LOCKED, EXIT_OK
-from tests.jobs.conftest import TINY_MODEL, candlecast, write_config, write_universe
+from tests.jobs.conftest import TINY_MODEL, write_config, write_universe
 
 # Long enough that a test can observe (and kill) a process in the middle of training.
 SLOW_MODEL = {"epochs": 40, "units": 8, "patience": 40, "batch_size": 32}
@@ -79,7 +79,7 @@ def setup(tmp_path: Path, migrated_url: str):
     engine.dispose()
 
 
-def test_kill_9_mid_training_leaves_no_partial_forecasts(setup):
+def test_kill_9_mid_training_leaves_no_partial_forecasts(setup, candlecast):
     make_config_file, factory = setup
     proc = candlecast(make_config_file("slow", SLOW_MODEL), "run-once")
     wait_for(lambda: ticker_status(factory, "MSFT") == "running", "MSFT training", proc)
@@ -96,7 +96,7 @@ def test_kill_9_mid_training_leaves_no_partial_forecasts(setup):
     assert forecast_sets(factory) == {"AAPL": 4, "MSFT": 4}
 
 
-def test_two_concurrent_runs_one_runs_the_other_exits_locked(setup):
+def test_two_concurrent_runs_one_runs_the_other_exits_locked(setup, candlecast):
     make_config_file, factory = setup
     config = make_config_file("slow", SLOW_MODEL)
     first, second = candlecast(config, "run-once"), candlecast(config, "run-once")
@@ -132,7 +132,7 @@ def sqlite_setup(tmp_path: Path):
     engine.dispose()
 
 
-def test_scheduler_fires_once_and_stops_cleanly_on_sigterm(sqlite_setup):
+def test_scheduler_fires_once_and_stops_cleanly_on_sigterm(sqlite_setup, candlecast):
     make_config_file, factory = sqlite_setup
     fire = datetime.now(UTC) + timedelta(seconds=8)
     config = make_config_file(f"{fire.second} {fire.minute} {fire.hour} * * *", TINY_MODEL)
@@ -145,7 +145,7 @@ def test_scheduler_fires_once_and_stops_cleanly_on_sigterm(sqlite_setup):
     assert run_statuses(factory) == [("schedule", "succeeded")]
 
 
-def test_a_missed_run_within_the_grace_time_fires_once_at_startup(sqlite_setup):
+def test_a_missed_run_within_the_grace_time_fires_once_at_startup(sqlite_setup, candlecast):
     from jobs.jobstore import JsonSQLAlchemyJobStore
 
     make_config_file, factory = sqlite_setup
@@ -177,7 +177,9 @@ def test_a_missed_run_within_the_grace_time_fires_once_at_startup(sqlite_setup):
     assert store.get_next_run_time() > datetime.now(UTC)
 
 
-def test_sigterm_during_a_run_finishes_the_ticker_and_marks_it_interrupted(sqlite_setup):
+def test_sigterm_during_a_run_finishes_the_ticker_and_marks_it_interrupted(
+    sqlite_setup, candlecast
+):
     make_config_file, factory = sqlite_setup
     config = make_config_file("0 3 * * *", SLOW_MODEL, symbols=("AAPL", "MSFT", "GOOGL"))
     daemon = candlecast(config, "scheduler", "--run-now")
