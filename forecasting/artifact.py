@@ -1,0 +1,103 @@
+"""Model versions as plain data: `.keras` bytes + JSON-able dicts. Nothing is pickled.
+
+Loading goes through ``keras.models.load_model(path, safe_mode=True)``, which refuses
+serialized Python code (e.g. Lambda layers); custom layers load because they are registered
+in ``forecasting.model``. A stored sha256 is verified before the bytes are even parsed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import warnings
+from datetime import date
+from typing import Any
+
+from forecasting.params import ModelParams
+from forecasting.train import TrainedModel
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def model_to_bytes(model: Any) -> bytes:
+    """The model's `.keras` archive as bytes (weights + architecture, no optimizer needed)."""
+    with tempfile.TemporaryDirectory(prefix="candlecast-") as folder:
+        path = os.path.join(folder, "model.keras")
+        with warnings.catch_warnings():
+            # Keras' own np.array(tf_tensor) under NumPy 2 warns; harmless, not ours to fix.
+            warnings.filterwarnings(
+                "ignore", message="__array__ implementation", category=DeprecationWarning
+            )
+            model.save(path)
+        with open(path, "rb") as handle:
+            return handle.read()
+
+
+def model_from_bytes(data: bytes, expected_sha256: str | None = None) -> Any:
+    """Load a `.keras` archive from bytes with safe_mode=True; ValueError on a sha mismatch."""
+    if expected_sha256 is not None and sha256_hex(data) != expected_sha256.lower():
+        raise ValueError(
+            f"model artifact sha256 mismatch: expected {expected_sha256}, got {sha256_hex(data)}"
+        )
+    import keras
+
+    import forecasting.model  # noqa: F401  registers the custom layers
+
+    with tempfile.TemporaryDirectory(prefix="candlecast-") as folder:
+        path = os.path.join(folder, "model.keras")
+        with open(path, "wb") as handle:
+            handle.write(data)
+        return keras.models.load_model(path, safe_mode=True, compile=False)
+
+
+def _versions() -> tuple[str, str]:
+    import keras
+    import tensorflow as tf
+
+    return keras.__version__, tf.__version__
+
+
+def trained_to_record(trained: TrainedModel) -> dict[str, Any]:
+    """A storable record; ``normalization`` carries the calibration under "calibration"."""
+    artifact = model_to_bytes(trained.model)
+    keras_version, tf_version = _versions()
+    return {
+        "ticker": trained.ticker,
+        "artifact": artifact,
+        "artifact_sha256": sha256_hex(artifact),
+        "hyperparameters": trained.params.to_dict(),
+        "normalization": {**trained.normalization, "calibration": trained.calibration},
+        "metrics": dict(trained.metrics),
+        "val_loss": float(trained.val_loss),
+        "train_start": trained.train_start,
+        "train_end": trained.train_end,
+        "keras_version": keras_version,
+        "tensorflow_version": tf_version,
+    }
+
+
+def _as_date(value: Any) -> date:
+    if isinstance(value, date):
+        return value if type(value) is date else value.date()
+    return date.fromisoformat(str(value)[:10])
+
+
+def trained_from_record(record: dict[str, Any]) -> TrainedModel:
+    """Inverse of ``trained_to_record`` (verifies the sha256 when the record has one)."""
+    model = model_from_bytes(bytes(record["artifact"]), record.get("artifact_sha256"))
+    normalization = dict(record["normalization"])
+    calibration = normalization.pop("calibration")
+    return TrainedModel(
+        ticker=record["ticker"],
+        model=model,
+        params=ModelParams.from_dict(record["hyperparameters"]),
+        normalization=normalization,
+        calibration=calibration,
+        train_start=_as_date(record["train_start"]),
+        train_end=_as_date(record["train_end"]),
+        metrics=dict(record.get("metrics") or {}),
+        val_loss=float(record.get("val_loss", float("nan"))),
+    )
