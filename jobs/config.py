@@ -25,6 +25,7 @@ DATABASE_URL_ENV = "CANDLECAST_DATABASE_URL"
 TICKER_PATTERN = re.compile(r"^\^?[A-Z0-9][A-Z0-9.\-=]{0,14}$")
 PROVIDERS = ("bundled", "csv", "yfinance")
 ON_INVALID = ("drop", "fail")
+EXECUTORS = ("local", "dask")
 
 
 class ConfigError(ValueError):
@@ -86,6 +87,13 @@ class WebConfig:
 
 
 @dataclass(frozen=True)
+class ExecutorConfig:
+    kind: str = "local"
+    workers: int = 1
+    address: str = ""
+
+
+@dataclass(frozen=True)
 class Config:
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -93,6 +101,7 @@ class Config:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     web: WebConfig = field(default_factory=WebConfig)
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
     source: Path | None = None
 
 
@@ -103,6 +112,7 @@ _SECTIONS: dict[str, type] = {
     "schedule": ScheduleConfig,
     "model": ModelConfig,
     "web": WebConfig,
+    "executor": ExecutorConfig,
 }
 
 
@@ -245,6 +255,8 @@ def _validated(config: Config, base_dir: Path) -> Config:
     if not 0 < model.learning_rate < 1:
         raise ConfigError("model.learning_rate must be between 0 and 1")
 
+    _check_executor(config.executor, db_url)
+
     web = config.web
     if not 1 <= web.port <= 65535:
         raise ConfigError(f"web.port must be between 1 and 65535, got {web.port}")
@@ -255,6 +267,23 @@ def _validated(config: Config, base_dir: Path) -> Config:
         database=replace(config.database, url=db_url),
         data=replace(data, csv_dir=csv_dir),
     )
+
+
+def _check_executor(executor: ExecutorConfig, db_url: str) -> None:
+    if executor.kind not in EXECUTORS:
+        raise ConfigError(f"executor.kind must be 'local' or 'dask', got {executor.kind!r}")
+    _positive("executor.workers", executor.workers)
+    if executor.address and executor.kind != "dask":
+        raise ConfigError("executor.address is only used with executor.kind = 'dask'")
+    if executor.address and not re.match(r"^(tcp|tls|inproc|ucx)://\S+$", executor.address):
+        raise ConfigError(
+            f"executor.address must look like tcp://host:8786, got {executor.address!r}"
+        )
+    if executor.kind == "dask" and executor.address and db_url.startswith("sqlite"):
+        raise ConfigError(
+            "executor.address: a remote Dask cluster cannot use the SQLite file database "
+            f"({db_url}); its workers must reach the same database: use PostgreSQL"
+        )
 
 
 def _positive(key: str, value: int) -> None:

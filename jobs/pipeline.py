@@ -11,38 +11,32 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date
+from functools import partial
 
-import pandas as pd
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from db import model_store, repository, runs
+from db import repository, runs
 from db.run_lock import RunLockHandle
 from db.session import make_engine, make_session_factory
-from forecasting.providers import Provider, make_provider
 from jobs.config import Config
-from jobs.sync import sync_tickers
+from jobs.executor import InlineExecutor, TickerExecutor, make_executor
+from jobs.sync import SyncResult, sync_tickers
+from jobs.tasks import (
+    ModelSlot,
+    TickerOutcome,
+    describe,
+    forecast_task,
+    process_ticker,
+    provider_for,
+    record_failure,
+    sync_task,
+)
 
 log = logging.getLogger("candlecast.pipeline")
-
-
-@dataclass
-class TickerOutcome:
-    """What happened to one ticker in one run."""
-
-    ticker: str
-    status: str  # succeeded | failed
-    duration_s: float = 0.0
-    error: str | None = None
-    model_version_id: int | None = None
-    train_s: float = 0.0
-    forecast_s: float = 0.0
-    store_s: float = 0.0
-    closes: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -56,15 +50,6 @@ class RunResult:
     message: str | None = None
 
 
-@dataclass
-class _ModelSlot:
-    """A ticker's current model during a run or backfill (reused until it is too old)."""
-
-    trained: object
-    version_id: int
-    trained_at_position: int
-
-
 class Pipeline:
     """Shared state of one process's runs: database handles, provider and the stop flag."""
 
@@ -73,20 +58,13 @@ class Pipeline:
         config: Config,
         *,
         engine: Engine | None = None,
-        provider: Provider | None = None,
         stop_event: threading.Event | None = None,
         on_ticker: Callable[[TickerOutcome], None] | None = None,
     ) -> None:
         self.config = config
         self.engine = engine or make_engine(config.database.url)
         self.factory: sessionmaker[Session] = make_session_factory(self.engine)
-        self.provider = provider or make_provider(
-            config.data.provider,
-            csv_dir=config.data.csv_dir,
-            auto_adjust=config.data.yfinance_auto_adjust,
-            retries=config.data.yfinance_retries,
-            history_years=config.data.history_years,
-        )
+        self.provider = provider_for(config)
         self.stop_event = stop_event or threading.Event()
         self.on_ticker = on_ticker
 
@@ -101,26 +79,38 @@ class Pipeline:
         tickers: Iterable[str] | None = None,
         trigger: str = "manual",
     ) -> RunResult:
-        """Sync, retrain and forecast every ticker for one as-of date, under the run lock."""
+        """Sync, retrain and forecast every ticker for one as-of date, under the run lock.
+
+        Tickers run on the configured executor (inline, a local process pool or Dask); this
+        process coordinates: it holds the lock, records per-ticker outcomes and the run status.
+        """
         symbols = tuple(tickers or self.config.tickers.symbols)
-        with self.lock():
+        with self.lock(), make_executor(self.config) as executor:
             self._abandon_stale_runs()
             run_id = self._start_run(trigger, as_of)
-            sync_errors = self._sync(symbols)
+            inline = isinstance(executor, InlineExecutor)
+            sync_errors = self._sync(symbols, None if inline else executor)
             as_of = as_of or self._default_as_of(symbols)
             with self.factory.begin() as session:
                 runs.set_run_as_of(session, run_id=run_id, as_of_date=as_of)
             outcomes = []
-            for ticker in symbols:
-                if self.stop_event.is_set():
-                    break
-                if ticker in sync_errors:
-                    outcome = TickerOutcome(ticker, "failed", error=sync_errors[ticker])
-                    self._record_failure(run_id, outcome)
-                else:
-                    outcome = self._process(run_id, ticker, as_of, models={}, position=0)
+            for ticker, error in sync_errors.items():
+                outcome = TickerOutcome(ticker, "failed", error=error)
+                record_failure(self.factory, run_id, outcome)
                 outcomes.append(outcome)
                 self._report(outcome)
+            todo = [t for t in symbols if t not in sync_errors]
+            task = partial(process_ticker, self.factory) if inline else forecast_task
+            args = [(self.config, run_id, ticker, as_of) for ticker in todo]
+            for index, outcome, error in executor.map(task, args, self.stop_event):
+                if error is not None:  # the task itself died (e.g. its worker, repeatedly)
+                    outcome = TickerOutcome(
+                        todo[index], "failed", error=f"task failed: {describe(error)}"
+                    )
+                    record_failure(self.factory, run_id, outcome)
+                outcomes.append(outcome)
+                self._report(outcome)
+            outcomes.sort(key=lambda o: symbols.index(o.ticker))
             return self._finish(run_id, as_of, symbols, outcomes)
 
     def run_backfill(
@@ -142,9 +132,9 @@ class Pipeline:
         results: list[RunResult] = []
         with self.lock():
             self._abandon_stale_runs()
-            sync_errors = self._sync(symbols)
+            sync_errors = self._sync(symbols, None)
             dates = self._stored_sessions(symbols, start, end)
-            models: dict[str, _ModelSlot] = {}
+            models: dict[str, ModelSlot] = {}
             for position, as_of in enumerate(dates):
                 if self.stop_event.is_set():
                     break
@@ -155,12 +145,14 @@ class Pipeline:
                         break
                     if ticker in sync_errors:
                         outcome = TickerOutcome(ticker, "failed", error=sync_errors[ticker])
-                        self._record_failure(run_id, outcome)
+                        record_failure(self.factory, run_id, outcome)
                     else:
                         slot = models.get(ticker)
                         if slot and position - slot.trained_at_position >= every:
                             models.pop(ticker)
-                        outcome = self._process(run_id, ticker, as_of, models, position)
+                        outcome = process_ticker(
+                            self.factory, self.config, run_id, ticker, as_of, models, position
+                        )
                     outcomes.append(outcome)
                     self._report(outcome)
                 result = self._finish(run_id, as_of, symbols, outcomes)
@@ -180,8 +172,15 @@ class Pipeline:
         with self.factory.begin() as session:
             return runs.start_run(session, trigger=trigger, as_of_date=as_of).id
 
-    def _sync(self, symbols: tuple[str, ...]) -> dict[str, str]:
-        results = sync_tickers(self.config, self.factory, self.provider, symbols)
+    def _sync(self, symbols: tuple[str, ...], executor: TickerExecutor | None) -> dict[str, str]:
+        """Sync every ticker (here, or on the executor); returns {ticker: error} of failures."""
+        if executor is None:
+            results = sync_tickers(self.config, self.factory, self.provider, symbols)
+        else:
+            args = [(self.config, ticker) for ticker in symbols]
+            results = []
+            for index, result, error in executor.map(sync_task, args, threading.Event()):
+                results.append(result or SyncResult(symbols[index], error=describe(error)))
         return {r.ticker: f"sync failed: {r.error}" for r in results if not r.ok}
 
     def _default_as_of(self, symbols: tuple[str, ...]) -> date:
@@ -204,96 +203,6 @@ class Pipeline:
                 frame = repository.load_candles(session, ticker=ticker, start=start, end=end)
                 dates.update(ts.date() for ts in frame.index)
         return sorted(dates)
-
-    def _process(
-        self, run_id: int, ticker: str, as_of: date, models: dict[str, _ModelSlot], position: int
-    ) -> TickerOutcome:
-        """Train (or reuse) the ticker's model, forecast, and store it all in one transaction."""
-        from forecasting.artifact import trained_to_record
-        from forecasting.predict import forecast
-
-        started = time.perf_counter()
-        with self.factory.begin() as session:
-            runs.start_ticker(session, run_id=run_id, ticker=ticker)
-        outcome = TickerOutcome(ticker, "failed")
-        try:
-            with self.factory() as session:
-                candles = repository.load_candles(session, ticker=ticker, end=as_of)
-            _require_as_of_candle(ticker, candles, as_of)
-            slot = models.get(ticker)
-            record = None
-            if slot is None:
-                t0 = time.perf_counter()
-                trained = self._train(ticker, candles, as_of)
-                outcome.train_s = time.perf_counter() - t0
-                record = trained_to_record(trained)
-            else:
-                trained = slot.trained
-            t0 = time.perf_counter()
-            result = forecast(
-                trained, candles, as_of=as_of, exchange=self.config.tickers.exchange_for(ticker)
-            )
-            outcome.forecast_s = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            with self.factory.begin() as session:
-                if record is not None:
-                    version_id = model_store.add_model_version(session, record=record).id
-                    models[ticker] = _ModelSlot(trained, version_id, position)
-                else:
-                    version_id = slot.version_id
-                runs.replace_forecasts(
-                    session,
-                    run_id=run_id,
-                    ticker=ticker,
-                    as_of_date=as_of,
-                    rows=[_row(c) for c in result.candles],
-                    model_version_id=version_id,
-                    attention={
-                        "dates": [d.isoformat() for d in result.attention_dates],
-                        "weights": result.attention,
-                    },
-                )
-                outcome.duration_s = time.perf_counter() - started
-                runs.finish_ticker(
-                    session,
-                    run_id=run_id,
-                    ticker=ticker,
-                    status="succeeded",
-                    duration_s=outcome.duration_s,
-                    model_version_id=version_id,
-                )
-            outcome.store_s = time.perf_counter() - t0
-            outcome.status = "succeeded"
-            outcome.model_version_id = version_id
-            outcome.closes = [c.close for c in result.candles]
-        except Exception as exc:  # noqa: BLE001 - one ticker's failure must not stop the others
-            log.exception("ticker %s failed", ticker)
-            outcome.error = _describe(exc)
-            outcome.duration_s = time.perf_counter() - started
-            self._record_failure(run_id, outcome)
-        return outcome
-
-    def _train(self, ticker: str, candles: pd.DataFrame, as_of: date):  # noqa: ANN202
-        from forecasting.train import train_model
-
-        return train_model(
-            candles,
-            self.config.model,
-            ticker=ticker,
-            as_of=as_of,
-            history_years=self.config.data.history_years,
-        )
-
-    def _record_failure(self, run_id: int, outcome: TickerOutcome) -> None:
-        with self.factory.begin() as session:
-            runs.finish_ticker(
-                session,
-                run_id=run_id,
-                ticker=outcome.ticker,
-                status="failed",
-                duration_s=outcome.duration_s,
-                error=outcome.error,
-            )
 
     def _report(self, outcome: TickerOutcome) -> None:
         if outcome.status == "failed":
@@ -318,31 +227,3 @@ class Pipeline:
         with self.factory.begin() as session:
             runs.finish_run(session, run_id=run_id, status=status, message=message)
         return RunResult(run_id, as_of, status, outcomes, message)
-
-
-def _require_as_of_candle(ticker: str, candles: pd.DataFrame, as_of: date) -> None:
-    if candles.empty:
-        raise LookupError(f"no candles stored for {ticker}")
-    last = candles.index[-1].date()
-    if last != as_of:
-        raise LookupError(
-            f"no candle for {ticker} on the as-of date {as_of} (last stored session: {last})"
-        )
-
-
-def _row(candle) -> runs.ForecastRow:  # noqa: ANN001 - forecasting.predict.ForecastCandle
-    return runs.ForecastRow(
-        horizon=candle.horizon,
-        target_date=candle.date,
-        open=candle.open,
-        high=candle.high,
-        low=candle.low,
-        close=candle.close,
-        close_lo=candle.close_lo,
-        close_hi=candle.close_hi,
-    )
-
-
-def _describe(exc: Exception) -> str:
-    text = str(exc).strip() or exc.__class__.__name__
-    return text if len(text) <= 500 else text[:497] + "..."

@@ -19,7 +19,7 @@ from jobs.cli_support import EXIT_LOCKED, EXIT_OK
 from tests.jobs.conftest import TINY_MODEL, write_config, write_universe
 
 # Long enough that a test can observe (and kill) a process in the middle of training.
-SLOW_MODEL = {"epochs": 40, "units": 8, "patience": 40, "batch_size": 32}
+SLOW_MODEL = {"epochs": 12, "units": 8, "patience": 12, "batch_size": 32}
 TIMEOUT_S = 120
 
 

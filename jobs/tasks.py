@@ -1,0 +1,212 @@
+"""Per-ticker units of work of the nightly run, usable in this process or in a worker process.
+
+Each task takes only small, picklable inputs (the Config, a ticker, an as-of date, a run id), opens
+its own database session, and returns a small result. A ticker's model version, its forecasts and
+its outcome row are committed in one transaction, so a task that dies half way leaves nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import date
+from functools import lru_cache
+from typing import Any
+
+import pandas as pd
+from sqlalchemy.orm import Session, sessionmaker
+
+from db import model_store, repository, runs
+from db.session import make_engine, make_session_factory
+from forecasting.providers import make_provider
+from jobs.config import Config
+from jobs.sync import SyncResult, sync_ticker
+
+log = logging.getLogger("candlecast.tasks")
+
+
+@dataclass
+class TickerOutcome:
+    """What happened to one ticker in one run."""
+
+    ticker: str
+    status: str  # succeeded | failed
+    duration_s: float = 0.0
+    error: str | None = None
+    model_version_id: int | None = None
+    train_s: float = 0.0
+    forecast_s: float = 0.0
+    store_s: float = 0.0
+    closes: list[float] = field(default_factory=list)
+
+
+@dataclass
+class ModelSlot:
+    """A ticker's current model during a backfill (reused until it is too old)."""
+
+    trained: Any
+    version_id: int
+    trained_at_position: int
+
+
+@lru_cache(maxsize=4)
+def session_factory_for(url: str) -> sessionmaker[Session]:
+    """One engine per database URL per process (worker processes reuse it across tasks)."""
+    return make_session_factory(make_engine(url))
+
+
+def provider_for(config: Config):  # noqa: ANN201 - forecasting.providers.Provider
+    return make_provider(
+        config.data.provider,
+        csv_dir=config.data.csv_dir,
+        auto_adjust=config.data.yfinance_auto_adjust,
+        retries=config.data.yfinance_retries,
+        history_years=config.data.history_years,
+    )
+
+
+def sync_task(config: Config, ticker: str) -> SyncResult:
+    """Sync one ticker's candles (incremental)."""
+    return sync_ticker(
+        session_factory_for(config.database.url),
+        provider_for(config),
+        ticker,
+        history_years=config.data.history_years,
+        overlap_sessions=config.data.sync_overlap_sessions,
+        on_invalid=config.data.on_invalid,
+    )
+
+
+def forecast_task(config: Config, run_id: int, ticker: str, as_of: date) -> TickerOutcome:
+    """Train, forecast and store one ticker for one run (the unit a worker executes)."""
+    return process_ticker(session_factory_for(config.database.url), config, run_id, ticker, as_of)
+
+
+def process_ticker(
+    factory: sessionmaker[Session],
+    config: Config,
+    run_id: int,
+    ticker: str,
+    as_of: date,
+    models: dict[str, ModelSlot] | None = None,
+    position: int = 0,
+) -> TickerOutcome:
+    """Train (or reuse from `models`) the ticker's model, forecast, and store it all atomically."""
+    from forecasting.artifact import trained_to_record
+    from forecasting.predict import forecast
+
+    started = time.perf_counter()
+    with factory.begin() as session:
+        runs.start_ticker(session, run_id=run_id, ticker=ticker)
+    outcome = TickerOutcome(ticker, "failed")
+    try:
+        with factory() as session:
+            candles = repository.load_candles(session, ticker=ticker, end=as_of)
+        _require_as_of_candle(ticker, candles, as_of)
+        slot = models.get(ticker) if models is not None else None
+        record = None
+        if slot is None:
+            t0 = time.perf_counter()
+            trained = _train(config, ticker, candles, as_of)
+            outcome.train_s = time.perf_counter() - t0
+            record = trained_to_record(trained)
+        else:
+            trained = slot.trained
+        t0 = time.perf_counter()
+        exchange = config.tickers.exchange_for(ticker)
+        result = forecast(trained, candles, as_of=as_of, exchange=exchange)
+        outcome.forecast_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        with factory.begin() as session:
+            if record is not None:
+                version_id = model_store.add_model_version(session, record=record).id
+            else:
+                version_id = slot.version_id
+            runs.replace_forecasts(
+                session,
+                run_id=run_id,
+                ticker=ticker,
+                as_of_date=as_of,
+                rows=[_row(c) for c in result.candles],
+                model_version_id=version_id,
+                attention={
+                    "dates": [d.isoformat() for d in result.attention_dates],
+                    "weights": result.attention,
+                },
+            )
+            outcome.duration_s = time.perf_counter() - started
+            runs.finish_ticker(
+                session,
+                run_id=run_id,
+                ticker=ticker,
+                status="succeeded",
+                duration_s=outcome.duration_s,
+                model_version_id=version_id,
+            )
+        if record is not None and models is not None:
+            models[ticker] = ModelSlot(trained, version_id, position)
+        outcome.store_s = time.perf_counter() - t0
+        outcome.status = "succeeded"
+        outcome.model_version_id = version_id
+        outcome.closes = [c.close for c in result.candles]
+    except Exception as exc:  # noqa: BLE001 - one ticker's failure must not stop the others
+        log.exception("ticker %s failed", ticker)
+        outcome.error = describe(exc)
+        outcome.duration_s = time.perf_counter() - started
+        record_failure(factory, run_id, outcome)
+    return outcome
+
+
+def record_failure(factory: sessionmaker[Session], run_id: int, outcome: TickerOutcome) -> None:
+    """Store a failed ticker's outcome row."""
+    with factory.begin() as session:
+        runs.finish_ticker(
+            session,
+            run_id=run_id,
+            ticker=outcome.ticker,
+            status="failed",
+            duration_s=outcome.duration_s,
+            error=outcome.error,
+        )
+
+
+def describe(exc: BaseException) -> str:
+    """A one-line, bounded description of an error for the outcome row."""
+    text = str(exc).strip() or exc.__class__.__name__
+    return text if len(text) <= 500 else text[:497] + "..."
+
+
+def _train(config: Config, ticker: str, candles: pd.DataFrame, as_of: date):  # noqa: ANN202
+    from forecasting.train import train_model
+
+    return train_model(
+        candles,
+        config.model,
+        ticker=ticker,
+        as_of=as_of,
+        history_years=config.data.history_years,
+    )
+
+
+def _require_as_of_candle(ticker: str, candles: pd.DataFrame, as_of: date) -> None:
+    if candles.empty:
+        raise LookupError(f"no candles stored for {ticker}")
+    last = candles.index[-1].date()
+    if last != as_of:
+        raise LookupError(
+            f"no candle for {ticker} on the as-of date {as_of} (last stored session: {last})"
+        )
+
+
+def _row(candle) -> runs.ForecastRow:  # noqa: ANN001 - forecasting.predict.ForecastCandle
+    return runs.ForecastRow(
+        horizon=candle.horizon,
+        target_date=candle.date,
+        open=candle.open,
+        high=candle.high,
+        low=candle.low,
+        close=candle.close,
+        close_lo=candle.close_lo,
+        close_hi=candle.close_hi,
+    )
