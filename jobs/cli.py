@@ -159,6 +159,33 @@ def tickers(app: AppContext) -> None:
     stdout.print(table)
 
 
+@cli.command()
+@click.option(
+    "--workers", type=click.IntRange(min=1), help="Worker processes (default: [web] workers)."
+)
+@click.option("--host", help="Address to bind (default: [web] host).")
+@click.option("--port", type=click.IntRange(1, 65535), help="Port (default: [web] port).")
+@pass_app
+@fail_cleanly
+def web(app: AppContext, workers: int | None, host: str | None, port: int | None) -> None:
+    """Serve the read-only web app and JSON API with gunicorn (production WSGI server).
+
+    The app opens the database read-only and never writes; the scheduler never runs inside it.
+    For development, `flask --app web run` works too.
+    """
+    from dataclasses import replace
+
+    from web.serve import serve
+
+    config = app.config
+    require_schema(config)
+    config = replace(
+        config, web=replace(config.web, host=host or config.web.host, port=port or config.web.port)
+    )
+    click.echo(f"serving on http://{config.web.host}:{config.web.port}/", err=True)
+    serve(config, workers=workers)
+
+
 cli.add_command(cli_run.run_once)
 cli.add_command(cli_run.backfill)
 cli.add_command(cli_run.scheduler)

@@ -34,7 +34,7 @@ class ConfigError(ValueError):
 
 def validate_ticker(symbol: object) -> str:
     """Return `symbol` if it is a well-formed ticker, else raise ValueError."""
-    if not isinstance(symbol, str) or not TICKER_PATTERN.match(symbol):
+    if not isinstance(symbol, str) or not TICKER_PATTERN.fullmatch(symbol):
         raise ValueError(
             f"invalid ticker {symbol!r}: expected upper-case letters, digits and . - = ^ "
             "(at most 15 characters), e.g. AAPL, BRK-B, SHEL.L"

@@ -89,3 +89,11 @@ def test_per_ticker_exchange_override():
     )
     assert config.tickers.exchange_for("SHEL.L") == "XLON"
     assert config.tickers.exchange_for("AAPL") == "XNYS"
+
+
+@pytest.mark.parametrize("symbol", ["AAPL\n", "AAPL ", "aapl", "", "A/B", "../X", "A" * 16])
+def test_validate_ticker_rejects_anything_but_a_plain_symbol(symbol):
+    from jobs.config import validate_ticker
+
+    with pytest.raises(ValueError, match="invalid ticker"):
+        validate_ticker(symbol)

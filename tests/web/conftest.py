@@ -1,0 +1,159 @@
+"""Web test fixtures: one tiny model, one seeded read-only database and app per backend.
+
+The app never writes, so the seeded database (SQLite, and PostgreSQL when
+CANDLECAST_TEST_POSTGRES_URL is set) is built once per session and shared by the client tests.
+Tests about writes and outages use the function-scoped fixtures of tests/conftest.py instead.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import threading  # noqa: E402
+import uuid  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import pytest  # noqa: E402
+from flask import Flask  # noqa: E402
+from flask.testing import FlaskClient  # noqa: E402
+from sqlalchemy import create_engine  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
+from sqlalchemy.pool import NullPool  # noqa: E402
+from werkzeug.serving import BaseWSGIServer, make_server  # noqa: E402
+
+from db.migrate import upgrade  # noqa: E402
+from db.session import make_engine, make_session_factory  # noqa: E402
+from jobs.config import DATABASE_URL_ENV, Config, config_from_dict  # noqa: E402
+from tests.conftest import DB_BACKENDS, POSTGRES_URL  # noqa: E402
+from tests.web.seed import MODEL_AS_OF, TICKERS, Seed, bundled_candles, seed  # noqa: E402
+from web import create_app, state  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Site:
+    """A seeded database with an app on it."""
+
+    backend: str
+    url: str
+    config: Config
+    app: Flask
+    seed: Seed
+
+
+def web_config(url: str, tmp: Path, **sections: dict[str, Any]) -> Config:
+    """A validated config for the web tests (CANDLECAST_DATABASE_URL ignored)."""
+    raw: dict[str, dict[str, Any]] = {
+        "database": {"url": url},
+        "tickers": {"symbols": list(TICKERS)},
+    }
+    raw.update(sections)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv(DATABASE_URL_ENV, raising=False)
+        return config_from_dict(raw, base_dir=tmp)
+
+
+@pytest.fixture(scope="session")
+def model_record() -> dict[str, Any]:
+    """A tiny AAPL model (trained once per session) as a model_versions record."""
+    from forecasting.artifact import trained_to_record
+    from forecasting.params import ModelParams
+    from forecasting.train import train_model
+
+    params = ModelParams(window=20, units=4, epochs=1, patience=1)
+    trained = train_model(
+        bundled_candles("AAPL"), params, ticker="AAPL", as_of=MODEL_AS_OF, history_years=2
+    )
+    return trained_to_record(trained)
+
+
+def _postgres_schema_url() -> tuple[str, str]:
+    assert POSTGRES_URL is not None
+    schema = f"w_{uuid.uuid4().hex[:16]}"
+    admin = create_engine(POSTGRES_URL, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    admin.dispose()
+    url = make_url(POSTGRES_URL).update_query_dict({"options": f"-csearch_path={schema}"})
+    return url.render_as_string(hide_password=False), schema
+
+
+def _drop_schema(schema: str) -> None:
+    admin = create_engine(POSTGRES_URL or "", poolclass=NullPool, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql("SET lock_timeout = '10s'")
+        conn.exec_driver_sql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+    admin.dispose()
+
+
+def _seeded_site(backend: str, tmp: Path, record: dict[str, Any]) -> Iterator[Site]:
+    schema = None
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp / 'web.db'}"
+    else:
+        url, schema = _postgres_schema_url()
+    try:
+        upgrade(url)
+        writer = make_engine(url)
+        try:
+            with make_session_factory(writer).begin() as session:
+                info = seed(session, model_record=record)
+        finally:
+            writer.dispose()
+        config = web_config(url, tmp)
+        app = create_app(config)
+        app.config["TESTING"] = True
+        try:
+            yield Site(backend=backend, url=url, config=config, app=app, seed=info)
+        finally:
+            state_of(app).engine.dispose()
+    finally:
+        if schema is not None:
+            _drop_schema(schema)
+
+
+def state_of(app: Flask) -> Any:
+    with app.app_context():
+        return state()
+
+
+@pytest.fixture(scope="session", params=DB_BACKENDS)
+def site(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    model_record: dict[str, Any],
+) -> Iterator[Site]:
+    """The seeded database and its app, once per backend."""
+    tmp = tmp_path_factory.mktemp(f"site-{request.param}")
+    yield from _seeded_site(request.param, tmp, model_record)
+
+
+@pytest.fixture(scope="session")
+def sqlite_site(
+    tmp_path_factory: pytest.TempPathFactory, model_record: dict[str, Any]
+) -> Iterator[Site]:
+    """A seeded SQLite site (browser and server tests)."""
+    yield from _seeded_site("sqlite", tmp_path_factory.mktemp("site-browser"), model_record)
+
+
+@pytest.fixture
+def client(site: Site) -> FlaskClient:
+    return site.app.test_client()
+
+
+@pytest.fixture(scope="session")
+def live_server(sqlite_site: Site) -> Iterator[str]:
+    """The SQLite site served over real HTTP on a free loopback port (werkzeug, a thread)."""
+    server: BaseWSGIServer = make_server("127.0.0.1", 0, sqlite_site.app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, name="web-test-server", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+        server.server_close()

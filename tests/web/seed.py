@@ -1,0 +1,140 @@
+"""A small, realistic database for the web tests: candles, one tiny model, runs and forecasts.
+
+AAPL and MSFT have candles 2022-01-03..2023-12-29 (GOOGL is configured but has none). AAPL has a
+model trained to 2023-06-30 and stored forecasts as of its last STORED_SESSIONS sessions before
+2023-12-29 (that last session has none, so it is served live); MSFT has one stored forecast.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import pandas as pd
+from sqlalchemy.orm import Session
+
+from db.model_store import add_model_version
+from db.models import Forecast, ForecastRun, ForecastRunTicker
+from db.repository import upsert_candles
+from forecasting.calendar import next_sessions
+from forecasting.providers import make_provider
+
+TICKERS = ("AAPL", "MSFT", "GOOGL")
+CANDLE_START = date(2022, 1, 3)
+MODEL_AS_OF = date(2023, 6, 30)
+STORED_SESSIONS = 30
+ATTENTION_WINDOW = 20
+
+
+@dataclass(frozen=True)
+class Seed:
+    """What the seeded database holds (for assertions)."""
+
+    model_id: int
+    stored_as_of: tuple[date, ...]  # AAPL, oldest first
+    last_session: date  # AAPL and MSFT; no AAPL forecast is stored for it
+    msft_as_of: date
+    run_ids: tuple[int, ...]
+
+
+def bundled_candles(ticker: str) -> pd.DataFrame:
+    """Bundled candles of `ticker` from CANDLE_START on."""
+    frame = make_provider("bundled").fetch(ticker)
+    return frame.loc[frame.index >= pd.Timestamp(CANDLE_START)]
+
+
+def forecast_rows(
+    candles: pd.DataFrame, *, ticker: str, as_of: date, run_id: int, model_id: int | None
+) -> list[Forecast]:
+    """Four plausible stored forecast rows as of `as_of` (close drifts 0.1% per horizon)."""
+    past = candles.loc[candles.index <= pd.Timestamp(as_of)]
+    last = float(past["close"].iloc[-1])
+    dates = [ts.date().isoformat() for ts in past.index[-ATTENTION_WINDOW:]]
+    weights = [(i + 1) / sum(range(1, len(dates) + 1)) for i in range(len(dates))]
+    rows = []
+    for horizon, target in enumerate(next_sessions(as_of, 4, "XNYS"), start=1):
+        close = last * (1 + 0.001 * horizon)
+        rows.append(
+            Forecast(
+                run_id=run_id,
+                model_version_id=model_id,
+                ticker=ticker,
+                as_of_date=as_of,
+                horizon=horizon,
+                target_date=target,
+                open=last,
+                high=max(last, close) * 1.01,
+                low=min(last, close) * 0.99,
+                close=close,
+                close_lo=close * 0.98,
+                close_hi=close * 1.02,
+                attention={"dates": dates, "weights": weights},
+            )
+        )
+    return rows
+
+
+def _run(session: Session, *, as_of: date, status: str, started: datetime) -> ForecastRun:
+    run = ForecastRun(
+        trigger="schedule",
+        status=status,
+        as_of_date=as_of,
+        started_at=started,
+        finished_at=started + timedelta(seconds=42),
+        message=None if status == "succeeded" else "1 of 2 tickers failed",
+    )
+    session.add(run)
+    session.flush()
+    return run
+
+
+def seed(session: Session, *, model_record: dict[str, Any]) -> Seed:
+    """Fill an empty, migrated database (the caller commits)."""
+    frames = {t: bundled_candles(t) for t in ("AAPL", "MSFT")}
+    for ticker, frame in frames.items():
+        upsert_candles(session, ticker=ticker, frame=frame, source="bundled")
+    model = add_model_version(session, record=model_record)
+    sessions = [ts.date() for ts in frames["AAPL"].index]
+    stored = tuple(sessions[-STORED_SESSIONS - 1 : -1])
+    start = datetime(2023, 12, 28, 23, 30, tzinfo=UTC)
+    first = _run(session, as_of=stored[-1], status="succeeded", started=start)
+    second = _run(session, as_of=sessions[-1], status="partial", started=start + timedelta(days=1))
+    session.add_all(
+        [
+            ForecastRunTicker(
+                run_id=first.id,
+                ticker="AAPL",
+                status="succeeded",
+                duration_s=12.5,
+                model_version_id=model.id,
+            ),
+            ForecastRunTicker(
+                run_id=second.id,
+                ticker="AAPL",
+                status="failed",
+                duration_s=0.4,
+                error="RuntimeError: <boom> & friends",
+            ),
+            ForecastRunTicker(run_id=second.id, ticker="MSFT", status="succeeded", duration_s=9.0),
+        ]
+    )
+    for as_of in stored:
+        session.add_all(
+            forecast_rows(
+                frames["AAPL"], ticker="AAPL", as_of=as_of, run_id=first.id, model_id=model.id
+            )
+        )
+    session.add_all(
+        forecast_rows(
+            frames["MSFT"], ticker="MSFT", as_of=sessions[-1], run_id=second.id, model_id=None
+        )
+    )
+    session.flush()
+    return Seed(
+        model_id=model.id,
+        stored_as_of=stored,
+        last_session=sessions[-1],
+        msft_as_of=sessions[-1],
+        run_ids=(first.id, second.id),
+    )

@@ -1,0 +1,178 @@
+"""JSON API: POST /predict, forecasts and their history per ticker, runs, and /healthz."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request
+from sqlalchemy.exc import DBAPIError
+
+from db import web_queries as q
+from db.models import ForecastRun
+from web import db_session, state
+from web.errors import ApiError
+from web.forecasts import check_ticker, find_forecast, parse_date
+
+bp = Blueprint("api", __name__)
+
+MAX_HISTORY_ROWS = 10_000
+DEFAULT_RUNS = 50
+MAX_RUNS = 500
+
+
+def _iso(value: date | datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _json_body() -> dict[str, Any]:
+    try:
+        body = request.get_json(force=True, silent=True)
+    except RecursionError:  # absurdly nested JSON
+        body = None
+    if not isinstance(body, dict):
+        raise ApiError(400, "malformed_json", "request body must be a JSON object")
+    return body
+
+
+def _optional_date(name: str) -> date | None:
+    raw = request.args.get(name)
+    return None if raw in (None, "") else parse_date(raw, name)
+
+
+@bp.post("/predict")
+def predict() -> Response:
+    """The seed's endpoint: {"stock_symbol", "input_date"} -> forecast as of input_date."""
+    body = _json_body()
+    for name in ("stock_symbol", "input_date"):
+        if name not in body:
+            raise ApiError(400, "missing_field", f"missing field {name!r}")
+    ticker = check_ticker(state().config, body["stock_symbol"])
+    day = parse_date(body["input_date"], "input_date")
+    view = find_forecast(
+        db_session(),
+        config=state().config,
+        cache=state().models,
+        ticker=ticker,
+        day=day,
+        with_attention=False,
+    )
+    return jsonify(view.to_json())
+
+
+@bp.get("/api/forecasts/<ticker>")
+def forecast(ticker: str) -> Response:
+    """Same body as /predict; `as_of` defaults to today (i.e. the latest session)."""
+    symbol = check_ticker(state().config, ticker)
+    day = _optional_date("as_of") or datetime.now(UTC).date()
+    view = find_forecast(
+        db_session(),
+        config=state().config,
+        cache=state().models,
+        ticker=symbol,
+        day=day,
+        with_attention=False,
+    )
+    return jsonify(view.to_json())
+
+
+def _history_row(row: Any) -> dict[str, Any]:
+    out = {key: row[key] for key in row.keys()}
+    for key in ("as_of_date", "target_date"):
+        out[key] = _iso(out[key])
+    if out.get("in_interval") is not None:
+        out["in_interval"] = bool(out["in_interval"])
+    return out
+
+
+def _summary_row(row: Any) -> dict[str, Any]:
+    model, naive = row["model_mae"], row["naive_mae"]
+    return {
+        "horizon": row["horizon"],
+        "n": row["n"],
+        "model_mae": model,
+        "naive_mae": naive,
+        "mae_ratio": model / naive if model is not None and naive else None,
+        "coverage_80": row["coverage"],
+    }
+
+
+@bp.get("/api/forecasts/<ticker>/history")
+def history(ticker: str) -> Response:
+    """Past forecasts with actuals and errors, plus model vs naive MAE per horizon."""
+    symbol = check_ticker(state().config, ticker)
+    start, end = _optional_date("start"), _optional_date("end")
+    if start and end and start > end:
+        raise ApiError(400, "invalid_date", "start must not be after end")
+    session = db_session()
+    rows = q.forecast_history(
+        session, ticker=symbol, start=start, end=end, limit=MAX_HISTORY_ROWS + 1
+    )
+    summary = q.accuracy_by_horizon(session, ticker=symbol, start=start, end=end)
+    return jsonify(
+        ticker=symbol,
+        start=_iso(start),
+        end=_iso(end),
+        truncated=len(rows) > MAX_HISTORY_ROWS,
+        forecasts=[_history_row(r) for r in rows[:MAX_HISTORY_ROWS]],
+        summary=[_summary_row(r) for r in summary],
+    )
+
+
+def run_json(run: ForecastRun, *, with_tickers: bool = True) -> dict[str, Any]:
+    """A run as JSON (times ISO 8601 UTC); its per-ticker outcomes when `with_tickers`."""
+    duration = None
+    if run.finished_at is not None and run.started_at is not None:
+        duration = (run.finished_at - run.started_at).total_seconds()
+    out: dict[str, Any] = {
+        "id": run.id,
+        "status": run.status,
+        "trigger": run.trigger,
+        "as_of_date": _iso(run.as_of_date),
+        "started_at": _iso(run.started_at),
+        "finished_at": _iso(run.finished_at),
+        "duration_s": duration,
+        "host": run.host,
+        "message": run.message,
+    }
+    if with_tickers:
+        out["tickers"] = [
+            {
+                "ticker": t.ticker,
+                "status": t.status,
+                "duration_s": t.duration_s,
+                "error": t.error,
+                "model_version_id": t.model_version_id,
+            }
+            for t in run.tickers
+        ]
+    return out
+
+
+@bp.get("/api/runs")
+def runs() -> Response:
+    """The newest runs (`limit`, default 50, at most 500) with per-ticker outcomes."""
+    raw = request.args.get("limit", str(DEFAULT_RUNS))
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_RUNS:
+        raise ApiError(400, "invalid_parameter", f"limit must be an integer 1..{MAX_RUNS}")
+    found = q.recent_runs(db_session(), limit=int(raw))
+    return jsonify(runs=[run_json(r) for r in found])
+
+
+@bp.get("/healthz")
+def healthz() -> tuple[Response, int]:
+    """200 when the database answers (with the latest run's status), 503 when it does not."""
+    session = db_session()
+    try:
+        q.ping(session)
+        run = q.latest_run(session)
+    except DBAPIError:
+        session.rollback()
+        body = {
+            "status": "unavailable",
+            "database": "unreachable",
+            "error": {"code": "database_unavailable", "message": "the database is unavailable"},
+        }
+        return jsonify(body), 503
+    latest = run_json(run, with_tickers=False) if run is not None else None
+    return jsonify(status="ok", database="ok", latest_run=latest), 200

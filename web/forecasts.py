@@ -1,0 +1,159 @@
+"""Forecast lookup shared by the API and the pages: input checks, stored rows, live fallback."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from db import web_queries as q
+from jobs.config import Config, validate_ticker
+from web.errors import ApiError
+from web.live import ModelCache, NoForecast, live_forecast
+
+DATE_PATTERN = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
+HORIZONS = (1, 2, 3, 4)
+
+
+@dataclass(frozen=True)
+class CandleView:
+    """One forecast candle with its 80% close interval."""
+
+    date: date
+    horizon: int
+    open: float
+    high: float
+    low: float
+    close: float
+    close_lo: float | None
+    close_hi: float | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "date": self.date.isoformat(),
+            "open": self.open,
+            "high": self.high,
+            "low": self.low,
+            "close": self.close,
+            "close_lo": self.close_lo,
+            "close_hi": self.close_hi,
+        }
+
+
+@dataclass(frozen=True)
+class ForecastView:
+    """A four-candle forecast as of one session, stored by the job or inferred live."""
+
+    ticker: str
+    as_of: date
+    source: str  # "stored" | "live"
+    model_version: int | None
+    candles: tuple[CandleView, ...]
+    attention_dates: tuple[date, ...] = field(default=())
+    attention: tuple[float, ...] = field(default=())
+
+    def to_json(self) -> dict[str, Any]:
+        """The /predict response body (`predictions` keeps the seed's {date: close} shape)."""
+        return {
+            "ticker": self.ticker,
+            "as_of": self.as_of.isoformat(),
+            "source": self.source,
+            "model_version": self.model_version,
+            "candles": [c.to_json() for c in self.candles],
+            "predictions": {c.date.isoformat(): c.close for c in self.candles},
+        }
+
+
+def check_ticker(config: Config, raw: object) -> str:
+    """A well-formed, configured ticker (upper-cased) or ApiError 400 / 404."""
+    symbol = raw.strip().upper() if isinstance(raw, str) else raw
+    try:
+        ticker = validate_ticker(symbol)
+    except ValueError:
+        raise ApiError(
+            400, "invalid_ticker", "invalid ticker: expected e.g. AAPL, BRK-B or SHEL.L"
+        ) from None
+    if ticker not in config.tickers.symbols:
+        raise ApiError(404, "unknown_ticker", f"unknown ticker {ticker}: it is not configured")
+    return ticker
+
+
+def parse_date(raw: object, name: str) -> date:
+    """A YYYY-MM-DD date or ApiError 400 naming the field."""
+    if isinstance(raw, str) and DATE_PATTERN.fullmatch(raw):
+        try:
+            return date.fromisoformat(raw)
+        except ValueError:
+            pass
+    raise ApiError(400, "invalid_date", f"{name} must be a date formatted YYYY-MM-DD")
+
+
+def _attention(raw: Any) -> tuple[tuple[date, ...], tuple[float, ...]]:
+    """Stored attention JSON {"dates": [...], "weights": [...]} (or a bare weight list)."""
+    if isinstance(raw, dict):
+        try:
+            dates = tuple(date.fromisoformat(str(d)[:10]) for d in raw.get("dates") or ())
+            weights = tuple(float(w) for w in raw.get("weights") or ())
+        except (TypeError, ValueError):
+            return (), ()
+        return (dates, weights) if len(dates) == len(weights) else ((), weights)
+    if isinstance(raw, list):
+        return (), tuple(float(w) for w in raw if isinstance(w, int | float))
+    return (), ()
+
+
+def view_from_rows(rows: Sequence[Any]) -> ForecastView | None:
+    """A stored forecast from its rows, or None unless all four horizons are present."""
+    if sorted(r.horizon for r in rows) != list(HORIZONS):
+        return None
+    first = rows[0]
+    dates, weights = _attention(getattr(first, "attention", None))
+    candles = tuple(
+        CandleView(r.target_date, r.horizon, r.open, r.high, r.low, r.close, r.close_lo, r.close_hi)
+        for r in sorted(rows, key=lambda r: r.horizon)
+    )
+    return ForecastView(
+        first.ticker, first.as_of_date, "stored", first.model_version_id, candles, dates, weights
+    )
+
+
+def find_forecast(
+    session: Session,
+    *,
+    config: Config,
+    cache: ModelCache,
+    ticker: str,
+    day: date,
+    with_attention: bool = True,
+) -> ForecastView:
+    """The forecast as of the latest candle session <= `day`: stored if present, else live."""
+    rows = q.forecast_on_or_before(session, ticker=ticker, day=day, with_attention=with_attention)
+    view = view_from_rows(rows)
+    if view is not None:
+        return view
+    as_of = q.session_on_or_before(session, ticker=ticker, day=day)
+    if as_of is None:
+        raise ApiError(404, "no_data", f"no candles of {ticker} on or before {day.isoformat()}")
+    try:
+        return live_forecast(
+            session,
+            ticker=ticker,
+            as_of=as_of,
+            exchange=config.tickers.exchange_for(ticker),
+            cache=cache,
+        )
+    except NoForecast as exc:
+        raise ApiError(404, "no_forecast", str(exc)) from None
+
+
+def latest_stored(session: Session, tickers: Iterable[str]) -> dict[str, ForecastView]:
+    """ticker -> its newest stored forecast (tickers without one are absent)."""
+    grouped: dict[str, list[Any]] = {}
+    for row in q.latest_forecasts(session, tickers=list(tickers)):
+        grouped.setdefault(row.ticker, []).append(row)
+    views = {t: view_from_rows(rows) for t, rows in grouped.items()}
+    return {t: v for t, v in views.items() if v is not None}

@@ -1,0 +1,166 @@
+"""Live fallback: infer with the latest stored model when no forecast is stored for a date.
+
+TensorFlow is imported only here and only on first use. Loaded models are kept per process in a
+small LRU cache keyed by model version id, so repeated live requests skip the load and tracing.
+Nothing is ever written: the result goes straight back to the caller.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from datetime import date
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.orm import Session
+
+from db import web_queries as q
+from db.model_store import model_version_record
+from db.repository import load_candles
+
+if TYPE_CHECKING:
+    from web.forecasts import ForecastView
+
+DEFAULT_CACHE_SIZE = 8
+
+
+class NoForecast(LookupError):
+    """No live forecast is possible (no usable model, or too little history)."""
+
+
+class ModelCache:
+    """Thread-safe LRU of loaded models; loads are serialised so a model is loaded once."""
+
+    def __init__(self, maxsize: int = DEFAULT_CACHE_SIZE) -> None:
+        if maxsize < 1:
+            raise ValueError("maxsize must be >= 1")
+        self.maxsize = maxsize
+        self._items: OrderedDict[int, Any] = OrderedDict()
+        self._lock = threading.Lock()
+        self._load_lock = threading.Lock()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._items)
+
+    def keys(self) -> list[int]:
+        """Cached keys, least recently used first."""
+        with self._lock:
+            return list(self._items)
+
+    def get(self, key: int) -> Any | None:
+        with self._lock:
+            if key not in self._items:
+                return None
+            self._items.move_to_end(key)
+            return self._items[key]
+
+    def put(self, key: int, value: Any) -> None:
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.maxsize:
+                self._items.popitem(last=False)
+
+    def get_or_load(self, key: int, loader: Callable[[], Any]) -> Any:
+        """The cached value of `key`, calling `loader()` (once, under a lock) on a miss."""
+        value = self.get(key)
+        if value is not None:
+            return value
+        with self._load_lock:
+            value = self.get(key)
+            if value is None:
+                value = loader()
+                self.put(key, value)
+            return value
+
+
+class _TracedModel:
+    """The Keras model called through one traced tf.function: eager LSTM steps cost ~100 ms."""
+
+    def __init__(self, model: Any) -> None:
+        import tensorflow as tf
+
+        self._model = model
+        spec = tf.TensorSpec([None, *model.inputs[0].shape[1:]], tf.float32)
+        self._call = tf.function(
+            lambda x: model(x, training=False), input_signature=[spec], reduce_retracing=True
+        )
+
+    def __call__(self, x: Any, training: bool = False) -> Any:
+        return self._call(x)
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "_model":  # not initialised (e.g. copy.copy): avoid infinite recursion
+            raise AttributeError(name)
+        return getattr(self._model, name)
+
+
+def _single_threaded_tensorflow() -> None:
+    """One request infers one window: extra TensorFlow threads only fight the other workers."""
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(1)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:  # TensorFlow already initialised in this process (tests, notebooks)
+        pass
+
+
+def load_trained(session: Session, version_id: int) -> Any:
+    """Load model version `version_id` (sha256 verified, safe_mode) ready for fast inference."""
+    import keras
+
+    from forecasting.artifact import trained_from_record
+
+    version = q.model_version_with_artifact(session, version_id=version_id)
+    if version is None:
+        raise NoForecast(f"model version {version_id} disappeared")
+    trained = trained_from_record(model_version_record(version))
+    if keras.backend.backend() == "tensorflow":
+        _single_threaded_tensorflow()
+        trained.model = _TracedModel(trained.model)
+    return trained
+
+
+def history_rows(window: int) -> int:
+    """Candle rows a forecast reads: feature warm-up plus one full window."""
+    from forecasting.features import WARMUP, first_valid_end
+
+    return first_valid_end(window) + 1 + WARMUP
+
+
+def live_forecast(
+    session: Session, *, ticker: str, as_of: date, exchange: str, cache: ModelCache
+) -> ForecastView:
+    """Infer the forecast as of `as_of` from the newest model trained on data up to it."""
+    from forecasting.predict import forecast
+    from web.forecasts import CandleView, ForecastView
+
+    version_id = q.latest_model_id(session, ticker=ticker, trained_up_to=as_of)
+    if version_id is None:
+        raise NoForecast(
+            f"no forecast stored for {ticker} as of {as_of.isoformat()} and no model "
+            "trained on data up to that date"
+        )
+    trained = cache.get_or_load(version_id, lambda: load_trained(session, version_id))
+    rows = history_rows(trained.params.window)
+    start = q.nth_session_before(session, ticker=ticker, day=as_of, n=rows)
+    candles = load_candles(session, ticker=ticker, start=start, end=as_of)
+    try:
+        result = forecast(trained, candles, as_of=as_of, exchange=exchange)
+    except ValueError as exc:  # InsufficientHistoryError, or dates outside the exchange calendar
+        raise NoForecast(str(exc)) from None
+    return ForecastView(
+        ticker=ticker,
+        as_of=result.as_of,
+        source="live",
+        model_version=version_id,
+        candles=tuple(
+            CandleView(c.date, c.horizon, c.open, c.high, c.low, c.close, c.close_lo, c.close_hi)
+            for c in result.candles
+        ),
+        attention_dates=tuple(result.attention_dates),
+        attention=tuple(result.attention),
+    )
