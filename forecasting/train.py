@@ -3,8 +3,8 @@
 Calibration (all fitted on the validation split, never on training or future data):
 - ``alpha_close`` / ``alpha_open`` per horizon in [0, 1]: shrinkage of the predicted close/open
   log-returns toward zero, chosen on a grid of validation price MAE: the smallest alpha within
-  one paired standard error of the best, kept only if it beats alpha = 0 by SHRINKAGE_Z
-  standard errors. alpha = 0 is exactly the naive forecast (last close), so the model only
+  one paired standard error of the best, kept only if it beats alpha = 0 by
+  SHRINKAGE_Z * sqrt(h + 1) standard errors (h+1-step targets of consecutive windows overlap). alpha = 0 is exactly the naive forecast (last close), so the model only
   moves away from naive when that helped on held-out data by clearly more than noise.
 - ``scale_lo`` / ``scale_hi`` per horizon: split-conformal scales of the 0.1 / 0.9 quantile
   spreads so that each tail holds ~10% of validation closes (80% interval).
@@ -30,7 +30,7 @@ ALPHA_GRID = np.round(np.linspace(0.0, 1.0, 21), 2)
 TAIL = 0.1  # each tail of the 80% interval
 # Validation windows overlap (their targets share sessions), so paired standard errors are
 # optimistic; a shrinkage away from naive must win by this many of them to be used.
-SHRINKAGE_Z = 2.0
+SHRINKAGE_Z = 3.0
 
 
 class InsufficientHistoryError(ValueError):
@@ -90,7 +90,9 @@ def _fit_shrinkage(pred: np.ndarray, target: np.ndarray, sigma: np.ndarray) -> l
             if _within(errors[k] - errors[best], 1.0):
                 chosen = k
                 break
-        if chosen and _within(errors[0] - errors[chosen], SHRINKAGE_Z):
+        # Targets h+1 sessions ahead overlap across consecutive windows, which shrinks the
+        # effective sample by about h+1: widen the required margin by sqrt(h+1).
+        if chosen and _within(errors[0] - errors[chosen], SHRINKAGE_Z * math.sqrt(h + 1)):
             chosen = 0
         alphas.append(float(ALPHA_GRID[chosen]))
     return alphas
