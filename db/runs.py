@@ -28,6 +28,20 @@ class ForecastRow:
     close_lo: float | None
     close_hi: float | None
 
+    @classmethod
+    def of(cls, item: Any, *, target_date: date) -> ForecastRow:
+        """From any object with horizon, open, high, low, close, close_lo, close_hi attributes."""
+        return cls(
+            horizon=int(item.horizon),
+            target_date=target_date,
+            open=float(item.open),
+            high=float(item.high),
+            low=float(item.low),
+            close=float(item.close),
+            close_lo=None if item.close_lo is None else float(item.close_lo),
+            close_hi=None if item.close_hi is None else float(item.close_hi),
+        )
+
 
 def start_run(session: Session, *, trigger: str, as_of_date: date | None = None) -> ForecastRun:
     """Insert a `running` run row for this process and return it (with its id)."""

@@ -4,8 +4,9 @@ Calibration (all fitted on the validation split, never on training or future dat
 - ``alpha_close`` / ``alpha_open`` per horizon in [0, 1]: shrinkage of the predicted close/open
   log-returns toward zero, chosen on a grid of validation price MAE: the smallest alpha within
   one paired standard error of the best, kept only if it beats alpha = 0 by
-  SHRINKAGE_Z * sqrt(h + 1) standard errors (h+1-step targets of consecutive windows overlap). alpha = 0 is exactly the naive forecast (last close), so the model only
-  moves away from naive when that helped on held-out data by clearly more than noise.
+  SHRINKAGE_Z * sqrt(h + 1) standard errors (h+1-step targets of consecutive windows overlap).
+  alpha = 0 is exactly the naive forecast (last close), so the model only moves away from naive
+  when that helped on held-out data by clearly more than noise.
 - ``scale_lo`` / ``scale_hi`` per horizon: split-conformal scales of the 0.1 / 0.9 quantile
   spreads so that each tail holds ~10% of validation closes (80% interval).
 """

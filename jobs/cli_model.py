@@ -242,16 +242,7 @@ def _store_backtest(app: AppContext, rows) -> int:  # noqa: ANN001 - pandas Data
                     as_of_date=as_of,
                     model_version_id=None,
                     rows=[
-                        runs.ForecastRow(
-                            horizon=int(r.horizon),
-                            target_date=r.target_date,
-                            open=r.open,
-                            high=r.high,
-                            low=r.low,
-                            close=r.close,
-                            close_lo=r.close_lo,
-                            close_hi=r.close_hi,
-                        )
+                        runs.ForecastRow.of(r, target_date=r.target_date)
                         for r in group.itertuples()
                     ],
                 )

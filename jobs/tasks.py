@@ -128,7 +128,7 @@ def process_ticker(
                 run_id=run_id,
                 ticker=ticker,
                 as_of_date=as_of,
-                rows=[_row(c) for c in result.candles],
+                rows=[runs.ForecastRow.of(c, target_date=c.date) for c in result.candles],
                 model_version_id=version_id,
                 attention={
                     "dates": [d.isoformat() for d in result.attention_dates],
@@ -197,16 +197,3 @@ def _require_as_of_candle(ticker: str, candles: pd.DataFrame, as_of: date) -> No
         raise LookupError(
             f"no candle for {ticker} on the as-of date {as_of} (last stored session: {last})"
         )
-
-
-def _row(candle) -> runs.ForecastRow:  # noqa: ANN001 - forecasting.predict.ForecastCandle
-    return runs.ForecastRow(
-        horizon=candle.horizon,
-        target_date=candle.date,
-        open=candle.open,
-        high=candle.high,
-        low=candle.low,
-        close=candle.close,
-        close_lo=candle.close_lo,
-        close_hi=candle.close_hi,
-    )
