@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -95,6 +96,37 @@ def normalise_frame(raw: pd.DataFrame, dates: Iterable[Any], source: str) -> pd.
         c: pd.to_numeric(raw[by_lower[c]], errors="coerce").to_numpy("float64") for c in COLUMNS
     }
     return pd.DataFrame(data, index=to_session_index(pd.Index(dates)), columns=list(COLUMNS))
+
+
+# --- helpers shared by the providers (forecasting.providers, forecasting.yfinance_provider) ---
+
+_TICKER_RE = re.compile(r"^[A-Z0-9^][A-Z0-9.\-=^]{0,19}$")
+
+
+def _clean_ticker(ticker: str) -> str:
+    """Upper-case symbol; anything that is not a plausible symbol is rejected up front."""
+    symbol = str(ticker).strip().upper()
+    if not _TICKER_RE.match(symbol):
+        raise MarketDataError(f"{symbol[:30]!r} is not a valid ticker symbol")
+    return symbol
+
+
+def _check_range(ticker: str, start: datetime.date | None, end: datetime.date | None) -> None:
+    if start is not None and end is not None and start > end:
+        raise MarketDataError(f"{ticker}: start {start} is after end {end}")
+
+
+def _one_line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+
+
+def _between(
+    frame: pd.DataFrame, start: datetime.date | None, end: datetime.date | None
+) -> pd.DataFrame:
+    """Rows with start <= session_date <= end (either bound optional)."""
+    lo = pd.Timestamp(start) if start is not None else pd.Timestamp.min
+    hi = pd.Timestamp(end) if end is not None else pd.Timestamp.max
+    return frame.loc[(frame.index >= lo) & (frame.index <= hi)]
 
 
 def _coerce(frame: pd.DataFrame, ticker: str) -> pd.DataFrame:

@@ -29,7 +29,8 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 
 from db.run_lock import RunLockedError
 from db.session import make_engine
-from jobs.config import Config, cron_trigger, load_config
+from jobs.config import Config, load_config
+from jobs.config_checks import cron_trigger
 from jobs.jobstore import JsonSQLAlchemyJobStore
 
 JOB_ID = "candlecast-nightly"
