@@ -1,0 +1,67 @@
+"""`candlecast forecast` and `candlecast backtest` end to end with a tiny model on real data."""
+
+from __future__ import annotations
+
+import pandas as pd
+from sqlalchemy import func, select
+
+from db.models import Forecast, ForecastRun, ModelVersion
+from forecasting.backtest import CSV_COLUMNS
+from jobs.cli import main
+from jobs.cli_support import EXIT_FAILURE, EXIT_OK
+from tests.jobs.conftest import TINY_MODEL, write_config
+
+
+def config_file(tmp_path, universe, url):
+    return write_config(
+        tmp_path / "c.toml",
+        url,
+        {
+            "data": {"provider": "csv", "csv_dir": str(universe)},
+            "tickers": {"symbols": ["AAPL", "MSFT"]},
+            "model": {**TINY_MODEL, "retrain_every": 5},
+        },
+    )
+
+
+def test_forecast_trains_once_then_reuses_the_stored_model(
+    tmp_path, universe, migrated_url, session_factory, capsys
+):
+    config = str(config_file(tmp_path, universe, migrated_url))
+    assert main(["--config", config, "forecast", "--ticker", "AAPL"]) == EXIT_OK
+    out = capsys.readouterr().out
+    for day in ("2024-01-02", "2024-01-03", "2024-01-04", "2024-01-05"):
+        assert day in out
+    assert "(trained now)" in out
+    assert main(["--config", config, "forecast", "--ticker", "AAPL", "--as-of", "2023-12-30"]) == 0
+    out = capsys.readouterr().out
+    assert "as of 2023-12-29" in out and "trained on data up to 2023-12-29" in out
+    with session_factory() as s:
+        assert s.scalar(select(func.count()).select_from(ModelVersion)) == 1
+        assert s.scalar(select(func.count()).select_from(Forecast)) == 0
+
+
+def test_forecast_refuses_an_unconfigured_ticker(tmp_path, universe, migrated_url, capsys):
+    config = str(config_file(tmp_path, universe, migrated_url))
+    assert main(["--config", config, "forecast", "--ticker", "TSLA"]) == EXIT_FAILURE
+    assert "TSLA is not a configured ticker" in capsys.readouterr().err
+
+
+def test_backtest_writes_the_csv_and_can_store_backfill_runs(
+    tmp_path, universe, migrated_url, session_factory, capsys
+):
+    config = str(config_file(tmp_path, universe, migrated_url))
+    output = tmp_path / "bt.csv"
+    args = ["--config", config, "backtest", "--tickers", "AAPL", "--start", "2023-12-18"]
+    args += ["--end", "2023-12-29", "--output", str(output), "--store"]
+    assert main(args) == EXIT_OK
+    rows = pd.read_csv(output)
+    assert list(rows.columns) == CSV_COLUMNS
+    # sessions 12-18 .. 12-22 have four later sessions in the data; 12-26 onwards do not
+    assert sorted(rows["as_of_date"].unique()) == [f"2023-12-{d}" for d in (18, 19, 20, 21, 22)]
+    assert len(rows) == 5 * 4
+    out = capsys.readouterr().out
+    assert "ratio" in out and "stored 5 forecast sets" in out
+    with session_factory() as s:
+        assert s.scalar(select(func.count()).select_from(Forecast)) == 20
+        assert set(s.scalars(select(ForecastRun.trigger))) == {"backfill"}
