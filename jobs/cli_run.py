@@ -76,7 +76,13 @@ def _pipeline(app: AppContext):  # noqa: ANN202
     from jobs.pipeline import Pipeline
 
     require_schema(app.config)
-    return Pipeline(app.config, stop_event=_stop_on_signals())
+    return Pipeline(app.config, stop_event=_stop_on_signals(), on_ticker=_print_progress)
+
+
+def _print_progress(outcome) -> None:  # noqa: ANN001 - jobs.tasks.TickerOutcome
+    """One stderr line per finished ticker, so a long run shows where it is."""
+    detail = f": {outcome.error}" if outcome.error else ""
+    stderr.print(f"{outcome.ticker} {outcome.status} in {outcome.duration_s:.1f} s{detail}")
 
 
 @click.command("run-once")
