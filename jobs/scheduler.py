@@ -45,6 +45,10 @@ def nightly_job(config_path: str | None) -> None:
     """The scheduled job: one nightly run with trigger 'schedule' (config re-read every time)."""
     from jobs.pipeline import Pipeline
 
+    # Keep SIGTERM/SIGINT away from this worker thread and the TensorFlow threads it starts:
+    # delivered to the main thread (blocked in the scheduler's wait) they run the stop handler at
+    # once; delivered to any other thread they would wait until the main thread woke up.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
     config = load_config(config_path)
     try:
         result = Pipeline(config, stop_event=STOP).run_nightly(trigger="schedule")
