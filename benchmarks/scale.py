@@ -66,6 +66,7 @@ def main() -> None:
     parser.add_argument("--tickers", type=int, default=12)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--units", type=int, default=16)
+    parser.add_argument("--patience", type=int, help="early-stopping patience (default: epochs)")
     parser.add_argument("--database-url", help="PostgreSQL URL to use (its schema is reset!)")
     parser.add_argument(
         "--full-train-s",
@@ -82,7 +83,11 @@ def main() -> None:
         raw = {
             "data": {"provider": "csv", "csv_dir": "csv"},
             "tickers": {"symbols": symbols},
-            "model": {"epochs": args.epochs, "units": args.units, "patience": args.epochs},
+            "model": {
+                "epochs": args.epochs,
+                "units": args.units,
+                "patience": args.patience or args.epochs,
+            },
         }
         setups = {
             "local, 1 worker": {"kind": "local", "workers": 1},
