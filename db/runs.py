@@ -162,10 +162,3 @@ def replace_forecasts(
         for row in rows
     )
     session.flush()
-
-
-def touch_run(session: Session, *, run_id: int) -> None:
-    """Refresh a run's heartbeat (shows it is alive)."""
-    session.execute(
-        update(ForecastRun).where(ForecastRun.id == run_id).values(heartbeat_at=utcnow())
-    )
