@@ -83,7 +83,31 @@ def _lookup(symbol: str, files: dict[str, list[Any]], unknown: str) -> Any:
     return found[0]
 
 
-class BundledProvider:
+class _FileProvider:
+    """Shared lookup for providers backed by one file per ticker (never a path from input)."""
+
+    def _files(self) -> dict[str, list[Any]]:
+        raise NotImplementedError
+
+    def _missing(self, symbol: str) -> str:
+        raise NotImplementedError
+
+    def _read(self, entry: Any) -> pd.DataFrame:
+        raise NotImplementedError
+
+    def available(self) -> tuple[str, ...]:
+        return tuple(sorted(self._files()))
+
+    def fetch(
+        self, ticker: str, start: date | None = None, end: date | None = None
+    ) -> pd.DataFrame:
+        symbol = _clean_ticker(ticker)
+        _check_range(symbol, start, end)
+        entry = _lookup(symbol, self._files(), self._missing(symbol))
+        return _between(self._read(entry), start, end)
+
+
+class BundledProvider(_FileProvider):
     """Real daily OHLCV for the five seed tickers, shipped as package data (works offline)."""
 
     name = "bundled"
@@ -95,21 +119,15 @@ class BundledProvider:
                 files.setdefault(entry.name[: -len(_BUNDLED_SUFFIX)].upper(), []).append(entry)
         return files
 
-    def available(self) -> tuple[str, ...]:
-        return tuple(sorted(self._files()))
+    def _missing(self, symbol: str) -> str:
+        return f"{symbol} is not in the bundled dataset"
 
-    def fetch(
-        self, ticker: str, start: date | None = None, end: date | None = None
-    ) -> pd.DataFrame:
-        symbol = _clean_ticker(ticker)
-        _check_range(symbol, start, end)
-        entry = _lookup(symbol, self._files(), f"{symbol} is not in the bundled dataset")
+    def _read(self, entry: Any) -> pd.DataFrame:
         with entry.open("rb") as handle:
-            frame = _read_ohlcv_csv(handle, f"bundled {entry.name}", compression="gzip")
-        return _between(frame, start, end)
+            return _read_ohlcv_csv(handle, f"bundled {entry.name}", compression="gzip")
 
 
-class CsvProvider:
+class CsvProvider(_FileProvider):
     """A folder of TICKER.csv files (Date,Open,High,Low,Close,Volume; Adj Close ignored)."""
 
     name = "csv"
@@ -126,16 +144,11 @@ class CsvProvider:
                 files.setdefault(path.stem.upper(), []).append(path)
         return files
 
-    def available(self) -> tuple[str, ...]:
-        return tuple(sorted(self._files()))
+    def _missing(self, symbol: str) -> str:
+        return f"{symbol} has no CSV file in {self.csv_dir}"
 
-    def fetch(
-        self, ticker: str, start: date | None = None, end: date | None = None
-    ) -> pd.DataFrame:
-        symbol = _clean_ticker(ticker)
-        _check_range(symbol, start, end)
-        path = _lookup(symbol, self._files(), f"{symbol} has no CSV file in {self.csv_dir}")
-        return _between(_read_ohlcv_csv(path, str(path)), start, end)
+    def _read(self, entry: Any) -> pd.DataFrame:
+        return _read_ohlcv_csv(entry, str(entry))
 
 
 def make_provider(

@@ -48,28 +48,23 @@ def predict() -> Response:
         if name not in body:
             raise ApiError(400, "missing_field", f"missing field {name!r}")
     ticker = check_ticker(state().config, body["stock_symbol"])
-    day = parse_date(body["input_date"], "input_date")
-    view = find_forecast(
-        db_session(),
-        config=state().config,
-        cache=state().models,
-        ticker=ticker,
-        day=day,
-        with_attention=False,
-    )
-    return jsonify(view.to_json())
+    return _forecast_json(ticker, parse_date(body["input_date"], "input_date"))
 
 
 @bp.get("/api/forecasts/<ticker>")
 def forecast(ticker: str) -> Response:
     """Same body as /predict; `as_of` defaults to today (i.e. the latest session)."""
     symbol = check_ticker(state().config, ticker)
-    day = _optional_date("as_of") or datetime.now(UTC).date()
+    return _forecast_json(symbol, _optional_date("as_of") or datetime.now(UTC).date())
+
+
+def _forecast_json(ticker: str, day: date) -> Response:
+    """The forecast as of the latest session on or before `day` (stored, else live)."""
     view = find_forecast(
         db_session(),
         config=state().config,
         cache=state().models,
-        ticker=symbol,
+        ticker=ticker,
         day=day,
         with_attention=False,
     )
