@@ -124,19 +124,29 @@ def last_session_date(session: Session, *, ticker: str) -> date | None:
     return session.scalar(select(func.max(Candle.session_date)).where(Candle.ticker == ticker))
 
 
-def candle_ranges(session: Session) -> list[CandleRange]:
-    """First and last session and row count of every ticker in `candles`, by ticker."""
-    rows = session.execute(
-        select(
-            Candle.ticker,
-            func.min(Candle.session_date),
-            func.max(Candle.session_date),
-            func.count(),
-        )
-        .group_by(Candle.ticker)
-        .order_by(Candle.ticker)
-    ).all()
+def candle_ranges(session: Session, *, tickers: Sequence[str] | None = None) -> list[CandleRange]:
+    """First and last session and row count per ticker in `candles` (all, or only `tickers`)."""
+    query = select(
+        Candle.ticker,
+        func.min(Candle.session_date),
+        func.max(Candle.session_date),
+        func.count(),
+    )
+    if tickers is not None:
+        query = query.where(Candle.ticker.in_(list(tickers)))
+    rows = session.execute(query.group_by(Candle.ticker).order_by(Candle.ticker)).all()
     return [CandleRange(ticker=t, first=f, last=la, count=n) for t, f, la, n in rows]
+
+
+def latest_session_dates(session: Session, *, ticker: str, count: int) -> list[date]:
+    """The `count` most recent stored session dates of `ticker`, newest first."""
+    query = (
+        select(Candle.session_date)
+        .where(Candle.ticker == ticker)
+        .order_by(Candle.session_date.desc())
+        .limit(count)
+    )
+    return list(session.scalars(query))
 
 
 def empty_candle_frame() -> pd.DataFrame:

@@ -100,19 +100,12 @@ def sync(app: AppContext, tickers_opt: str | None) -> None:
     Only sessions from a few before the last stored one onwards are fetched; a new ticker gets
     [data] history_years of history. Prints rows added/updated per ticker; exits 1 if any failed.
     """
-    from forecasting.providers import make_provider
-    from jobs.sync import sync_tickers
+    from jobs.sync import provider_for, sync_tickers
 
     config = app.config
     tickers = app.tickers(tickers_opt)
     require_schema(config)
-    provider = make_provider(
-        config.data.provider,
-        csv_dir=config.data.csv_dir,
-        auto_adjust=config.data.yfinance_auto_adjust,
-        retries=config.data.yfinance_retries,
-        history_years=config.data.history_years,
-    )
+    provider = provider_for(config)
     factory = app.session_factory()
     with progress_bar() as progress:
         task = progress.add_task("sync", total=len(tickers))

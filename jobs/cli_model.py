@@ -42,8 +42,7 @@ def forecast(app: AppContext, ticker: str, as_of) -> None:  # noqa: ANN001
     from db import model_store, repository
     from forecasting.artifact import trained_from_record, trained_to_record
     from forecasting.predict import forecast as predict
-    from forecasting.providers import make_provider
-    from jobs.sync import sync_tickers
+    from jobs.sync import provider_for, sync_tickers
 
     config = app.config
     (symbol,) = app.tickers(ticker)
@@ -53,14 +52,7 @@ def forecast(app: AppContext, ticker: str, as_of) -> None:  # noqa: ANN001
         )
     require_schema(config)
     factory = app.session_factory()
-    provider = make_provider(
-        config.data.provider,
-        csv_dir=config.data.csv_dir,
-        auto_adjust=config.data.yfinance_auto_adjust,
-        retries=config.data.yfinance_retries,
-        history_years=config.data.history_years,
-    )
-    (synced,) = sync_tickers(config, factory, provider, [symbol])
+    (synced,) = sync_tickers(config, factory, provider_for(config), [symbol])
     if not synced.ok:
         stderr.print(f"warning: {synced.error}; using the candles already stored")
     with factory() as session:
@@ -166,20 +158,17 @@ def backtest(
     import pandas as pd
 
     from forecasting.backtest import format_summary, summarize, walk_forward
-    from forecasting.providers import fetch_candles, make_provider
+    from forecasting.providers import fetch_candles
+    from jobs.sync import provider_for
 
     config = app.config
     if start > end:
         raise click.BadParameter("--start is after --end")
     tickers = app.tickers(tickers_opt)
     every = retrain_every or config.model.retrain_every
-    provider = make_provider(
-        config.data.provider,
-        csv_dir=config.data.csv_dir,
-        auto_adjust=config.data.yfinance_auto_adjust,
-        retries=config.data.yfinance_retries,
-        history_years=config.data.history_years + 1,
-    )
+    provider = provider_for(config)
+    # The first retrain needs history_years before START, plus a margin for feature warm-up.
+    fetch_from = (pd.Timestamp(start) - pd.DateOffset(years=config.data.history_years + 1)).date()
     kinds = ["lstm", "seed"] if with_seed_baseline else ["lstm"]
     frames: dict[str, list[pd.DataFrame]] = {kind: [] for kind in kinds}
     failures = []
@@ -187,7 +176,9 @@ def backtest(
         task = progress.add_task("backtest", total=len(tickers) * len(kinds))
         for ticker in tickers:
             try:
-                candles, _ = fetch_candles(provider, ticker, on_invalid=config.data.on_invalid)
+                candles, _ = fetch_candles(
+                    provider, ticker, start=fetch_from, on_invalid=config.data.on_invalid
+                )
                 for kind in kinds:
                     progress.update(task, description=f"{ticker} {kind}")
                     frames[kind].append(

@@ -24,14 +24,13 @@ from db.run_lock import RunLockHandle
 from db.session import make_engine, make_session_factory
 from jobs.config import Config
 from jobs.executor import InlineExecutor, TickerExecutor, make_executor
-from jobs.sync import SyncResult, sync_tickers
+from jobs.sync import SyncResult, provider_for, sync_tickers
 from jobs.tasks import (
     ModelSlot,
     TickerOutcome,
     describe,
     forecast_task,
     process_ticker,
-    provider_for,
     record_failure,
     sync_task,
 )
@@ -187,11 +186,8 @@ class Pipeline:
         """The latest stored session on or before today over the run's tickers."""
         today = date.today()
         with self.factory() as session:
-            lasts = [
-                r.last
-                for r in repository.candle_ranges(session)
-                if r.ticker in symbols and r.last <= today
-            ]
+            ranges = repository.candle_ranges(session, tickers=symbols)
+            lasts = [r.last for r in ranges if r.last <= today]
         if not lasts:
             raise RuntimeError("no candles stored for any ticker of this run: nothing to forecast")
         return max(lasts)

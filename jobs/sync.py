@@ -15,7 +15,7 @@ import pandas as pd
 from sqlalchemy.orm import Session, sessionmaker
 
 from db import repository
-from forecasting.providers import Provider, fetch_candles
+from forecasting.providers import Provider, fetch_candles, make_provider
 from forecasting.validation import MarketDataError
 from jobs.config import Config
 
@@ -38,6 +38,17 @@ class SyncResult:
         return self.error is None
 
 
+def provider_for(config: Config) -> Provider:
+    """The market-data provider the `[data]` section configures."""
+    return make_provider(
+        config.data.provider,
+        csv_dir=config.data.csv_dir,
+        auto_adjust=config.data.yfinance_auto_adjust,
+        retries=config.data.yfinance_retries,
+        history_years=config.data.history_years,
+    )
+
+
 def sync_ticker(
     factory: sessionmaker[Session],
     provider: Provider,
@@ -50,8 +61,10 @@ def sync_ticker(
     """Fetch, validate and upsert one ticker's candles in one transaction."""
     try:
         with factory() as session:
-            stored = repository.load_candles(session, ticker=ticker)
-        start = _fetch_start(stored.index, overlap_sessions)
+            recent = repository.latest_session_dates(
+                session, ticker=ticker, count=overlap_sessions + 1
+            )
+        start = recent[-1] if recent else None  # overlap_sessions before the last stored one
         frame, report = fetch_candles(provider, ticker, start=start, on_invalid=on_invalid)
         if start is None:
             frame = _last_years(frame, history_years)
@@ -59,7 +72,7 @@ def sync_ticker(
             counts = repository.upsert_candles(
                 session, ticker=ticker, frame=frame, source=provider.name
             )
-            ranges = {r.ticker: r for r in repository.candle_ranges(session)}
+            ranges = {r.ticker: r for r in repository.candle_ranges(session, tickers=[ticker])}
     except MarketDataError as exc:
         return SyncResult(ticker=ticker, error=str(exc))
     stored_range = ranges.get(ticker)
@@ -96,14 +109,6 @@ def sync_tickers(
         if on_done is not None:
             on_done(result)
     return results
-
-
-def _fetch_start(stored_dates: pd.DatetimeIndex, overlap_sessions: int) -> date | None:
-    """First date to fetch: `overlap_sessions` before the last stored session, None if none."""
-    if len(stored_dates) == 0:
-        return None
-    position = max(len(stored_dates) - 1 - overlap_sessions, 0)
-    return stored_dates[position].date()
 
 
 def _last_years(frame: pd.DataFrame, years: int) -> pd.DataFrame:

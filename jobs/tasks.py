@@ -19,9 +19,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db import model_store, repository, runs
 from db.session import make_engine, make_session_factory
-from forecasting.providers import make_provider
 from jobs.config import Config
-from jobs.sync import SyncResult, sync_ticker
+from jobs.sync import SyncResult, provider_for, sync_ticker
 
 log = logging.getLogger("candlecast.tasks")
 
@@ -54,16 +53,6 @@ class ModelSlot:
 def session_factory_for(url: str) -> sessionmaker[Session]:
     """One engine per database URL per process (worker processes reuse it across tasks)."""
     return make_session_factory(make_engine(url))
-
-
-def provider_for(config: Config):  # noqa: ANN201 - forecasting.providers.Provider
-    return make_provider(
-        config.data.provider,
-        csv_dir=config.data.csv_dir,
-        auto_adjust=config.data.yfinance_auto_adjust,
-        retries=config.data.yfinance_retries,
-        history_years=config.data.history_years,
-    )
 
 
 def sync_task(config: Config, ticker: str) -> SyncResult:

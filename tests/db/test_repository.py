@@ -18,6 +18,7 @@ from db.repository import (
     candle_ranges,
     empty_candle_frame,
     last_session_date,
+    latest_session_dates,
     load_candles,
     upsert_candles,
 )
@@ -132,6 +133,20 @@ def test_last_session_date_and_ranges(session_factory: sessionmaker[Session]) ->
             CandleRange(ticker="AAPL", first=date(2023, 6, 1), last=date(2023, 6, 28), count=20),
             CandleRange(ticker="MSFT", first=date(2024, 1, 1), last=date(2024, 1, 3), count=3),
         ]
+        assert candle_ranges(session, tickers=["MSFT", "TSLA"]) == [
+            CandleRange(ticker="MSFT", first=date(2024, 1, 1), last=date(2024, 1, 3), count=3),
+        ]
+        assert latest_session_dates(session, ticker="AAPL", count=3) == [
+            date(2023, 6, 28),
+            date(2023, 6, 27),
+            date(2023, 6, 26),
+        ]
+        assert latest_session_dates(session, ticker="MSFT", count=10) == [
+            date(2024, 1, 3),
+            date(2024, 1, 2),
+            date(2024, 1, 1),
+        ]
+        assert latest_session_dates(session, ticker="TSLA", count=3) == []
 
 
 def test_upsert_does_not_commit(session_factory: sessionmaker[Session]) -> None:
