@@ -10,7 +10,7 @@ where up, down, q_lo, q_hi >= 0 (softplus in the network) and the scales are >= 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 
 import numpy as np
@@ -30,6 +30,9 @@ class ForecastCandle:
     close: float
     close_lo: float
     close_hi: float
+    # Close quantiles (prices) at forecasting.quantiles.QUANTILE_LEVELS; close_lo/close_hi are
+    # the 0.10/0.90 ones (the 80% interval).
+    quantiles: tuple[float, ...] = ()
 
 
 @dataclass
@@ -39,6 +42,9 @@ class Forecast:
     candles: list[ForecastCandle]
     attention: list[float]
     attention_dates: list[date]
+    # Which model(s) produced the served numbers, e.g. {"close": "naive", "quantiles":
+    # {"har_range": 0.7, "lstm": 0.3}, "range": "har_range"}; stored with every forecast.
+    model_mix: dict = field(default_factory=dict)
 
 
 def decode(pred: np.ndarray, close0: np.ndarray, sigma: np.ndarray, calibration: dict) -> dict:
