@@ -18,6 +18,7 @@ from db.session import make_engine
 
 config = context.config
 target_metadata = Base.metadata
+VIEWS = frozenset({"forecast_accuracy", "baseline_accuracy"})
 
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):
     fileConfig(config.config_file_name, disable_existing_loggers=False)
@@ -45,8 +46,8 @@ def _configure(**kwargs: object) -> None:
 def _include_object(
     obj: object, name: str | None, type_: str, reflected: bool, compare_to: object
 ) -> bool:
-    """Ignore the forecast_accuracy view should a backend ever reflect it as a table."""
-    return not (type_ == "table" and name == "forecast_accuracy")
+    """Ignore the accuracy views should a backend ever reflect them as tables."""
+    return not (type_ == "table" and name in VIEWS)
 
 
 def run_migrations_offline() -> None:

@@ -52,6 +52,16 @@ RUN_STATUSES: tuple[str, ...] = (
 )
 TICKER_STATUSES: tuple[str, ...] = ("running", "succeeded", "failed")
 HORIZONS: tuple[int, ...] = (1, 2, 3, 4)
+# Close price quantiles at forecasting.quantiles.QUANTILE_LEVELS (0.05 .. 0.95), in that order.
+QUANTILE_COLUMNS: tuple[str, ...] = (
+    "close_q05",
+    "close_q10",
+    "close_q25",
+    "close_q50",
+    "close_q75",
+    "close_q90",
+    "close_q95",
+)
 
 
 def utcnow() -> datetime:
@@ -187,7 +197,19 @@ class ForecastRunTicker(Base):
     run: Mapped[ForecastRun] = relationship(back_populates="tickers")
 
 
-class Forecast(Base):
+class CloseQuantiles:
+    """Mixin: the close price quantiles (QUANTILE_COLUMNS), NULL when the model made none."""
+
+    close_q05: Mapped[float | None] = mapped_column(Float)
+    close_q10: Mapped[float | None] = mapped_column(Float)
+    close_q25: Mapped[float | None] = mapped_column(Float)
+    close_q50: Mapped[float | None] = mapped_column(Float)
+    close_q75: Mapped[float | None] = mapped_column(Float)
+    close_q90: Mapped[float | None] = mapped_column(Float)
+    close_q95: Mapped[float | None] = mapped_column(Float)
+
+
+class Forecast(CloseQuantiles, Base):
     """One forecast candle: `horizon` sessions after `as_of_date`, dated `target_date`."""
 
     __tablename__ = "forecasts"
@@ -214,6 +236,44 @@ class Forecast(Base):
     close_lo: Mapped[float | None] = mapped_column(Float)
     close_hi: Mapped[float | None] = mapped_column(Float)
     attention: Mapped[Any | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Which model(s) produced the numbers, e.g. {"close": "naive", "range": "har_range"}; None is
+    # stored as SQL NULL (not JSON 'null') so `model_mix IS NULL` finds forecasts without one.
+    model_mix: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+
+
+class BaselineForecast(CloseQuantiles, Base):
+    """One baseline model's forecast candle (naive, rw20, ewma, garch, ...), scored like forecasts.
+
+    `model` is a free string (the set of baselines belongs to forecasting/ and grows there).
+    """
+
+    __tablename__ = "baseline_forecasts"
+    __table_args__ = (
+        UniqueConstraint(
+            "ticker",
+            "as_of_date",
+            "horizon",
+            "model",
+            name="uq_baseline_forecasts_ticker_asof_horizon_model",
+        ),
+        CheckConstraint("horizon BETWEEN 1 AND 4", name="horizon"),
+        Index("ix_baseline_forecasts_ticker_as_of_date", "ticker", "as_of_date"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("forecast_runs.id"))
+    ticker: Mapped[str] = mapped_column(String(20))
+    as_of_date: Mapped[date] = mapped_column(Date)
+    horizon: Mapped[int] = mapped_column(Integer)
+    target_date: Mapped[date] = mapped_column(Date)
+    model: Mapped[str] = mapped_column(String(32))
+    open: Mapped[float | None] = mapped_column(Float)
+    high: Mapped[float | None] = mapped_column(Float)
+    low: Mapped[float | None] = mapped_column(Float)
+    close: Mapped[float] = mapped_column(Float)
+    close_lo: Mapped[float | None] = mapped_column(Float)
+    close_hi: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -243,27 +303,4 @@ apscheduler_jobs = Table(
     Column("id", String(191), primary_key=True),
     Column("next_run_time", Float(25), index=True),
     Column("job_state", LargeBinary, nullable=False),
-)
-
-
-# The forecast_accuracy VIEW (created by migration 0001) described for typed SELECTs. It lives in a
-# MetaData of its own so create_all/autogenerate never treat it as a table.
-VIEWS_METADATA = MetaData()
-
-forecast_accuracy = Table(
-    "forecast_accuracy",
-    VIEWS_METADATA,
-    Column("forecast_id", Integer),
-    Column("run_id", Integer),
-    Column("model_version_id", Integer),
-    Column("ticker", String(20)),
-    Column("as_of_date", Date),
-    Column("horizon", Integer),
-    Column("target_date", Date),
-    *(Column(name, Float) for name in ("open", "high", "low", "close", "close_lo", "close_hi")),
-    *(Column(f"actual_{name}", Float) for name in ("open", "high", "low", "close")),
-    Column("abs_error", Float),
-    Column("naive_close", Float),
-    Column("naive_abs_error", Float),
-    Column("in_interval", Integer),
 )

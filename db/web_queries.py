@@ -25,8 +25,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session, selectinload, undefer
 
-from db.models import Candle, ForecastRun, ForecastRunTicker, ModelVersion, forecast_accuracy
+from db.models import Candle, ForecastRun, ForecastRunTicker, ModelVersion
 from db.models import Forecast as ForecastRow
+from db.views import forecast_accuracy
 
 _F = ForecastRow.__table__.c
 _C = Candle.__table__.c

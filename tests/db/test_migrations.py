@@ -6,14 +6,17 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Column, Integer, MetaData, inspect, text
 
 from db import migrate
-from db.models import Base
+from db.models import QUANTILE_COLUMNS, Base
 from db.session import make_engine
+from db.views import baseline_accuracy, forecast_accuracy
+from forecasting.quantiles import QUANTILE_NAMES
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TABLES = {
@@ -24,7 +27,10 @@ TABLES = {
     "forecasts",
     "run_locks",
     "apscheduler_jobs",
+    "baseline_forecasts",
 }
+VIEWS = {"forecast_accuracy", "baseline_accuracy"}
+HEAD = "0003"
 
 
 def _schema(url: str) -> tuple[set[str], set[str]]:
@@ -49,23 +55,23 @@ def _diffs(url: str, metadata: MetaData) -> list[object]:
 def test_upgrade_downgrade_upgrade(db_url: str) -> None:
     assert migrate.current(db_url) is None
     migrate.upgrade(db_url)
-    assert migrate.current(db_url) == migrate.head() == "0002"
+    assert migrate.current(db_url) == migrate.head() == HEAD
     tables, views = _schema(db_url)
     assert tables == TABLES | {"alembic_version"}
-    assert views == {"forecast_accuracy"}
+    assert views == VIEWS
 
     migrate.downgrade(db_url)
     assert migrate.current(db_url) is None
     assert _schema(db_url) == ({"alembic_version"}, set())
 
     migrate.upgrade(db_url)
-    assert migrate.current(db_url) == "0002"
-    assert _schema(db_url) == (TABLES | {"alembic_version"}, {"forecast_accuracy"})
+    assert migrate.current(db_url) == HEAD
+    assert _schema(db_url) == (TABLES | {"alembic_version"}, VIEWS)
 
 
 def test_upgrade_is_idempotent(migrated_url: str) -> None:
     migrate.upgrade(migrated_url)
-    assert migrate.current(migrated_url) == "0002"
+    assert migrate.current(migrated_url) == HEAD
 
 
 def test_models_match_migrated_schema(migrated_url: str) -> None:
@@ -91,7 +97,7 @@ def test_current_does_not_create_sqlite_file(tmp_path: Path) -> None:
 def test_upgrade_creates_sqlite_parent_directory(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'var' / 'sub' / 'candlecast.db'}"
     migrate.upgrade(url)
-    assert migrate.current(url) == "0002"
+    assert migrate.current(url) == HEAD
 
 
 def _alembic_cli(*args: str, env_url: str) -> subprocess.CompletedProcess[str]:
@@ -107,7 +113,7 @@ def test_alembic_cli_uses_project_config(db_url: str) -> None:
     """`alembic upgrade head` from the repo root finds the URL through jobs.config.load_config."""
     result = _alembic_cli("upgrade", "head", env_url=db_url)
     assert result.returncode == 0, result.stderr
-    assert migrate.current(db_url) == "0002"
+    assert migrate.current(db_url) == HEAD
     result = _alembic_cli("downgrade", "base", env_url=db_url)
     assert result.returncode == 0, result.stderr
     assert migrate.current(db_url) is None
@@ -117,24 +123,84 @@ def test_alembic_cli_x_url_wins(db_url: str, tmp_path: Path) -> None:
     decoy = f"sqlite:///{tmp_path / 'decoy' / 'decoy.db'}"
     result = _alembic_cli("-x", f"url={db_url}", "upgrade", "head", env_url=decoy)
     assert result.returncode == 0, result.stderr
-    assert migrate.current(db_url) == "0002"
+    assert migrate.current(db_url) == HEAD
     assert migrate.current(decoy) is None
 
 
-def test_view_is_not_a_table_of_the_models(migrated_url: str) -> None:
-    assert "forecast_accuracy" not in Base.metadata.tables
+def test_views_are_not_tables_of_the_models(migrated_url: str) -> None:
+    assert not VIEWS & set(Base.metadata.tables)
     engine = make_engine(migrated_url)
     try:
         with engine.connect() as conn:
-            count = conn.execute(text("SELECT COUNT(*) FROM forecast_accuracy")).scalar_one()
+            counts = [conn.execute(text(f"SELECT COUNT(*) FROM {v}")).scalar_one() for v in VIEWS]
     finally:
         engine.dispose()
-    assert count == 0
+    assert counts == [0, 0]
+
+
+def test_view_tables_match_the_migrated_views(migrated_url: str) -> None:
+    """db.views describes exactly the columns (and order) the migration's views have."""
+    engine = make_engine(migrated_url)
+    try:
+        with engine.connect() as conn:
+            for view in (forecast_accuracy, baseline_accuracy):
+                result = conn.execute(text(f"SELECT * FROM {view.name} WHERE 1 = 0"))
+                assert list(result.keys()) == [c.name for c in view.columns]
+    finally:
+        engine.dispose()
+
+
+def test_quantile_columns_follow_the_shared_levels() -> None:
+    assert QUANTILE_COLUMNS == tuple(f"close_{name}" for name in QUANTILE_NAMES)
+    for table in ("forecasts", "baseline_forecasts"):
+        assert set(QUANTILE_COLUMNS) <= set(Base.metadata.tables[table].c.keys())
+
+
+def _forecasts_table(url: str) -> dict[str, object]:
+    """What a downgrade must restore of the forecasts table: columns, keys, checks, indexes."""
+    engine = make_engine(url)
+    try:
+        inspector = inspect(engine)
+
+        def by_name(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            return sorted(items, key=lambda item: str(item["name"]))
+
+        columns = [
+            (c["name"], str(c["type"]), c["nullable"]) for c in inspector.get_columns("forecasts")
+        ]
+        return {
+            "columns": columns,
+            "pk": inspector.get_pk_constraint("forecasts"),
+            "fks": by_name(inspector.get_foreign_keys("forecasts")),
+            "unique": by_name(inspector.get_unique_constraints("forecasts")),
+            "checks": by_name(inspector.get_check_constraints("forecasts")),
+            "indexes": by_name(inspector.get_indexes("forecasts")),
+        }
+    finally:
+        engine.dispose()
+
+
+def test_downgrade_to_0002_restores_the_forecasts_table(db_url: str) -> None:
+    """On SQLite the downgrade rebuilds forecasts (batch mode): nothing else may be lost."""
+    migrate.upgrade(db_url, "0002")
+    before = _forecasts_table(db_url)
+    assert "close_q50" not in [c[0] for c in before["columns"]]  # type: ignore[union-attr]
+    migrate.upgrade(db_url)
+    assert _forecasts_table(db_url) != before
+    migrate.downgrade(db_url, "0002")
+    assert migrate.current(db_url) == "0002"
+    assert _forecasts_table(db_url) == before
+    assert _schema(db_url) == (
+        TABLES - {"baseline_forecasts"} | {"alembic_version"},
+        {"forecast_accuracy"},
+    )
 
 
 def test_downgrade_one_step_keeps_the_initial_schema(migrated_url: str) -> None:
     migrate.downgrade(migrated_url, "0001")
     assert migrate.current(migrated_url) == "0001"
     tables, views = _schema(migrated_url)
-    assert tables == TABLES - {"run_locks", "apscheduler_jobs"} | {"alembic_version"}
+    assert tables == TABLES - {"run_locks", "apscheduler_jobs", "baseline_forecasts"} | {
+        "alembic_version"
+    }
     assert views == {"forecast_accuracy"}
