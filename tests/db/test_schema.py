@@ -17,8 +17,8 @@ from db.models import (
     ForecastRun,
     ForecastRunTicker,
     ModelVersion,
-    forecast_accuracy,
 )
+from db.views import forecast_accuracy
 
 AS_OF = date(2024, 1, 2)
 TARGET = date(2024, 1, 3)
