@@ -1,23 +1,46 @@
-"""Write side of job runs: forecast_runs, forecast_run_tickers and the forecasts they store."""
+"""Write side of job runs: forecast_runs, forecast_run_tickers and the forecasts they store.
+
+Also the baselines' forecasts (baseline_forecasts), stored beside the model's to be scored alike.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
+from math import isfinite
 from typing import Any
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from db.models import Forecast, ForecastRun, ForecastRunTicker, utcnow
+from db.models import (
+    QUANTILE_COLUMNS,
+    BaselineForecast,
+    Forecast,
+    ForecastRun,
+    ForecastRunTicker,
+    utcnow,
+)
 
 FINAL_RUN_STATUSES = ("succeeded", "partial", "failed", "interrupted", "abandoned")
 
 
+def _price(value: Any) -> float | None:
+    """A float, or None for a missing value (None, NaN or inf: pandas rows carry NaN)."""
+    if value is None:
+        return None
+    number = float(value)
+    return number if isfinite(number) else None
+
+
 @dataclass(frozen=True)
 class ForecastRow:
-    """One predicted candle, as the pipeline hands it to the database."""
+    """One predicted candle, as the pipeline hands it to the database.
+
+    `quantiles` holds the close quantiles in QUANTILE_COLUMNS order (close_q05 .. close_q95), or
+    is empty when the model made none (the columns are then NULL).
+    """
 
     horizon: int
     target_date: date
@@ -27,10 +50,26 @@ class ForecastRow:
     close: float
     close_lo: float | None
     close_hi: float | None
+    quantiles: tuple[float | None, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.quantiles and len(self.quantiles) != len(QUANTILE_COLUMNS):
+            raise ValueError(
+                f"quantiles must hold {len(QUANTILE_COLUMNS)} values "
+                f"({', '.join(QUANTILE_COLUMNS)}) or none, got {len(self.quantiles)}"
+            )
 
     @classmethod
     def of(cls, item: Any, *, target_date: date) -> ForecastRow:
-        """From any object with horizon, open, high, low, close, close_lo, close_hi attributes."""
+        """From any object with horizon, open, high, low, close, close_lo, close_hi attributes.
+
+        Quantiles come from `item.quantiles` (a ForecastCandle), else from close_q05 .. close_q95
+        attributes (a backtest row), else none.
+        """
+        quantiles = tuple(getattr(item, "quantiles", None) or ())
+        if not quantiles and all(hasattr(item, name) for name in QUANTILE_COLUMNS):
+            quantiles = tuple(getattr(item, name) for name in QUANTILE_COLUMNS)
+        values = tuple(_price(q) for q in quantiles)
         return cls(
             horizon=int(item.horizon),
             target_date=target_date,
@@ -40,7 +79,13 @@ class ForecastRow:
             close=float(item.close),
             close_lo=None if item.close_lo is None else float(item.close_lo),
             close_hi=None if item.close_hi is None else float(item.close_hi),
+            quantiles=() if all(v is None for v in values) else values,
         )
+
+    def quantile_columns(self) -> dict[str, float | None]:
+        """close_q05 .. close_q95 -> value (all None when there are no quantiles)."""
+        values = self.quantiles or (None,) * len(QUANTILE_COLUMNS)
+        return dict(zip(QUANTILE_COLUMNS, values, strict=True))
 
 
 def start_run(session: Session, *, trigger: str, as_of_date: date | None = None) -> ForecastRun:
@@ -135,11 +180,13 @@ def replace_forecasts(
     rows: Sequence[ForecastRow],
     model_version_id: int | None,
     attention: Any | None = None,
+    model_mix: dict[str, Any] | None = None,
 ) -> None:
-    """Store a forecast set, replacing any earlier one for (ticker, as_of_date)."""
-    horizons = sorted(row.horizon for row in rows)
-    if horizons != list(range(1, len(rows) + 1)):
-        raise ValueError(f"forecast horizons must be 1..{len(rows)}, got {horizons}")
+    """Store a forecast set, replacing any earlier one for (ticker, as_of_date).
+
+    `model_mix` (JSON-able: which model produced which numbers) is stored on every row of the set.
+    """
+    _check_horizons(rows)
     session.execute(
         delete(Forecast).where(Forecast.ticker == ticker, Forecast.as_of_date == as_of_date)
     )
@@ -158,7 +205,59 @@ def replace_forecasts(
             close_lo=row.close_lo,
             close_hi=row.close_hi,
             attention=attention,
+            model_mix=model_mix or None,
+            **row.quantile_columns(),
         )
         for row in rows
     )
     session.flush()
+
+
+def replace_baseline_forecasts(
+    session: Session,
+    *,
+    run_id: int,
+    ticker: str,
+    as_of_date: date,
+    model: str,
+    rows: Sequence[ForecastRow],
+) -> None:
+    """Store baseline `model`'s forecast set, replacing any earlier one for (ticker, as_of_date).
+
+    Other baselines' rows (and the model's own forecasts) of that ticker and date are untouched.
+    """
+    if not model:
+        raise ValueError("baseline model name must not be empty")
+    _check_horizons(rows)
+    session.execute(
+        delete(BaselineForecast).where(
+            BaselineForecast.ticker == ticker,
+            BaselineForecast.as_of_date == as_of_date,
+            BaselineForecast.model == model,
+        )
+    )
+    session.add_all(
+        BaselineForecast(
+            run_id=run_id,
+            ticker=ticker,
+            as_of_date=as_of_date,
+            horizon=row.horizon,
+            target_date=row.target_date,
+            model=model,
+            open=row.open,
+            high=row.high,
+            low=row.low,
+            close=row.close,
+            close_lo=row.close_lo,
+            close_hi=row.close_hi,
+            **row.quantile_columns(),
+        )
+        for row in rows
+    )
+    session.flush()
+
+
+def _check_horizons(rows: Sequence[ForecastRow]) -> None:
+    horizons = sorted(row.horizon for row in rows)
+    if horizons != list(range(1, len(rows) + 1)):
+        raise ValueError(f"forecast horizons must be 1..{len(rows)}, got {horizons}")

@@ -123,6 +123,7 @@ def process_ticker(
                     "dates": [d.isoformat() for d in result.attention_dates],
                     "weights": result.attention,
                 },
+                model_mix=result.model_mix,
             )
             outcome.duration_s = time.perf_counter() - started
             runs.finish_ticker(
