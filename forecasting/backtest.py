@@ -1,21 +1,27 @@
-"""Walk-forward backtest against the naive forecast (tomorrow = today's close).
+"""Walk-forward backtest of the product and the baselines, side by side on the same dates.
 
-For every as-of session t in [start, end] with ``horizon`` later sessions in the data, the
-forecast of t+1..t+h uses only rows <= t: the model in force was trained on the
-``history_years`` before the latest retrain date <= t, and features are causal. One model
-serves the ``retrain_every`` as-of dates after its training and infers them in one batch.
+For every as-of session t in [start, end] with ``horizon`` later sessions in the data, each
+model's forecast of t+1..t+h uses only rows <= t: models are refitted every ``retrain_every``
+sessions (on a calendar shared by all tickers, so pooled fits see every ticker up to the same
+date) on the ``history_years`` before the refit date, and serve the as-of dates until the next
+refit. Models: ``candlecast`` (the served forecast), ``lstm`` (the network alone: its own
+quantiles and high/low), ``har_range`` (pooled HAR-range alone), the baselines of
+``forecasting.baselines`` and ``seed`` (the seed recipe; slow).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from datetime import date
 
 import numpy as np
 import pandas as pd
 
+from forecasting.baselines import BASELINES
 from forecasting.params import ModelParams
+from forecasting.quantiles import QUANTILE_NAMES
 
+QUANTILE_COLUMNS = [f"close_{name}" for name in QUANTILE_NAMES]
 CSV_COLUMNS = [
     "ticker",
     "as_of_date",
@@ -27,6 +33,7 @@ CSV_COLUMNS = [
     "close",
     "close_lo",
     "close_hi",
+    *QUANTILE_COLUMNS,
     "actual_open",
     "actual_high",
     "actual_low",
@@ -34,24 +41,42 @@ CSV_COLUMNS = [
     "naive_close",
 ]
 PRICE_KEYS = ["open", "high", "low", "close", "close_lo", "close_hi"]
+PRODUCT = "candlecast"
+MODEL_NAMES = (PRODUCT, "lstm", "har_range", *BASELINES, "seed")
+DEFAULT_MODELS = (PRODUCT, "lstm", "har_range", "naive", "ewma", "garch", "range20")
 
 
-def _lstm_block(candles, rows, params, ticker, history_years) -> dict:
-    """Train at rows[0] and forecast every as-of row in ``rows`` with that one model."""
+def _paths_prices(paths) -> dict:
+    out = paths.prices()
+    out["quantiles"] = paths.quantiles
+    return out
+
+
+def _lstm_prices(candles, rows, params, ticker, history_years, range_fit) -> dict[str, dict]:
+    """Train the product at rows[0]; served ("candlecast") and network-only ("lstm") prices."""
     from forecasting import model as M
-    from forecasting.predict import decode, prepare_inputs
+    from forecasting.predict import decode, har_paths, prepare_inputs
     from forecasting.train import train_model
 
     trained = train_model(
-        candles.iloc[: rows[0] + 1], params, ticker=ticker, history_years=history_years
+        candles.iloc[: rows[0] + 1],
+        params,
+        ticker=ticker,
+        history_years=history_years,
+        range_fit=range_fit,
     )
     # Features are causal, so computing them on rows <= the block's last as-of row is honest.
-    x, close0, sigma = prepare_inputs(trained, candles.iloc[: rows[-1] + 1], rows)
+    visible = candles.iloc[: rows[-1] + 1]
+    x, close0, sigma = prepare_inputs(trained, visible, rows)
     pred, _ = M.infer(trained.model, x)
-    return decode(pred, close0, sigma, trained.calibration)
+    har = har_paths(trained, visible, rows)
+    served = decode(pred, close0, sigma, trained.calibration, har)
+    h = params.horizon
+    network_only = {**trained.calibration, "blend": [1.0] * h, "range_from": ["lstm"] * h}
+    return {PRODUCT: served, "lstm": decode(pred, close0, sigma, network_only, har)}
 
 
-def _seed_block(candles, rows, params, ticker, history_years) -> dict:
+def _seed_prices(candles, rows, params, ticker, history_years) -> dict:
     from forecasting import seed_baseline as S
     from forecasting.train import history_slice
 
@@ -60,61 +85,90 @@ def _seed_block(candles, rows, params, ticker, history_years) -> dict:
     closes = candles["close"].to_numpy(dtype="float64")
     windows = np.stack([closes[r - S.WINDOW + 1 : r + 1] for r in rows])
     close = S.predict_recursive(seed, windows, params.horizon)
-    nan = np.full_like(close, np.nan)
-    return {
-        "open": close,
-        "high": close,
-        "low": close,
-        "close": close,
-        "close_lo": nan,
-        "close_hi": nan,
+    nan = np.full(close.shape + (len(QUANTILE_COLUMNS),), np.nan)
+    return {k: close for k in ("open", "high", "low", "close")} | {
+        "close_lo": nan[..., 0],
+        "close_hi": nan[..., 0],
+        "quantiles": nan,
     }
 
 
 def walk_forward(
-    candles: pd.DataFrame,
+    candles_by_ticker: Mapping[str, pd.DataFrame],
     *,
-    ticker: str,
     start: date,
     end: date,
     params: ModelParams,
     history_years: int = 5,
     retrain_every: int = 21,
-    exchange: str = "XNYS",
-    model_kind: str = "lstm",
+    models: Sequence[str] = DEFAULT_MODELS,
     progress: Callable[[str], None] | None = None,
 ) -> pd.DataFrame:
-    """Rows in CSV_COLUMNS for every as-of session in [start, end] that has h later sessions.
+    """Rows (``model`` + CSV_COLUMNS) for every model, ticker and as-of session in [start, end]
+    that has ``horizon`` later sessions. Target dates are the data's own next sessions."""
+    from forecasting.range_model import HarRange
+    from forecasting.train import history_slice
 
-    Target dates are the data's own next sessions (the data follows the ``exchange`` calendar).
-    """
-    if model_kind not in ("lstm", "seed"):
-        raise ValueError(f"unknown model_kind {model_kind!r}")
-    del exchange  # target dates come from the data itself
+    unknown = [m for m in models if m not in MODEL_NAMES]
+    if unknown:
+        raise ValueError(f"unknown model(s) {unknown}; choose from {', '.join(MODEL_NAMES)}")
     h = params.horizon
-    idx = candles.index
-    mask = (idx >= pd.Timestamp(start)) & (idx <= pd.Timestamp(end))
-    as_of_rows = np.flatnonzero(mask)
-    as_of_rows = as_of_rows[as_of_rows + h < len(candles)]
-    block_fn = _lstm_block if model_kind == "lstm" else _seed_block
+    lo, hi = pd.Timestamp(start), pd.Timestamp(end)
+    grid = sorted({d for c in candles_by_ticker.values() for d in c.index if lo <= d <= hi})
+    needs_range = any(m in models for m in (PRODUCT, "lstm", "har_range"))
     frames = []
-    for b in range(0, len(as_of_rows), retrain_every):
-        rows = as_of_rows[b : b + retrain_every]
-        prices = block_fn(candles, rows, params, ticker, history_years)
-        frames.append(_rows_frame(candles, rows, prices, ticker, h))
-        if progress is not None:
-            progress(f"{ticker} {model_kind}: trained at {idx[rows[0]].date()}, {len(rows)} as-of")
+    for b in range(0, len(grid), retrain_every):
+        d0, d1 = grid[b], grid[min(b + retrain_every, len(grid)) - 1]
+        histories, blocks = {}, {}
+        for ticker, candles in candles_by_ticker.items():
+            idx = candles.index
+            rows = np.flatnonzero((idx >= d0) & (idx <= d1))
+            rows = rows[rows + h < len(candles)]
+            if len(rows):
+                blocks[ticker] = rows
+                histories[ticker] = history_slice(candles.iloc[: rows[0] + 1], None, history_years)
+        if not blocks:
+            continue
+        range_fits = HarRange(horizon=h).fit_pooled(histories) if needs_range else {}
+        for ticker, rows in blocks.items():
+            candles = candles_by_ticker[ticker]
+            visible = candles.iloc[: rows[-1] + 1]
+            prices: dict[str, dict] = {}
+            if PRODUCT in models or "lstm" in models:
+                both = _lstm_prices(
+                    candles, rows, params, ticker, history_years, range_fits[ticker]
+                )
+                prices.update({k: v for k, v in both.items() if k in models})
+            if "har_range" in models:
+                har = HarRange(horizon=h)
+                prices["har_range"] = _paths_prices(
+                    har.predict_rows(range_fits[ticker], visible, rows)
+                )
+            for name in models:
+                if name in BASELINES:
+                    forecaster = BASELINES[name]()
+                    fitted = forecaster.fit(histories[ticker])
+                    prices[name] = _paths_prices(forecaster.predict_rows(fitted, visible, rows))
+            if "seed" in models:
+                prices["seed"] = _seed_prices(candles, rows, params, ticker, history_years)
+            for name in models:
+                frames.append(_rows_frame(candles, rows, prices[name], ticker, h, name))
+            if progress is not None:
+                progress(
+                    f"{ticker}: refitted at {candles.index[rows[0]].date()}, {len(rows)} as-of"
+                )
     if not frames:
-        return pd.DataFrame(columns=CSV_COLUMNS)
-    return pd.concat(frames, ignore_index=True)[CSV_COLUMNS]
+        return pd.DataFrame(columns=["model", *CSV_COLUMNS])
+    return pd.concat(frames, ignore_index=True)
 
 
-def _rows_frame(candles, rows, prices, ticker, horizon) -> pd.DataFrame:
+def _rows_frame(candles, rows, prices, ticker, horizon, model) -> pd.DataFrame:
     n = len(rows)
     hs = np.tile(np.arange(1, horizon + 1), n)
     as_of = np.repeat(rows, horizon)
     target = as_of + hs
     out = {
+        "model": model,
         "ticker": ticker,
         "as_of_date": [d.date() for d in candles.index[as_of]],
         "horizon": hs,
@@ -122,6 +176,9 @@ def _rows_frame(candles, rows, prices, ticker, horizon) -> pd.DataFrame:
     }
     for k in PRICE_KEYS:
         out[k] = np.asarray(prices[k], dtype="float64").reshape(-1)
+    quantiles = np.asarray(prices["quantiles"], dtype="float64").reshape(n * horizon, -1)
+    for j, column in enumerate(QUANTILE_COLUMNS):
+        out[column] = quantiles[:, j]
     for k in ("open", "high", "low", "close"):
         out[f"actual_{k}"] = candles[k].to_numpy(dtype="float64")[target]
     out["naive_close"] = candles["close"].to_numpy(dtype="float64")[as_of]

@@ -15,7 +15,21 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-FEATURE_COLUMNS = ["ret", "open_rel", "high_rel", "low_rel", "volume_rel", "log_vol20", "vol_ratio"]
+from forecasting.range_model import range_variance
+
+FEATURE_COLUMNS = [
+    "ret",
+    "open_rel",
+    "high_rel",
+    "low_rel",
+    "volume_rel",
+    "log_vol20",
+    "vol_ratio",
+    "overnight",
+    "log_rv1",
+    "log_rv5",
+    "log_rv22",
+]
 VOL_WINDOW = 20  # sessions in the realised-volatility estimate sigma_t
 LONG_VOL_WINDOW = 60  # sessions in the slow volatility used for the regime feature
 VOLUME_WINDOW = 20  # sessions in the rolling mean volume
@@ -48,6 +62,9 @@ def compute_features(candles: pd.DataFrame) -> pd.DataFrame:
     sigma = r.rolling(VOL_WINDOW, min_periods=VOL_WINDOW).std(ddof=0).clip(lower=SIGMA_FLOOR)
     sigma_long = r.rolling(LONG_VOL_WINDOW, min_periods=LONG_VOL_WINDOW).std(ddof=0)
     sigma_long = sigma_long.clip(lower=SIGMA_FLOOR)
+    rv = pd.Series(range_variance(candles), index=candles.index)
+    overnight = np.full(len(c), np.nan)
+    overnight[1:] = np.log(o[1:] / c[:-1])
     logv = pd.Series(np.log1p(np.maximum(vol, 0.0)), index=candles.index)
     vmean = logv.rolling(VOLUME_WINDOW, min_periods=VOLUME_WINDOW).mean()
     frame = pd.DataFrame(
@@ -59,6 +76,12 @@ def compute_features(candles: pd.DataFrame) -> pd.DataFrame:
             "volume_rel": logv - vmean,
             "log_vol20": np.log(sigma),
             "vol_ratio": np.log(sigma / sigma_long),
+            # range-based variance (overnight + Garman-Klass) at 1 / 5 / 22 sessions, relative
+            # to the close-to-close variance: where the range says more than the closes do
+            "overnight": overnight / sigma,
+            "log_rv1": np.log(rv) - 2 * np.log(sigma),
+            "log_rv5": np.log(rv.rolling(5, min_periods=5).mean()) - 2 * np.log(sigma),
+            "log_rv22": np.log(rv.rolling(22, min_periods=22).mean()) - 2 * np.log(sigma),
             "sigma": sigma,
         },
         index=candles.index,

@@ -12,9 +12,11 @@ import keras
 from keras import ops
 
 PACKAGE = "candlecast"
-N_OUTPUTS = 6  # close, open, up-spread, down-spread, lower-quantile spread, upper-quantile spread
-QUANTILE_LO = 0.1
-QUANTILE_HI = 0.9
+# close, open, up-spread, down-spread, then three gaps below the median close (to the 0.25, 0.10
+# and 0.05 quantiles) and three above it (0.75, 0.90, 0.95): 10 numbers per horizon.
+N_OUTPUTS = 10
+LOWER_LEVELS = (0.25, 0.10, 0.05)
+UPPER_LEVELS = (0.75, 0.90, 0.95)
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -63,8 +65,8 @@ class CandleParameterization(keras.layers.Layer):
     """Maps raw head outputs (batch, horizon*6) to (batch, horizon, 6) candle parameters.
 
     Columns: close and open log-return (free sign), then softplus spreads (>= 0) for the high
-    above max(open, close), the low below min(open, close), and the 0.1 / 0.9 close quantiles
-    below / above the median close.
+    above max(open, close), the low below min(open, close), and the gaps between consecutive
+    close quantiles below / above the median close (so the quantiles never cross).
     """
 
     def __init__(self, horizon: int = 4, **kwargs):
@@ -101,12 +103,12 @@ def _pinball(error, q):
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
 def candle_loss(y_true, y_pred):
-    """Median (MAE) losses on the candle plus pinball losses for the close quantiles.
+    """Median (MAE) losses on the candle plus pinball losses for the six close quantiles.
 
     y_true (batch, horizon, 4): close, open, high, low as log-ratios to the last close / sigma.
     The quantile terms do not push on the median close (stop_gradient).
     """
-    close, opn, up, down, q_lo, q_hi = (y_pred[..., k] for k in range(N_OUTPUTS))
+    close, opn, up, down = (y_pred[..., k] for k in range(4))
     t_close, t_open, t_high, t_low = (y_true[..., k] for k in range(4))
     high = ops.maximum(close, opn) + up
     low = ops.minimum(close, opn) - down
@@ -116,9 +118,15 @@ def candle_loss(y_true, y_pred):
         + ops.abs(t_open - opn)
         + 0.5 * ops.abs(t_high - high)
         + 0.5 * ops.abs(t_low - low)
-        + _pinball(t_close - (centre - q_lo), QUANTILE_LO)
-        + _pinball(t_close - (centre + q_hi), QUANTILE_HI)
     )
+    below = centre
+    for k, q in enumerate(LOWER_LEVELS):
+        below = below - y_pred[..., 4 + k]
+        loss = loss + _pinball(t_close - below, q)
+    above = centre
+    for k, q in enumerate(UPPER_LEVELS):
+        above = above + y_pred[..., 7 + k]
+        loss = loss + _pinball(t_close - above, q)
     return ops.mean(loss, axis=-1)
 
 

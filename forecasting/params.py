@@ -18,6 +18,7 @@ class ModelParams:
     seed: int = 42
     patience: int = 5
     validation_fraction: float = 0.15
+    calibration_fraction: float = 0.15
     learning_rate: float = 1e-3
     retrain_every: int = 21
 

@@ -1,10 +1,10 @@
-"""Inference: the next ``horizon`` sessions' candles, an 80% close interval and attention weights.
+"""Inference: the next ``horizon`` sessions' candles, close quantiles and attention weights.
 
-Decoding (all valid by construction, no clipping), with C0 the last close and s = sigma_t:
-    close = C0 * exp(s * alpha_c * p_close)       open = C0 * exp(s * alpha_o * p_open)
-    high  = max(open, close) * exp(s * up)        low  = min(open, close) * exp(-s * down)
-    close_lo = close * exp(-s * scale_lo * q_lo)  close_hi = close * exp(s * scale_hi * q_hi)
-where up, down, q_lo, q_hi >= 0 (softplus in the network) and the scales are >= 0.
+The served numbers come from ``forecasting.calibration.serve``: the close and open are the last
+close moved by the (gated) network move, the close quantiles blend the network's with
+HAR-range's in log-return space with per-horizon weights fitted on held-out data, and the
+high/low come from whichever of the two was clearly better there (HAR-range by default).
+All prices are positive and low <= min(open, close) <= max(open, close) <= high.
 """
 
 from __future__ import annotations
@@ -17,7 +17,11 @@ import numpy as np
 import pandas as pd
 
 from forecasting import features as F
+from forecasting.calibration import serve
+from forecasting.range_model import HarRange
 from forecasting.train import InsufficientHistoryError, TrainedModel
+
+PRICE_KEYS = ("open", "high", "low", "close", "close_lo", "close_hi")
 
 
 @dataclass
@@ -47,19 +51,34 @@ class Forecast:
     model_mix: dict = field(default_factory=dict)
 
 
-def decode(pred: np.ndarray, close0: np.ndarray, sigma: np.ndarray, calibration: dict) -> dict:
-    """Network outputs (n, horizon, 6) -> dict of (n, horizon) price arrays (see module doc)."""
-    c0 = np.asarray(close0, dtype="float64")[:, None]
-    s = np.asarray(sigma, dtype="float64")[:, None]
-    a_c = np.asarray(calibration["alpha_close"])[None, :]
-    a_o = np.asarray(calibration["alpha_open"])[None, :]
-    close = c0 * np.exp(s * a_c * pred[..., 0])
-    opn = c0 * np.exp(s * a_o * pred[..., 1])
-    high = np.maximum(opn, close) * np.exp(s * pred[..., 2])
-    low = np.minimum(opn, close) * np.exp(-s * pred[..., 3])
-    lo = close * np.exp(-s * np.asarray(calibration["scale_lo"])[None, :] * pred[..., 4])
-    hi = close * np.exp(s * np.asarray(calibration["scale_hi"])[None, :] * pred[..., 5])
-    return {"open": opn, "high": high, "low": low, "close": close, "close_lo": lo, "close_hi": hi}
+def decode(pred: np.ndarray, close0: np.ndarray, sigma: np.ndarray, calibration: dict, har) -> dict:
+    """Network outputs (n, horizon, 10) + HAR-range paths -> dict of (n, horizon) price arrays
+    (open, high, low, close, close_lo, close_hi) plus ``quantiles`` (n, horizon, 7)."""
+    from forecasting.forecaster import I_HI, I_LO
+
+    served = serve(pred, close0, sigma, calibration, har)
+    q = served["quantiles"]
+    # the served close is always inside its own 80% interval
+    served["close_lo"] = np.minimum(q[..., I_LO], served["close"])
+    served["close_hi"] = np.maximum(q[..., I_HI], served["close"])
+    return served
+
+
+def model_mix(calibration: dict) -> dict:
+    """Which model produced each part of the served forecast (stored with every forecast)."""
+    blend = [float(w) for w in calibration["blend"]]
+    return {
+        "close": ["lstm" if a > 0 else "naive" for a in calibration["alpha_close"]],
+        "quantiles": [{"lstm": w, "har_range": round(1 - w, 4)} for w in blend],
+        "range": list(calibration["range_from"]),
+    }
+
+
+def har_paths(trained: TrainedModel, candles: pd.DataFrame, ends: np.ndarray):
+    """HAR-range's forecasts for as-of rows ``ends`` with the fit stored in the model version."""
+    return HarRange(horizon=trained.params.horizon).predict_rows(
+        trained.calibration["har_range"], candles, ends
+    )
 
 
 def prepare_inputs(
@@ -98,7 +117,8 @@ def _build(
         ForecastCandle(
             date=d,
             horizon=h + 1,
-            **{k: float(v[0, h]) for k, v in prices.items()},
+            **{k: float(prices[k][0, h]) for k in PRICE_KEYS},
+            quantiles=tuple(float(x) for x in prices["quantiles"][0, h]),
         )
         for h, d in enumerate(dates)
     ]
@@ -108,6 +128,7 @@ def _build(
         candles=candles,
         attention=[float(w) for w in weights],
         attention_dates=[ts.date() for ts in data.index[-window:]],
+        model_mix=model_mix(trained.calibration),
     )
 
 
@@ -136,6 +157,7 @@ def forecast_many(
         data = _history(trained, candles, as_of)
         x, close0, sigma = prepare_inputs(trained, data, np.array([len(data) - 1]))
         pred, weights = M.infer(trained.model, x)
-        prices = decode(pred, close0, sigma, trained.calibration)
+        ends = np.array([len(data) - 1])
+        prices = decode(pred, close0, sigma, trained.calibration, har_paths(trained, data, ends))
         out.append(_build(trained, data, prices, weights[0], exchange_for(trained.ticker)))
     return out

@@ -10,7 +10,11 @@ QUANTILE_LEVELS: tuple[float, ...] = (0.05, 0.10, 0.25, 0.50, 0.75, 0.90, 0.95)
 # Suffixes of the per-quantile names: close_q05 .. close_q95 (DB columns, CSV columns, JSON keys).
 QUANTILE_NAMES: tuple[str, ...] = tuple(f"q{round(q * 100):02d}" for q in QUANTILE_LEVELS)
 # Central interval level (percent) -> (lower quantile, upper quantile).
-INTERVAL_LEVELS: dict[int, tuple[float, float]] = {50: (0.25, 0.75), 80: (0.10, 0.90), 90: (0.05, 0.95)}
+INTERVAL_LEVELS: dict[int, tuple[float, float]] = {
+    50: (0.25, 0.75),
+    80: (0.10, 0.90),
+    90: (0.05, 0.95),
+}
 DEFAULT_LEVEL = 80
 
 

@@ -1,14 +1,12 @@
-"""Training one ticker's model: time-ordered split, early stopping, validation-only calibration.
+"""Training one ticker's model: time-ordered blocks, early stopping, held-out calibration.
 
-Calibration (all fitted on the validation split, never on training or future data):
-- ``alpha_close`` / ``alpha_open`` per horizon in [0, 1]: shrinkage of the predicted close/open
-  log-returns toward zero, chosen on a grid of validation price MAE: the smallest alpha within
-  one paired standard error of the best, kept only if it beats alpha = 0 by
-  SHRINKAGE_Z * sqrt(h + 1) standard errors (h+1-step targets of consecutive windows overlap).
-  alpha = 0 is exactly the naive forecast (last close), so the model only moves away from naive
-  when that helped on held-out data by clearly more than noise.
-- ``scale_lo`` / ``scale_hi`` per horizon: split-conformal scales of the 0.1 / 0.9 quantile
-  spreads so that each tail holds ~10% of validation closes (80% interval).
+The windows are split in time order into train | gap | early-stopping validation | gap |
+calibration (gaps of ``horizon`` windows keep targets from straddling a boundary). The network
+is fitted on the train block with early stopping on the validation block; everything the served
+forecast calibrates (close gate, conformal quantile scales, blend with HAR-range, high/low
+source: see ``forecasting.calibration``) is fitted on the calibration block only. The stored
+``val_*`` metrics are cross-fitted: calibrate on one half of the calibration block, measure on
+the other, and average both ways, so no metric is measured on data used to fit it.
 """
 
 from __future__ import annotations
@@ -22,16 +20,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from forecasting import calibration as C
 from forecasting import features as F
 from forecasting.params import ModelParams
+from forecasting.range_model import HarRange
 
 MIN_TRAIN_WINDOWS = 60
 MIN_VAL_WINDOWS = 20
-ALPHA_GRID = np.round(np.linspace(0.0, 1.0, 21), 2)
-TAIL = 0.1  # each tail of the 80% interval
-# Validation windows overlap (their targets share sessions), so paired standard errors are
-# optimistic; a shrinkage away from naive must win by this many of them to be used.
-SHRINKAGE_Z = 3.0
+MIN_CAL_WINDOWS = 20
 
 
 class InsufficientHistoryError(ValueError):
@@ -52,8 +48,14 @@ class TrainedModel:
 
 
 def required_sessions(params: ModelParams) -> int:
-    """Rows needed for training: warm-up + window + horizon + minimal train and val windows."""
-    return F.first_valid_end(params.window) + params.horizon + MIN_TRAIN_WINDOWS + MIN_VAL_WINDOWS
+    """Rows needed for training: warm-up + window + horizon + minimal train, val, cal windows."""
+    return (
+        F.first_valid_end(params.window)
+        + 3 * params.horizon
+        + MIN_TRAIN_WINDOWS
+        + MIN_VAL_WINDOWS
+        + MIN_CAL_WINDOWS
+    )
 
 
 def history_slice(candles: pd.DataFrame, as_of: date | None, history_years: int) -> pd.DataFrame:
@@ -66,86 +68,101 @@ def history_slice(candles: pd.DataFrame, as_of: date | None, history_years: int)
     return candles.loc[candles.index > end - pd.DateOffset(years=history_years)]
 
 
-def _split(n_windows: int, params: ModelParams) -> tuple[int, int]:
-    """(n_train, n_val); a gap of ``horizon`` windows keeps train targets out of validation."""
+def _split(n_windows: int, params: ModelParams) -> tuple[int, int, int]:
+    """(n_train, n_val, n_cal); two gaps of ``horizon`` windows separate the three blocks."""
     n_val = max(MIN_VAL_WINDOWS, math.ceil(n_windows * params.validation_fraction))
-    n_train = n_windows - n_val - params.horizon
-    return n_train, n_val
+    n_cal = max(MIN_CAL_WINDOWS, math.ceil(n_windows * params.calibration_fraction))
+    n_train = n_windows - n_val - n_cal - 2 * params.horizon
+    return n_train, n_val, n_cal
 
 
-def _fit_shrinkage(pred: np.ndarray, target: np.ndarray, sigma: np.ndarray) -> list[float]:
-    """Per-horizon alpha in ALPHA_GRID, conservative by design (naive unless clearly beaten).
-
-    Errors are relative to the last close: |exp(s*a*p) - exp(s*t)|. The grid minimum is
-    optimistic (picked on the same noisy sample), so (1) the smallest alpha within one paired
-    standard error of the minimum is taken, and (2) it is kept only if it beats alpha = 0 (the
-    naive forecast) by more than SHRINKAGE_Z paired standard errors; otherwise alpha = 0.
-    """
-    alphas = []
-    for h in range(pred.shape[1]):
-        p, t = pred[:, h] * sigma, target[:, h] * sigma
-        errors = np.stack([np.abs(np.exp(a * p) - np.exp(t)) for a in ALPHA_GRID])
-        best = int(np.argmin(errors.mean(axis=1)))
-        chosen = best
-        for k in range(best):
-            if _within(errors[k] - errors[best], 1.0):
-                chosen = k
-                break
-        # Targets h+1 sessions ahead overlap across consecutive windows, which shrinks the
-        # effective sample by about h+1: widen the required margin by sqrt(h+1).
-        if chosen and _within(errors[0] - errors[chosen], SHRINKAGE_Z * math.sqrt(h + 1)):
-            chosen = 0
-        alphas.append(float(ALPHA_GRID[chosen]))
-    return alphas
+def attention_entropy(weights: np.ndarray) -> float:
+    """Mean entropy of attention rows divided by log(window): 1.0 is uniform attention."""
+    w = np.clip(weights, 1e-12, None)
+    return float(np.mean(-(w * np.log(w)).sum(axis=1)) / math.log(weights.shape[1]))
 
 
-def _within(diff: np.ndarray, z: float) -> bool:
-    """True if the mean of paired differences is at most z standard errors above zero."""
-    return bool(diff.mean() <= z * diff.std(ddof=1) / math.sqrt(len(diff)))
+def _hl_errors(high, low, target, close0, sigma) -> np.ndarray:
+    """(n, h) mean of the relative absolute errors of high and low."""
+    actual_high = np.exp(sigma[:, None] * target[..., 2])
+    actual_low = np.exp(sigma[:, None] * target[..., 3])
+    c0 = close0[:, None]
+    return (np.abs(high / c0 - actual_high) + np.abs(low / c0 - actual_low)) / 2
 
 
-def _conformal_scale(score: np.ndarray) -> float:
-    """(1 - TAIL) quantile of a conformity score, never negative.
+class _CalibrationBlock:
+    """Held-out network outputs, targets and HAR-range forecasts on the calibration windows."""
 
-    The plain empirical quantile (no (n+1)/n finite-sample inflation) targets 80% coverage
-    itself rather than "at least 80%", which over-covered by 1-2 points in backtests.
-    """
-    return float(max(np.quantile(score, 1 - TAIL), 0.0))
+    def __init__(self, pred, target, sigma, close0, har) -> None:
+        self.pred, self.target, self.sigma, self.close0, self.har = pred, target, sigma, close0, har
+
+    def subset(self, rows: np.ndarray) -> _CalibrationBlock:
+        har = type(self.har)(
+            **{k: (v[rows] if v is not None else None) for k, v in vars(self.har).items()}
+        )
+        return _CalibrationBlock(
+            self.pred[rows], self.target[rows], self.sigma[rows], self.close0[rows], har
+        )
+
+    def calibrate(self) -> dict:
+        c0 = self.close0[:, None]
+        har_log_q = np.log(self.har.quantiles / c0[..., None])
+        lstm_hl = self._lstm_hl()
+        har_hl = _hl_errors(self.har.high, self.har.low, self.target, self.close0, self.sigma)
+        return C.calibrate(self.pred, self.target, self.sigma, har_log_q, har_hl, lstm_hl)
+
+    def _lstm_hl(self) -> np.ndarray:
+        s = self.sigma[:, None]
+        c0 = self.close0[:, None]
+        close, opn = c0 * np.exp(s * self.pred[..., 0]), c0 * np.exp(s * self.pred[..., 1])
+        high = np.maximum(opn, close) * np.exp(s * self.pred[..., 2])
+        low = np.minimum(opn, close) * np.exp(-s * self.pred[..., 3])
+        return _hl_errors(high, low, self.target, self.close0, self.sigma)
+
+    def scores(self, calibration: dict) -> dict:
+        """Coverage per level, Winkler-80 vs HAR-range alone and close MAE vs naive, per h."""
+        from forecasting.quantiles import INTERVAL_LEVELS, interval_indices
+
+        served = C.serve(self.pred, self.close0, self.sigma, calibration, self.har)
+        actual = self.close0[:, None] * np.exp(self.sigma[:, None] * self.target[..., 0])
+        out = {}
+        for level in INTERVAL_LEVELS:
+            lo, hi = interval_indices(level)
+            q = served["quantiles"]
+            inside = (actual >= q[..., lo]) & (actual <= q[..., hi])
+            out[f"coverage_{level}"] = inside.mean(axis=0)
+        lo, hi = interval_indices(80)
+        out["winkler80_vs_har"] = _winkler(served["quantiles"], actual, lo, hi).mean(
+            axis=0
+        ) / _winkler(self.har.quantiles, actual, lo, hi).mean(axis=0)
+        naive = np.abs(self.close0[:, None] - actual).mean(axis=0)
+        out["mae_ratio_vs_naive"] = np.abs(served["close"] - actual).mean(axis=0) / np.maximum(
+            naive, 1e-12
+        )
+        return out
 
 
-def calibrate(pred: np.ndarray, target: np.ndarray, sigma: np.ndarray) -> dict:
-    """Shrinkage and conformal scales from validation predictions (see module docstring)."""
-    alpha_close = _fit_shrinkage(pred[..., 0], target[..., 0], sigma)
-    alpha_open = _fit_shrinkage(pred[..., 1], target[..., 1], sigma)
-    scale_lo, scale_hi, coverage = [], [], []
-    for h in range(pred.shape[1]):
-        centre = alpha_close[h] * pred[:, h, 0]
-        t = target[:, h, 0]
-        lo_spread = np.maximum(pred[:, h, 4], 1e-6)
-        hi_spread = np.maximum(pred[:, h, 5], 1e-6)
-        s_lo = _conformal_scale((centre - t) / lo_spread)
-        s_hi = _conformal_scale((t - centre) / hi_spread)
-        inside = (t >= centre - s_lo * lo_spread) & (t <= centre + s_hi * hi_spread)
-        scale_lo.append(s_lo)
-        scale_hi.append(s_hi)
-        coverage.append(float(np.mean(inside)))
+def _winkler(q, actual, lo, hi, alpha: float = 0.2) -> np.ndarray:
+    lower, upper = q[..., lo], q[..., hi]
+    return (
+        (upper - lower)
+        + (2 / alpha) * np.maximum(lower - actual, 0)
+        + (2 / alpha) * np.maximum(actual - upper, 0)
+    )
+
+
+def cross_fitted_metrics(block: _CalibrationBlock) -> dict:
+    """Calibrate on one half of the block, score on the other, both ways; mean per horizon."""
+    n = len(block.pred)
+    halves = (np.arange(n // 2), np.arange(n // 2, n))
+    results = []
+    for fit_rows, test_rows in (halves, halves[::-1]):
+        calibration = block.subset(fit_rows).calibrate()
+        results.append(block.subset(test_rows).scores(calibration))
     return {
-        "alpha_close": alpha_close,
-        "alpha_open": alpha_open,
-        "scale_lo": scale_lo,
-        "scale_hi": scale_hi,
-        "val_coverage_80": coverage,
+        f"val_{k}": [round(float(x), 4) for x in np.mean([r[k] for r in results], axis=0)]
+        for k in results[0]
     }
-
-
-def _val_ratio(pred, target, sigma, alphas) -> list[float]:
-    """Validation close MAE / naive MAE per horizon after shrinkage (relative to last close)."""
-    out = []
-    for h, a in enumerate(alphas):
-        actual = np.exp(sigma * target[:, h, 0])
-        model = np.exp(sigma * a * pred[:, h, 0])
-        out.append(float(np.mean(np.abs(model - actual)) / max(np.mean(np.abs(1 - actual)), 1e-12)))
-    return out
 
 
 def train_model(
@@ -156,8 +173,13 @@ def train_model(
     as_of: date | None = None,
     history_years: int = 5,
     verbose: int = 0,
+    range_fit: dict | None = None,
 ) -> TrainedModel:
-    """Fit a model on rows <= as_of within ``history_years``; calibrate on the validation split."""
+    """Fit a model on rows <= as_of within ``history_years``; calibrate on the calibration block.
+
+    ``range_fit`` is the served HAR-range fit for this ticker (from ``HarRange.fit_pooled`` over
+    every configured ticker); without it HAR-range is fitted on this ticker alone.
+    """
     import keras
 
     from forecasting import model as M
@@ -168,16 +190,19 @@ def train_model(
     if len(data) < needed:
         raise InsufficientHistoryError(
             f"{ticker}: training needs at least {needed} sessions (window {params.window} + "
-            f"horizon {params.horizon} + feature warm-up {F.WARMUP} + {MIN_TRAIN_WINDOWS} train "
-            f"and {MIN_VAL_WINDOWS} validation windows); {len(data)} available"
+            f"horizon {params.horizon} + feature warm-up {F.WARMUP} + {MIN_TRAIN_WINDOWS} train, "
+            f"{MIN_VAL_WINDOWS} validation and {MIN_CAL_WINDOWS} calibration windows); "
+            f"{len(data)} available"
         )
     feats = F.compute_features(data)
     sigma = feats["sigma"].to_numpy()
     targets = F.compute_targets(data, feats["sigma"], params.horizon)
     first = F.first_valid_end(params.window)
     ends = np.arange(first, len(data) - params.horizon)
-    n_train, n_val = _split(len(ends), params)
-    train_ends, val_ends = ends[:n_train], ends[-n_val:]
+    n_train, n_val, n_cal = _split(len(ends), params)
+    train_ends = ends[:n_train]
+    val_ends = ends[n_train + params.horizon : n_train + params.horizon + n_val]
+    cal_ends = ends[-n_cal:]
     norm_rows = np.arange(train_ends[0] - params.window + 1, train_ends[-1] + 1)
     normalization = F.fit_normalization(feats, norm_rows)
     matrix = F.normalized_matrix(feats, normalization)
@@ -201,26 +226,38 @@ def train_model(
         validation_data=(x_val, y_val),
         epochs=params.epochs,
         batch_size=params.batch_size,
-        shuffle=True,  # only within the training split; validation is a separate later block
+        shuffle=True,  # only within the training block; validation is a separate later block
         callbacks=[stop],
         verbose=verbose,
     )
     val_loss_hist = [float(v) for v in history.history["val_loss"]]
     best = int(np.argmin(val_loss_hist))
-    pred_val, _ = M.infer(net, x_val)
-    calibration = calibrate(pred_val, y_val.astype("float64"), sigma[val_ends])
+    pred_cal, attention_cal = M.infer(net, F.make_windows(matrix, cal_ends, params.window))
+    # HAR-range as it would have been before the calibration block: fitted on earlier data only
+    har = HarRange(horizon=params.horizon)
+    har_before = har.fit(data.iloc[: cal_ends[0] + 1])
+    block = _CalibrationBlock(
+        pred_cal,
+        targets[cal_ends].astype("float64"),
+        sigma[cal_ends],
+        data["close"].to_numpy(dtype="float64")[cal_ends],
+        har.predict_rows(har_before, data, cal_ends),
+    )
+    calibration = block.calibrate()
+    calibration["har_range"] = range_fit if range_fit is not None else har.fit(data)
     metrics = {
         "epochs_run": len(val_loss_hist),
         "best_epoch": best + 1,
         "train_loss": float(history.history["loss"][best]),
         "val_loss": val_loss_hist[best],
-        "val_mae_ratio_vs_naive": _val_ratio(
-            pred_val, y_val, sigma[val_ends], calibration["alpha_close"]
-        ),
-        "val_coverage_80": calibration["val_coverage_80"],
+        **cross_fitted_metrics(block),
         "alpha_close": calibration["alpha_close"],
+        "blend": calibration["blend"],
+        "range_from": calibration["range_from"],
+        "attention_entropy": round(attention_entropy(attention_cal), 4),
         "n_train": int(n_train),
         "n_val": int(n_val),
+        "n_cal": int(n_cal),
         "train_seconds": round(time.perf_counter() - started, 3),
     }
     return TrainedModel(
