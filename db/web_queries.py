@@ -25,7 +25,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session, selectinload, undefer
 
-from db.models import Candle, ForecastRun, ForecastRunTicker, ModelVersion
+from db.models import QUANTILE_COLUMNS, Candle, ForecastRun, ForecastRunTicker, ModelVersion
 from db.models import Forecast as ForecastRow
 from db.views import forecast_accuracy
 
@@ -45,6 +45,8 @@ FORECAST_COLUMNS = (
     _F.close_hi,
     _F.model_version_id,
     _F.run_id,
+    *(_F[name] for name in QUANTILE_COLUMNS),
+    _F.model_mix,
 )
 
 
@@ -183,7 +185,9 @@ def forecast_history(
 def accuracy_by_horizon(
     session: Session, *, ticker: str, start: date | None, end: date | None
 ) -> Sequence[RowMapping]:
-    """Per horizon: forecasts with a known actual, model MAE, naive MAE and 80% coverage."""
+    """Per horizon: forecasts with a known actual, model MAE, naive MAE, 80% coverage (`coverage`),
+    50/90% coverage and the mean Winkler score of each interval (NULL where none was scored).
+    """
     fa = forecast_accuracy.c
     stmt = (
         select(
@@ -192,6 +196,9 @@ def accuracy_by_horizon(
             func.avg(fa.abs_error).label("model_mae"),
             func.avg(fa.naive_abs_error).label("naive_mae"),
             cast(func.avg(fa.in_interval), Float).label("coverage"),
+            cast(func.avg(fa.in_interval_50), Float).label("coverage_50"),
+            cast(func.avg(fa.in_interval_90), Float).label("coverage_90"),
+            *(func.avg(fa[f"winkler_{lv}"]).label(f"winkler_{lv}") for lv in (50, 80, 90)),
         )
         .where(*_accuracy_filter(ticker, start, end), fa.actual_close.is_not(None))
         .group_by(fa.horizon)

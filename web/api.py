@@ -10,15 +10,41 @@ from sqlalchemy.exc import DBAPIError
 
 from db import web_queries as q
 from db.models import ForecastRun
+from forecasting.quantiles import DEFAULT_LEVEL
 from web import db_session, state
 from web.errors import ApiError
-from web.forecasts import check_ticker, find_forecast, parse_date
+from web.forecasts import check_ticker, find_forecast, parse_date, parse_level
 
 bp = Blueprint("api", __name__)
 
 MAX_HISTORY_ROWS = 10_000
 DEFAULT_RUNS = 50
 MAX_RUNS = 500
+# The forecast_accuracy columns a history row had before migration 0003 (the level-80 body).
+HISTORY_KEYS = (
+    "forecast_id",
+    "run_id",
+    "model_version_id",
+    "ticker",
+    "as_of_date",
+    "horizon",
+    "target_date",
+    "open",
+    "high",
+    "low",
+    "close",
+    "close_lo",
+    "close_hi",
+    "actual_open",
+    "actual_high",
+    "actual_low",
+    "actual_close",
+    "abs_error",
+    "naive_close",
+    "naive_abs_error",
+    "in_interval",
+)
+LEVEL_BOUNDS = {50: ("close_q25", "close_q75"), 90: ("close_q05", "close_q95")}
 
 
 def _iso(value: date | datetime | None) -> str | None:
@@ -40,26 +66,44 @@ def _optional_date(name: str) -> date | None:
     return None if raw in (None, "") else parse_date(raw, name)
 
 
+def _query_level() -> int:
+    """`?level=` (50, 80 or 90; default 80)."""
+    return parse_level(request.args.get("level"))
+
+
 @bp.post("/predict")
 def predict() -> Response:
-    """The seed's endpoint: {"stock_symbol", "input_date"} -> forecast as of input_date."""
+    """The seed's endpoint: {"stock_symbol", "input_date"[, "level"]} -> forecast as of input_date.
+
+    `level` may also be given as `?level=`; when both are given they must agree.
+    """
     body = _json_body()
     for name in ("stock_symbol", "input_date"):
         if name not in body:
             raise ApiError(400, "missing_field", f"missing field {name!r}")
     ticker = check_ticker(state().config, body["stock_symbol"])
-    return _forecast_json(ticker, parse_date(body["input_date"], "input_date"))
+    day = parse_date(body["input_date"], "input_date")
+    level, query = parse_level(body.get("level")), _query_level()
+    if body.get("level") is None:
+        level = query
+    elif request.args.get("level") and query != level:
+        raise ApiError(400, "invalid_parameter", "level in the body and ?level= disagree")
+    return _forecast_json(ticker, day, level)
 
 
 @bp.get("/api/forecasts/<ticker>")
 def forecast(ticker: str) -> Response:
     """Same body as /predict; `as_of` defaults to today (i.e. the latest session)."""
     symbol = check_ticker(state().config, ticker)
-    return _forecast_json(symbol, _optional_date("as_of") or datetime.now(UTC).date())
+    day = _optional_date("as_of") or datetime.now(UTC).date()
+    return _forecast_json(symbol, day, _query_level())
 
 
-def _forecast_json(ticker: str, day: date) -> Response:
-    """The forecast as of the latest session on or before `day` (stored, else live)."""
+def _forecast_json(ticker: str, day: date, level: int = DEFAULT_LEVEL) -> Response:
+    """The forecast as of the latest session on or before `day` (stored, else live).
+
+    404 `no_quantiles` when a level other than 80 is asked of a forecast without quantiles.
+    """
     view = find_forecast(
         db_session(),
         config=state().config,
@@ -68,35 +112,61 @@ def _forecast_json(ticker: str, day: date) -> Response:
         day=day,
         with_attention=False,
     )
-    return jsonify(view.to_json())
+    if not view.has_level(level):
+        raise ApiError(
+            404,
+            "no_quantiles",
+            f"the forecast of {ticker} as of {view.as_of.isoformat()} has no {level}% interval "
+            f"(its model made no close quantiles); level 80 is always available",
+        )
+    return jsonify(view.to_json(level))
 
 
-def _history_row(row: Any) -> dict[str, Any]:
-    out = {key: row[key] for key in row.keys()}
+def _flag(value: Any) -> bool | None:
+    return None if value is None else bool(value)
+
+
+def _history_row(row: Any, level: int) -> dict[str, Any]:
+    """A forecast_accuracy row; at 50/90 with that level's bounds, coverage and Winkler score."""
+    out = {key: row[key] for key in HISTORY_KEYS}
     for key in ("as_of_date", "target_date"):
         out[key] = _iso(out[key])
-    if out.get("in_interval") is not None:
-        out["in_interval"] = bool(out["in_interval"])
+    out["in_interval"] = _flag(out["in_interval"])
+    if level != DEFAULT_LEVEL:
+        lo, hi = LEVEL_BOUNDS[level]
+        out["close_lo"], out["close_hi"] = row[lo], row[hi]
+        out["in_interval"] = _flag(row[f"in_interval_{level}"])
+        out["winkler"] = row[f"winkler_{level}"]
+        out["model_mix"] = row["model_mix"]
     return out
 
 
-def _summary_row(row: Any) -> dict[str, Any]:
+def _summary_row(row: Any, level: int) -> dict[str, Any]:
     model, naive = row["model_mae"], row["naive_mae"]
-    return {
+    out = {
         "horizon": row["horizon"],
         "n": row["n"],
         "model_mae": model,
         "naive_mae": naive,
         "mae_ratio": model / naive if model is not None and naive else None,
-        "coverage_80": row["coverage"],
     }
+    if level == DEFAULT_LEVEL:
+        out["coverage_80"] = row["coverage"]
+    else:
+        out[f"coverage_{level}"] = row[f"coverage_{level}"]
+        out[f"winkler_{level}"] = row[f"winkler_{level}"]
+    return out
 
 
 @bp.get("/api/forecasts/<ticker>/history")
 def history(ticker: str) -> Response:
-    """Past forecasts with actuals and errors, plus model vs naive MAE per horizon."""
+    """Past forecasts with actuals and errors, plus model vs naive MAE per horizon.
+
+    `level` 50 or 90 scores that interval instead of the 80% one (and adds Winkler scores).
+    """
     symbol = check_ticker(state().config, ticker)
     start, end = _optional_date("start"), _optional_date("end")
+    level = _query_level()
     if start and end and start > end:
         raise ApiError(400, "invalid_date", "start must not be after end")
     session = db_session()
@@ -104,14 +174,13 @@ def history(ticker: str) -> Response:
         session, ticker=symbol, start=start, end=end, limit=MAX_HISTORY_ROWS + 1
     )
     summary = q.accuracy_by_horizon(session, ticker=symbol, start=start, end=end)
-    return jsonify(
-        ticker=symbol,
-        start=_iso(start),
-        end=_iso(end),
-        truncated=len(rows) > MAX_HISTORY_ROWS,
-        forecasts=[_history_row(r) for r in rows[:MAX_HISTORY_ROWS]],
-        summary=[_summary_row(r) for r in summary],
-    )
+    body: dict[str, Any] = {"ticker": symbol, "start": _iso(start), "end": _iso(end)}
+    if level != DEFAULT_LEVEL:
+        body["level"] = level
+    body["truncated"] = len(rows) > MAX_HISTORY_ROWS
+    body["forecasts"] = [_history_row(r, level) for r in rows[:MAX_HISTORY_ROWS]]
+    body["summary"] = [_summary_row(r, level) for r in summary]
+    return jsonify(body)
 
 
 def run_json(run: ForecastRun, *, with_tickers: bool = True) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -11,17 +12,36 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from db import web_queries as q
+from db.models import QUANTILE_COLUMNS
+from forecasting.quantiles import DEFAULT_LEVEL, INTERVAL_LEVELS, QUANTILE_NAMES, interval_indices
 from jobs.config import Config, validate_ticker
 from web.errors import ApiError
 from web.live import ModelCache, NoForecast, live_forecast
 
 DATE_PATTERN = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
 HORIZONS = (1, 2, 3, 4)
+LEVELS = tuple(sorted(INTERVAL_LEVELS))
+
+
+def parse_level(raw: object) -> int:
+    """An interval level (50, 80 or 90; None or '' means 80) or ApiError 400 naming them."""
+    if raw is None or raw == "":
+        return DEFAULT_LEVEL
+    if isinstance(raw, str) and raw.strip().isdigit():
+        raw = int(raw.strip())
+    if isinstance(raw, int) and not isinstance(raw, bool) and raw in INTERVAL_LEVELS:
+        return raw
+    allowed = ", ".join(str(level) for level in LEVELS)
+    raise ApiError(400, "invalid_parameter", f"level must be one of {allowed}")
 
 
 @dataclass(frozen=True)
 class CandleView:
-    """One forecast candle with its 80% close interval."""
+    """One forecast candle with its stored 80% close interval and close quantiles (if any).
+
+    `quantiles` are the close prices at forecasting.quantiles.QUANTILE_LEVELS, or empty when the
+    model that made the forecast produced none.
+    """
 
     date: date
     horizon: int
@@ -31,9 +51,20 @@ class CandleView:
     close: float
     close_lo: float | None
     close_hi: float | None
+    quantiles: tuple[float | None, ...] = ()
 
-    def to_json(self) -> dict[str, Any]:
-        return {
+    def bounds(self, level: int) -> tuple[float | None, float | None]:
+        """The central `level` % close interval: close_lo/close_hi for 80, else quantiles."""
+        if level == DEFAULT_LEVEL:
+            return self.close_lo, self.close_hi
+        if not self.quantiles:
+            return None, None
+        lo, hi = interval_indices(level)
+        return self.quantiles[lo], self.quantiles[hi]
+
+    def to_json(self, level: int = DEFAULT_LEVEL) -> dict[str, Any]:
+        """The candle; at another level than 80 with that level's bounds and the quantiles."""
+        out: dict[str, Any] = {
             "date": self.date.isoformat(),
             "open": self.open,
             "high": self.high,
@@ -42,6 +73,12 @@ class CandleView:
             "close_lo": self.close_lo,
             "close_hi": self.close_hi,
         }
+        if level != DEFAULT_LEVEL:
+            out["close_lo"], out["close_hi"] = self.bounds(level)
+            out["quantiles"] = (
+                dict(zip(QUANTILE_NAMES, self.quantiles, strict=True)) if self.quantiles else None
+            )
+        return out
 
 
 @dataclass(frozen=True)
@@ -55,17 +92,32 @@ class ForecastView:
     candles: tuple[CandleView, ...]
     attention_dates: tuple[date, ...] = field(default=())
     attention: tuple[float, ...] = field(default=())
+    model_mix: dict[str, Any] | None = None
 
-    def to_json(self) -> dict[str, Any]:
-        """The /predict response body (`predictions` keeps the seed's {date: close} shape)."""
-        return {
+    def has_level(self, level: int) -> bool:
+        """True when every candle has both bounds of the `level` % interval."""
+        return all(None not in c.bounds(level) for c in self.candles)
+
+    def to_json(self, level: int = DEFAULT_LEVEL) -> dict[str, Any]:
+        """The /predict response body (`predictions` keeps the seed's {date: close} shape).
+
+        At level 80 (the default) the body is the original one. At 50 or 90 it also says
+        `level`, each candle's close_lo/close_hi are that level's bounds and it has `quantiles`,
+        and the body ends with `model_mix` (None when unknown).
+        """
+        out: dict[str, Any] = {
             "ticker": self.ticker,
             "as_of": self.as_of.isoformat(),
             "source": self.source,
             "model_version": self.model_version,
-            "candles": [c.to_json() for c in self.candles],
-            "predictions": {c.date.isoformat(): c.close for c in self.candles},
         }
+        if level != DEFAULT_LEVEL:
+            out["level"] = level
+        out["candles"] = [c.to_json(level) for c in self.candles]
+        out["predictions"] = {c.date.isoformat(): c.close for c in self.candles}
+        if level != DEFAULT_LEVEL:
+            out["model_mix"] = self.model_mix
+        return out
 
 
 def check_ticker(config: Config, raw: object) -> str:
@@ -106,6 +158,16 @@ def _attention(raw: Any) -> tuple[tuple[date, ...], tuple[float, ...]]:
     return (), ()
 
 
+def clean_quantiles(raw: Iterable[Any] | None) -> tuple[float | None, ...]:
+    """One value per QUANTILE_LEVELS (NaN/inf -> None), or () when there are none or too few."""
+    values = tuple(
+        float(v) if v is not None and math.isfinite(float(v)) else None for v in raw or ()
+    )
+    if len(values) != len(QUANTILE_NAMES) or all(v is None for v in values):
+        return ()
+    return values
+
+
 def view_from_rows(rows: Sequence[Any]) -> ForecastView | None:
     """A stored forecast from its rows, or None unless all four horizons are present."""
     if sorted(r.horizon for r in rows) != list(HORIZONS):
@@ -113,11 +175,28 @@ def view_from_rows(rows: Sequence[Any]) -> ForecastView | None:
     first = rows[0]
     dates, weights = _attention(getattr(first, "attention", None))
     candles = tuple(
-        CandleView(r.target_date, r.horizon, r.open, r.high, r.low, r.close, r.close_lo, r.close_hi)
+        CandleView(
+            r.target_date,
+            r.horizon,
+            r.open,
+            r.high,
+            r.low,
+            r.close,
+            r.close_lo,
+            r.close_hi,
+            clean_quantiles(getattr(r, name, None) for name in QUANTILE_COLUMNS),
+        )
         for r in sorted(rows, key=lambda r: r.horizon)
     )
     return ForecastView(
-        first.ticker, first.as_of_date, "stored", first.model_version_id, candles, dates, weights
+        first.ticker,
+        first.as_of_date,
+        "stored",
+        first.model_version_id,
+        candles,
+        dates,
+        weights,
+        getattr(first, "model_mix", None),
     )
 
 

@@ -136,7 +136,7 @@ def live_forecast(
 ) -> ForecastView:
     """Infer the forecast as of `as_of` from the newest model trained on data up to it."""
     from forecasting.predict import forecast
-    from web.forecasts import CandleView, ForecastView
+    from web.forecasts import CandleView, ForecastView, clean_quantiles
 
     version_id = q.latest_model_id(session, ticker=ticker, trained_up_to=as_of)
     if version_id is None:
@@ -158,9 +158,20 @@ def live_forecast(
         source="live",
         model_version=version_id,
         candles=tuple(
-            CandleView(c.date, c.horizon, c.open, c.high, c.low, c.close, c.close_lo, c.close_hi)
+            CandleView(
+                c.date,
+                c.horizon,
+                c.open,
+                c.high,
+                c.low,
+                c.close,
+                c.close_lo,
+                c.close_hi,
+                clean_quantiles(getattr(c, "quantiles", ())),
+            )
             for c in result.candles
         ),
         attention_dates=tuple(result.attention_dates),
         attention=tuple(result.attention),
+        model_mix=getattr(result, "model_mix", None) or None,
     )

@@ -3,6 +3,7 @@
 AAPL and MSFT have candles 2022-01-03..2023-12-29 (GOOGL is configured but has none). AAPL has a
 model trained to 2023-06-30 and stored forecasts as of its last STORED_SESSIONS sessions before
 2023-12-29 (that last session has none, so it is served live); MSFT has one stored forecast.
+AAPL's stored forecasts have close quantiles and a model mix; MSFT's has neither (an older model).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import pandas as pd
 from sqlalchemy.orm import Session
 
 from db.model_store import add_model_version
-from db.models import Forecast, ForecastRun, ForecastRunTicker
+from db.models import QUANTILE_COLUMNS, Forecast, ForecastRun, ForecastRunTicker
 from db.repository import upsert_candles
 from forecasting.calendar import next_sessions
 from forecasting.providers import make_provider
@@ -25,6 +26,9 @@ CANDLE_START = date(2022, 1, 3)
 MODEL_AS_OF = date(2023, 6, 30)
 STORED_SESSIONS = 30
 ATTENTION_WINDOW = 20
+# Close quantiles at 0.05 .. 0.95 as multiples of the forecast close (0.10/0.90 = close_lo/hi).
+QUANTILE_FACTORS = (0.97, 0.98, 0.99, 1.0, 1.01, 1.02, 1.03)
+MODEL_MIX = {"close": "naive", "quantiles": {"har_range": 0.7, "lstm": 0.3}, "range": "har_range"}
 
 
 @dataclass(frozen=True)
@@ -45,7 +49,13 @@ def bundled_candles(ticker: str) -> pd.DataFrame:
 
 
 def forecast_rows(
-    candles: pd.DataFrame, *, ticker: str, as_of: date, run_id: int, model_id: int | None
+    candles: pd.DataFrame,
+    *,
+    ticker: str,
+    as_of: date,
+    run_id: int,
+    model_id: int | None,
+    with_quantiles: bool = True,
 ) -> list[Forecast]:
     """Four plausible stored forecast rows as of `as_of` (close drifts 0.1% per horizon)."""
     past = candles.loc[candles.index <= pd.Timestamp(as_of)]
@@ -55,6 +65,10 @@ def forecast_rows(
     rows = []
     for horizon, target in enumerate(next_sessions(as_of, 4, "XNYS"), start=1):
         close = last * (1 + 0.001 * horizon)
+        quantiles = {
+            name: close * factor if with_quantiles else None
+            for name, factor in zip(QUANTILE_COLUMNS, QUANTILE_FACTORS, strict=True)
+        }
         rows.append(
             Forecast(
                 run_id=run_id,
@@ -70,6 +84,8 @@ def forecast_rows(
                 close_lo=close * 0.98,
                 close_hi=close * 1.02,
                 attention={"dates": dates, "weights": weights},
+                model_mix=MODEL_MIX if with_quantiles else None,
+                **quantiles,
             )
         )
     return rows
@@ -127,7 +143,12 @@ def seed(session: Session, *, model_record: dict[str, Any]) -> Seed:
         )
     session.add_all(
         forecast_rows(
-            frames["MSFT"], ticker="MSFT", as_of=sessions[-1], run_id=second.id, model_id=None
+            frames["MSFT"],
+            ticker="MSFT",
+            as_of=sessions[-1],
+            run_id=second.id,
+            model_id=None,
+            with_quantiles=False,
         )
     )
     session.flush()
