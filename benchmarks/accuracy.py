@@ -1,8 +1,8 @@
-"""Walk-forward accuracy against the naive forecast; prints the summarize() table.
+"""Walk-forward accuracy of the product beside the baselines, pooled over tickers, with skill.
 
     .venv/bin/python benchmarks/accuracy.py [--start 2023-01-01 --end 2023-12-31]
-        [--tickers AAPL,MSFT] [--csv-dir DIR] [--with-seed-baseline | --seed-only]
-        [--retrain-every 21] [--out rows.csv]
+        [--tickers AAPL,MSFT] [--csv-dir DIR] [--models candlecast,lstm,har_range,naive,...]
+        [--retrain-every 63] [--out rows.csv] [--report report.html]
 
 Data: the bundled CSVs by default, or TICKER.csv / TICKER.csv.gz files in --csv-dir
 (header Date,Open,High,Low,Close,Volume). Retrains every --retrain-every sessions on the
@@ -23,8 +23,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pandas as pd  # noqa: E402
 
-from forecasting.backtest import format_summary, summarize, walk_forward  # noqa: E402
+from forecasting import scoring as S  # noqa: E402
+from forecasting.backtest import DEFAULT_MODELS, MODEL_NAMES, PRODUCT, walk_forward  # noqa: E402
 from forecasting.params import ModelParams  # noqa: E402
+from forecasting.report import write_html_report  # noqa: E402
 
 BUNDLED = Path(__file__).resolve().parents[1] / "forecasting" / "bundled"
 DEFAULT_TICKERS = ["AAPL", "AMZN", "GOOGL", "MSFT", "TSLA"]
@@ -61,48 +63,61 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--end", default="2023-12-31")
     parser.add_argument("--tickers", default="")
     parser.add_argument("--csv-dir", default="")
-    parser.add_argument("--retrain-every", type=int, default=ModelParams().retrain_every)
+    parser.add_argument("--retrain-every", type=int, default=63)
     parser.add_argument("--history-years", type=int, default=5)
-    parser.add_argument("--with-seed-baseline", action="store_true")
-    parser.add_argument("--seed-only", action="store_true", help="only the seed baseline")
+    parser.add_argument(
+        "--models",
+        default=",".join(DEFAULT_MODELS),
+        help=f"comma-separated, from {', '.join(MODEL_NAMES)}",
+    )
+    parser.add_argument("--epochs", type=int, default=0, help="override [model] epochs")
+    parser.add_argument("--boot", type=int, default=1000, help="bootstrap draws")
     parser.add_argument("--out", default="", help="write all forecast rows to this CSV")
+    parser.add_argument("--report", default="", help="write the HTML report here")
     args = parser.parse_args(argv)
-    params = ModelParams()
+    params = ModelParams() if not args.epochs else ModelParams(epochs=args.epochs)
     csv_dir = Path(args.csv_dir) if args.csv_dir else None
     start, end = date.fromisoformat(args.start), date.fromisoformat(args.end)
-    kinds = ["lstm"] + (["seed"] if args.with_seed_baseline else [])
-    if args.seed_only:
-        kinds = ["seed"]
-    print(f"params: {params.to_dict()}  window {start}..{end}  retrain every {args.retrain_every}")
-    results: dict[str, list[pd.DataFrame]] = {k: [] for k in kinds}
-    for ticker in _tickers(args):
-        candles = load_candles(ticker, csv_dir)
-        for kind in kinds:
-            began = time.perf_counter()
-            rows = walk_forward(
-                candles,
-                ticker=ticker,
-                start=start,
-                end=end,
-                params=params,
-                history_years=args.history_years,
-                retrain_every=args.retrain_every,
-                model_kind=kind,
-            )
-            results[kind].append(rows)
-            print(
-                f"{ticker} {kind}: {len(rows)} rows in {time.perf_counter() - began:.0f}s",
-                flush=True,
-            )
-    for kind in kinds:
-        rows = pd.concat(results[kind], ignore_index=True)
-        print(f"\n== {kind} model: close MAE vs naive (ratio < 1 beats naive) ==")
-        print(format_summary(summarize(rows)))
-        if args.out:
-            out = Path(args.out)
-            path = out if kind == "lstm" else out.with_name(f"{out.stem}_{kind}{out.suffix}")
-            rows.to_csv(path, index=False)
-            print(f"rows written to {path}")
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    tickers = _tickers(args)
+    print(
+        f"params: {params.to_dict()}\n{len(tickers)} tickers, as-of {start}..{end}, "
+        f"refit every {args.retrain_every} sessions, models {', '.join(models)}",
+        flush=True,
+    )
+    began = time.perf_counter()
+    candles = {t: load_candles(t, csv_dir) for t in tickers}
+    rows = walk_forward(
+        candles,
+        start=start,
+        end=end,
+        params=params,
+        history_years=args.history_years,
+        retrain_every=args.retrain_every,
+        models=models,
+        progress=lambda msg: print(f"  {time.perf_counter() - began:6.0f}s {msg}", flush=True),
+    )
+    print(f"{len(rows)} rows in {time.perf_counter() - began:.0f}s")
+    scored = S.add_scores(rows)
+    print("\n== pooled over tickers, per horizon (scores relative to the as-of close) ==")
+    print(S.format_summary_table(S.summary_table(scored)))
+    products = [m for m in models if m in (PRODUCT, "lstm", "har_range")]
+    baselines = [m for m in models if m not in products]
+    skill = S.skill_table(scored, products, baselines, n_boot=args.boot)
+    print("\n== skill: ratio of mean scores (model / baseline), moving-block bootstrap 95% ==")
+    print(S.format_skill_table(skill))
+    per_ticker = S.summary_table(scored, by=("model", "ticker", "horizon"))
+    served = per_ticker[per_ticker["model"] == (products[0] if products else models[0])]
+    print("\n== per ticker: lowest 80% coverage and highest close ratio of the first model ==")
+    print(served.groupby("horizon")[["coverage_80", "close_ratio"]].agg(["min", "max"]))
+    if args.out:
+        rows.to_csv(args.out, index=False)
+        print(f"rows written to {args.out}")
+    if args.report:
+        write_html_report(
+            scored, Path(args.report), models=products, baselines=baselines, title="accuracy"
+        )
+        print(f"report written to {args.report}")
     return 0
 
 

@@ -9,6 +9,7 @@ All prices are positive and low <= min(open, close) <= max(open, close) <= high.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
@@ -49,6 +50,16 @@ class Forecast:
     # Which model(s) produced the served numbers, e.g. {"close": "naive", "quantiles":
     # {"har_range": 0.7, "lstm": 0.3}, "range": "har_range"}; stored with every forecast.
     model_mix: dict = field(default_factory=dict)
+
+    def check_finite(self) -> None:
+        """ValueError unless every price is finite and positive: such a forecast is never stored."""
+        for c in self.candles:
+            values = [c.open, c.high, c.low, c.close, c.close_lo, c.close_hi, *c.quantiles]
+            if not all(math.isfinite(v) and v > 0 for v in values):
+                raise ValueError(
+                    f"{self.ticker}: the forecast for {c.date} has a non-finite or non-positive "
+                    "price; not stored"
+                )
 
 
 def decode(pred: np.ndarray, close0: np.ndarray, sigma: np.ndarray, calibration: dict, har) -> dict:

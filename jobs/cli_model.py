@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 from rich.table import Table
 
+from forecasting.backtest import DEFAULT_MODELS
 from jobs.cli_support import (
     AppContext,
     CommandError,
@@ -131,97 +132,151 @@ def _sessions_between(candles, start: date, end: date) -> int:  # noqa: ANN001
     help="CSV file for one row per (ticker, as_of_date, horizon).",
 )
 @click.option(
+    "--models",
+    "models_opt",
+    default=",".join(DEFAULT_MODELS),
+    show_default=True,
+    help="Comma-separated models to run side by side: candlecast (the served forecast), lstm "
+    "(the network alone), har_range, naive, rw20, ewma, garch, empirical, range20, seed.",
+)
+@click.option(
+    "--report",
+    type=click.Path(dir_okay=False, writable=True),
+    help="Self-contained HTML report (default: OUTPUT with .html as suffix).",
+)
+@click.option(
     "--with-seed-baseline",
     is_flag=True,
-    help="Also evaluate the seed recipe (slow: 50 epochs per retrain); its rows go to "
-    "OUTPUT with .seed.csv as suffix.",
+    help="Also evaluate the seed recipe (slow: 50 epochs per retrain); same as adding 'seed' "
+    "to --models.",
 )
 @click.option(
     "--store",
     is_flag=True,
-    help="Also store the forecasts in the database as "
-    "backfill runs (one per as-of date), replacing earlier ones for those dates.",
+    help="Also store the forecasts in the database as backfill runs (one per as-of date), "
+    "replacing earlier ones for those dates: candlecast's in forecasts, the other models' in "
+    "baseline_forecasts.",
 )
 @pass_app
 @fail_cleanly
 def backtest(
-    app: AppContext, tickers_opt, start, end, retrain_every, output, with_seed_baseline, store
+    app: AppContext,
+    tickers_opt,
+    start,
+    end,
+    retrain_every,
+    output,
+    models_opt,
+    report,
+    with_seed_baseline,
+    store,
 ) -> None:  # noqa: ANN001
-    """Walk-forward evaluation against the naive forecast (last close).
+    """Walk-forward evaluation of the product beside the baselines, on the same dates.
 
-    For every session t in [START, END] with four later sessions known, forecast t+1..t+4 using
-    only data up to t, retraining every N sessions on the history_years before the retrain date.
-    Data comes straight from the configured provider. Prints MAE of the model and of the naive
-    forecast, their ratio, directional accuracy and the 80% interval's coverage per ticker and
-    horizon.
+    For every session t in [START, END] with four later sessions known, every model forecasts
+    t+1..t+4 using only data up to t, refitted every N sessions on the history_years before the
+    refit date (HAR-range pooled over the tickers given). Prints, pooled over tickers and per
+    horizon: close MAE ratio vs naive, Winkler score at 50/80/90%, mean pinball loss, coverage
+    per level, high/low MAE, and each model's ratio to each baseline with a moving-block
+    bootstrap 95% interval (blocks of 10 sessions). OUTPUT gets the served forecast's rows
+    (with its seven close quantiles); OUTPUT.models.csv every model's rows; the HTML report the
+    skill bars, the reliability diagram and the rolling error.
     """
     import pandas as pd
 
-    from forecasting.backtest import format_summary, summarize, walk_forward
+    from forecasting import scoring as S
+    from forecasting.backtest import MODEL_NAMES, PRODUCT, walk_forward
     from forecasting.providers import fetch_candles
+    from forecasting.report import write_html_report
     from jobs.sync import provider_for
 
     config = app.config
     if start > end:
         raise click.BadParameter("--start is after --end")
+    models = [m.strip() for m in models_opt.split(",") if m.strip()]
+    unknown = [m for m in models if m not in MODEL_NAMES]
+    if unknown or not models:
+        raise click.BadParameter(
+            f"unknown model(s) {', '.join(unknown) or '(none given)'}; "
+            f"choose from {', '.join(MODEL_NAMES)}",
+            param_hint="--models",
+        )
+    if with_seed_baseline and "seed" not in models:
+        models.append("seed")
     tickers = app.tickers(tickers_opt)
     every = retrain_every or config.model.retrain_every
     provider = provider_for(config)
-    # The first retrain needs history_years before START, plus a margin for feature warm-up.
+    # The first refit needs history_years before START, plus a margin for feature warm-up.
     fetch_from = (pd.Timestamp(start) - pd.DateOffset(years=config.data.history_years + 1)).date()
-    kinds = ["lstm", "seed"] if with_seed_baseline else ["lstm"]
-    frames: dict[str, list[pd.DataFrame]] = {kind: [] for kind in kinds}
-    failures = []
-    with progress_bar() as progress:
-        task = progress.add_task("backtest", total=len(tickers) * len(kinds))
-        for ticker in tickers:
+    candles, failures = {}, []
+    for ticker in tickers:
+        try:
+            candles[ticker], _ = fetch_candles(
+                provider, ticker, start=fetch_from, on_invalid=config.data.on_invalid
+            )
+        except ValueError as exc:  # MarketDataError
+            failures.append(f"{ticker}: {exc}")
+    rows = pd.DataFrame()
+    if candles:
+        with progress_bar() as progress:
+            task = progress.add_task("backtest", total=None)
             try:
-                candles, _ = fetch_candles(
-                    provider, ticker, start=fetch_from, on_invalid=config.data.on_invalid
+                rows = walk_forward(
+                    candles,
+                    start=start.date(),
+                    end=end.date(),
+                    params=config.model,
+                    history_years=config.data.history_years,
+                    retrain_every=every,
+                    models=models,
+                    progress=lambda msg: progress.update(task, description=msg),
                 )
-                for kind in kinds:
-                    progress.update(task, description=f"{ticker} {kind}")
-                    frames[kind].append(
-                        walk_forward(
-                            candles,
-                            ticker=ticker,
-                            start=start.date(),
-                            end=end.date(),
-                            params=config.model,
-                            history_years=config.data.history_years,
-                            retrain_every=every,
-                            exchange=config.tickers.exchange_for(ticker),
-                            model_kind=kind,
-                        )
-                    )
-                    progress.advance(task)
-            except ValueError as exc:  # MarketDataError, InsufficientHistoryError
-                failures.append(f"{ticker}: {exc}")
-    rows = {kind: pd.concat(f, ignore_index=True) for kind, f in frames.items() if f}
-    if "lstm" not in rows or rows["lstm"].empty:
+            except ValueError as exc:  # InsufficientHistoryError and friends
+                failures.append(str(exc))
+    if rows.empty:
         raise CommandError("no forecasts: " + ("; ".join(failures) or "no sessions in range"))
-    rows["lstm"].to_csv(output, index=False)
-    stdout.print(f"model (LSTM + attention), retrain every {every} sessions -> {output}")
-    stdout.print(format_summary(summarize(rows["lstm"])))
-    if "seed" in rows:
-        seed_path = Path(output).with_suffix(".seed.csv")
-        rows["seed"].to_csv(seed_path, index=False)
-        stdout.print(f"\nseed recipe baseline -> {seed_path}")
-        stdout.print(format_summary(summarize(rows["seed"])))
+    served_name = PRODUCT if PRODUCT in models else models[0]
+    served = rows[rows["model"] == served_name].drop(columns="model")
+    served.to_csv(output, index=False)
+    all_path = Path(output).with_suffix(".models.csv")
+    rows.to_csv(all_path, index=False)
+    scored = S.add_scores(rows)
+    stdout.print(f"{served_name} rows -> {output}; every model's rows -> {all_path}")
+    stdout.print(f"refit every {every} sessions; scores are relative to the as-of close\n")
+    stdout.print(S.format_summary_table(S.summary_table(scored)), markup=False)
+    products = [m for m in models if m in (PRODUCT, "lstm", "har_range")]
+    baselines = [m for m in models if m not in products]
+    if products and baselines:
+        skill = S.skill_table(scored, products, baselines)
+        stdout.print("\nskill: mean score ratio (model / baseline), block bootstrap 95% interval")
+        stdout.print(S.format_skill_table(skill), markup=False)
+    report_path = Path(report) if report else Path(output).with_suffix(".html")
+    write_html_report(
+        scored,
+        report_path,
+        models=products or models[:1],
+        baselines=baselines,
+        title=f"candlecast backtest {start.date()}..{end.date()}",
+    )
+    stdout.print(f"report -> {report_path}")
     if store:
-        stored = _store_backtest(app, rows["lstm"])
+        stored = _store_backtest(app, rows, served_name)
         stdout.print(f"stored {stored} forecast sets as backfill runs")
     if failures:
         raise CommandError("; ".join(failures))
 
 
-def _store_backtest(app: AppContext, rows) -> int:  # noqa: ANN001 - pandas DataFrame
-    """Write backtest forecasts as backfill runs (one per as-of date); returns sets stored."""
+def _store_backtest(app: AppContext, all_rows, served_name: str) -> int:  # noqa: ANN001
+    """Write backtest forecasts as backfill runs (one per as-of date); returns sets stored.
+
+    The served model's rows go to forecasts, the other models' to baseline_forecasts."""
     from db import runs
 
     require_schema(app.config)
     factory = app.session_factory()
     stored = 0
+    rows = all_rows[all_rows["model"] == served_name]
+    others = all_rows[all_rows["model"] != served_name]
     for as_of, by_date in rows.groupby("as_of_date", sort=True):
         with factory.begin() as session:
             run = runs.start_run(session, trigger="backfill", as_of_date=as_of)
@@ -241,6 +296,19 @@ def _store_backtest(app: AppContext, rows) -> int:  # noqa: ANN001 - pandas Data
                     session, run_id=run.id, ticker=ticker, status="succeeded", duration_s=0.0
                 )
                 stored += 1
+            same_day = others[others["as_of_date"] == as_of]
+            for (ticker, model), group in same_day.groupby(["ticker", "model"]):
+                runs.replace_baseline_forecasts(
+                    session,
+                    run_id=run.id,
+                    ticker=ticker,
+                    as_of_date=as_of,
+                    model=model,
+                    rows=[
+                        runs.ForecastRow.of(r, target_date=r.target_date)
+                        for r in group.itertuples()
+                    ],
+                )
             runs.finish_run(
                 session, run_id=run.id, status="succeeded", message="stored by candlecast backtest"
             )

@@ -76,6 +76,8 @@ def _validated(config: Config, base_dir: Path) -> Config:
         raise ConfigError("model.horizon must be 4 (the product forecasts four candles)")
     if not 0.05 <= model.validation_fraction <= 0.5:
         raise ConfigError("model.validation_fraction must be between 0.05 and 0.5")
+    if not 0.05 <= model.calibration_fraction <= 0.5:
+        raise ConfigError("model.calibration_fraction must be between 0.05 and 0.5")
     if not 0 < model.learning_rate < 1:
         raise ConfigError("model.learning_rate must be between 0 and 1")
 

@@ -30,6 +30,7 @@ from jobs.tasks import (
     TickerOutcome,
     describe,
     forecast_task,
+    pooled_range_fits,
     process_ticker,
     record_failure,
     sync_task,
@@ -99,8 +100,9 @@ class Pipeline:
                 outcomes.append(outcome)
                 self._report(outcome)
             todo = [t for t in symbols if t not in sync_errors]
+            fits = pooled_range_fits(self.factory, self.config, tuple(todo), as_of)
             task = partial(process_ticker, self.factory) if inline else forecast_task
-            args = [(self.config, run_id, ticker, as_of) for ticker in todo]
+            args = [(self.config, run_id, ticker, as_of, fits.get(ticker)) for ticker in todo]
             for index, outcome, error in executor.map(task, args, self.stop_event):
                 if error is not None:  # the task itself died (e.g. its worker, repeatedly)
                     outcome = TickerOutcome(
@@ -134,6 +136,8 @@ class Pipeline:
             sync_errors = self._sync(symbols, None)
             dates = self._stored_sessions(symbols, start, end)
             models: dict[str, ModelSlot] = {}
+            fits: dict[str, dict] = {}
+            fits_at = -1
             for position, as_of in enumerate(dates):
                 if self.stop_event.is_set():
                     break
@@ -149,8 +153,21 @@ class Pipeline:
                         slot = models.get(ticker)
                         if slot and position - slot.trained_at_position >= every:
                             models.pop(ticker)
+                        fit = None
+                        if ticker not in models:  # retraining now: refit the pooled HAR-range
+                            if fits_at != position:
+                                fits = pooled_range_fits(self.factory, self.config, symbols, as_of)
+                                fits_at = position
+                            fit = fits.get(ticker)
                         outcome = process_ticker(
-                            self.factory, self.config, run_id, ticker, as_of, models, position
+                            self.factory,
+                            self.config,
+                            run_id,
+                            ticker,
+                            as_of,
+                            models,
+                            position,
+                            range_fit=fit,
                         )
                     outcomes.append(outcome)
                     self._report(outcome)

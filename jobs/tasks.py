@@ -67,9 +67,36 @@ def sync_task(config: Config, ticker: str) -> SyncResult:
     )
 
 
-def forecast_task(config: Config, run_id: int, ticker: str, as_of: date) -> TickerOutcome:
+def forecast_task(
+    config: Config, run_id: int, ticker: str, as_of: date, range_fit: dict | None = None
+) -> TickerOutcome:
     """Train, forecast and store one ticker for one run (the unit a worker executes)."""
-    return process_ticker(session_factory_for(config.database.url), config, run_id, ticker, as_of)
+    return process_ticker(
+        session_factory_for(config.database.url), config, run_id, ticker, as_of, range_fit=range_fit
+    )
+
+
+def pooled_range_fits(
+    factory: sessionmaker[Session], config: Config, tickers: tuple[str, ...], as_of: date
+) -> dict[str, dict]:
+    """HAR-range fitted once across ``tickers`` on the history_years up to ``as_of``.
+
+    Pooling won over one fit per ticker on the dev universe (README). A ticker with too little
+    history is left out (it then fits HAR-range on its own); any failure falls back the same way.
+    """
+    from forecasting.range_model import HarRange
+    from forecasting.train import history_slice
+
+    histories = {}
+    with factory() as session:
+        for ticker in tickers:
+            candles = repository.load_candles(session, ticker=ticker, end=as_of)
+            histories[ticker] = history_slice(candles, None, config.data.history_years)
+    try:
+        return HarRange(horizon=config.model.horizon).fit_pooled(histories)
+    except ValueError as exc:
+        log.warning("pooled HAR-range fit failed (%s); each ticker fits its own", exc)
+        return {}
 
 
 def process_ticker(
@@ -80,6 +107,7 @@ def process_ticker(
     as_of: date,
     models: dict[str, ModelSlot] | None = None,
     position: int = 0,
+    range_fit: dict | None = None,
 ) -> TickerOutcome:
     """Train (or reuse from `models`) the ticker's model, forecast, and store it all atomically."""
     from forecasting.artifact import trained_to_record
@@ -97,7 +125,7 @@ def process_ticker(
         record = None
         if slot is None:
             t0 = time.perf_counter()
-            trained = _train(config, ticker, candles, as_of)
+            trained = _train(config, ticker, candles, as_of, range_fit)
             outcome.train_s = time.perf_counter() - t0
             record = trained_to_record(trained)
         else:
@@ -105,6 +133,7 @@ def process_ticker(
         t0 = time.perf_counter()
         exchange = config.tickers.exchange_for(ticker)
         result = forecast(trained, candles, as_of=as_of, exchange=exchange)
+        result.check_finite()
         outcome.forecast_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         with factory.begin() as session:
@@ -167,7 +196,7 @@ def describe(exc: BaseException) -> str:
     return text if len(text) <= 500 else text[:497] + "..."
 
 
-def _train(config: Config, ticker: str, candles: pd.DataFrame, as_of: date):  # noqa: ANN202
+def _train(config: Config, ticker: str, candles: pd.DataFrame, as_of: date, range_fit=None):  # noqa: ANN001, ANN202
     from forecasting.train import train_model
 
     return train_model(
@@ -176,6 +205,7 @@ def _train(config: Config, ticker: str, candles: pd.DataFrame, as_of: date):  # 
         ticker=ticker,
         as_of=as_of,
         history_years=config.data.history_years,
+        range_fit=range_fit,
     )
 
 

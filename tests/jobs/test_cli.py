@@ -118,7 +118,7 @@ def test_db_downgrade_and_current(csv_setup, capsys):
     assert run(config, "db", "upgrade") == EXIT_OK
     capsys.readouterr()
     assert run(config, "db", "current") == EXIT_OK
-    assert capsys.readouterr().out.strip() == "0002"
+    assert capsys.readouterr().out.strip() == "0003"
     assert run(config, "db", "downgrade", "base") == EXIT_OK
     capsys.readouterr()
     run(config, "db", "current")
