@@ -126,7 +126,11 @@ def walk_forward(
             rows = rows[rows + h < len(candles)]
             if len(rows):
                 blocks[ticker] = rows
-                histories[ticker] = history_slice(candles.iloc[: rows[0] + 1], None, history_years)
+                # every ticker's history ends at the block's first date (no look-ahead across
+                # tickers whose calendars differ)
+                seen = candles.loc[idx <= d0]
+                if len(seen):
+                    histories[ticker] = history_slice(seen, None, history_years)
         if not blocks:
             continue
         range_fits = HarRange(horizon=h).fit_pooled(histories) if needs_range else {}
@@ -142,12 +146,18 @@ def walk_forward(
             if "har_range" in models:
                 har = HarRange(horizon=h)
                 prices["har_range"] = _paths_prices(
-                    har.predict_rows(range_fits[ticker], visible, rows)
+                    har.predict_rows(
+                        range_fits.get(ticker) or har.fit(candles.iloc[: rows[0] + 1]),
+                        visible,
+                        rows,
+                    )
                 )
             for name in models:
                 if name in BASELINES:
                     forecaster = BASELINES[name]()
-                    fitted = forecaster.fit(histories[ticker])
+                    fitted = forecaster.fit(
+                        history_slice(candles.iloc[: rows[0] + 1], None, history_years)
+                    )
                     prices[name] = _paths_prices(forecaster.predict_rows(fitted, visible, rows))
             if "seed" in models:
                 prices["seed"] = _seed_prices(candles, rows, params, ticker, history_years)

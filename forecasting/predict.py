@@ -87,6 +87,8 @@ def model_mix(calibration: dict) -> dict:
 
 def har_paths(trained: TrainedModel, candles: pd.DataFrame, ends: np.ndarray):
     """HAR-range's forecasts for as-of rows ``ends`` with the fit stored in the model version."""
+    if "har_range" not in trained.calibration:
+        serve(None, [], [], trained.calibration, None)  # raises the clear "older candlecast" error
     return HarRange(horizon=trained.params.horizon).predict_rows(
         trained.calibration["har_range"], candles, ends
     )

@@ -141,13 +141,6 @@ def test_old_calibration_is_a_clear_value_error():
             call(pred, close0, sigma, OLD_CALIBRATION, har)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=KeyError,
-    reason="known bug: forecast_many reads calibration['har_range'] (predict.har_paths) before "
-    "decode checks the version, so an old model version gives KeyError('har_range'), which "
-    "web.live's `except ValueError` does not catch; remove this marker once fixed",
-)
 def test_old_calibration_is_a_clear_value_error_from_forecast(trained, record, real_tail):
     with pytest.raises(ValueError, match="older candlecast.*retrain"):
         forecast(dataclasses.replace(trained, calibration=OLD_CALIBRATION), real_tail)
