@@ -134,14 +134,27 @@ def fit_range_source(lstm_err: np.ndarray, har_err: np.ndarray) -> list[str]:
     return out
 
 
-def calibrate(pred, target, sigma, har_log_q, har_hl_err, lstm_hl_err) -> dict:
+def network_hl_errors(pred, target, sigma, alpha_close, alpha_open) -> np.ndarray:
+    """(n, h) mean relative |error| of the network's high and low as ``serve`` builds them:
+    around the gated (shrunk) close and open, in units of the last close."""
+    s = sigma[:, None]
+    close = np.exp(s * np.asarray(alpha_close)[None, :] * pred[..., 0])
+    opn = np.exp(s * np.asarray(alpha_open)[None, :] * pred[..., 1])
+    high = np.maximum(opn, close) * np.exp(s * pred[..., 2])
+    low = np.minimum(opn, close) * np.exp(-s * pred[..., 3])
+    actual_high, actual_low = np.exp(s * target[..., 2]), np.exp(s * target[..., 3])
+    return (np.abs(high - actual_high) + np.abs(low - actual_low)) / 2
+
+
+def calibrate(pred, target, sigma, har_log_q, har_hl_err) -> dict:
     """All calibration numbers from one block of held-out predictions (see module doc).
 
     pred (n, h, 10) network outputs; target (n, h, 4) in sigma units; har_log_q (n, h, 7);
-    *_hl_err (n, h) mean relative high/low absolute errors of each source.
+    har_hl_err (n, h) HAR-range's mean relative high/low absolute errors.
     """
     alpha_close = fit_shrinkage(pred[..., 0], target[..., 0], sigma)
     alpha_open = fit_shrinkage(pred[..., 1], target[..., 1], sigma)
+    lstm_hl_err = network_hl_errors(pred, target, sigma, alpha_close, alpha_open)
     centre = np.asarray(alpha_close)[None, :] * pred[..., 0]
     q_scale = conformal_scales(centre, quantile_offsets(pred), target[..., 0])
     calibration = {

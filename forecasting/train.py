@@ -107,17 +107,8 @@ class _CalibrationBlock:
     def calibrate(self) -> dict:
         c0 = self.close0[:, None]
         har_log_q = np.log(self.har.quantiles / c0[..., None])
-        lstm_hl = self._lstm_hl()
         har_hl = _hl_errors(self.har.high, self.har.low, self.target, self.close0, self.sigma)
-        return C.calibrate(self.pred, self.target, self.sigma, har_log_q, har_hl, lstm_hl)
-
-    def _lstm_hl(self) -> np.ndarray:
-        s = self.sigma[:, None]
-        c0 = self.close0[:, None]
-        close, opn = c0 * np.exp(s * self.pred[..., 0]), c0 * np.exp(s * self.pred[..., 1])
-        high = np.maximum(opn, close) * np.exp(s * self.pred[..., 2])
-        low = np.minimum(opn, close) * np.exp(-s * self.pred[..., 3])
-        return _hl_errors(high, low, self.target, self.close0, self.sigma)
+        return C.calibrate(self.pred, self.target, self.sigma, har_log_q, har_hl)
 
     def scores(self, calibration: dict) -> dict:
         """Coverage per level, Winkler-80 vs HAR-range alone and close MAE vs naive, per h."""

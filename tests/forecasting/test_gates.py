@@ -208,17 +208,9 @@ def _calibrate_by_hand(block, rows) -> dict:
     pred, target, sigma = block.pred[rows], block.target[rows], block.sigma[rows]
     c0 = block.close0[rows][:, None]
     har = _har_rows(block, rows)
-    s = sigma[:, None]
-    close, opn = c0 * np.exp(s * pred[..., 0]), c0 * np.exp(s * pred[..., 1])
-    lstm_hl = _hl_err(
-        np.maximum(opn, close) * np.exp(s * pred[..., 2]),
-        np.minimum(opn, close) * np.exp(-s * pred[..., 3]),
-        block,
-        rows,
-    )
     har_hl = _hl_err(har.high, har.low, block, rows)
     har_log_q = np.log(har.quantiles / c0[..., None])
-    return C.calibrate(pred, target, sigma, har_log_q, har_hl, lstm_hl)
+    return C.calibrate(pred, target, sigma, har_log_q, har_hl)
 
 
 def _winkler80(q, actual):
@@ -283,3 +275,21 @@ def test_calibration_block_subset_keeps_every_har_array_aligned():
     np.testing.assert_array_equal(sub.target, block.target[rows])
     np.testing.assert_array_equal(sub.close0, block.close0[rows])
     np.testing.assert_array_equal(sub.pred, block.pred[rows])
+
+
+def test_range_source_gate_scores_the_high_low_that_would_be_served():
+    """The network's high/low are judged around the gated close/open, as serve() builds them."""
+    rng = np.random.default_rng(5)
+    n, h = 400, 4
+    sigma = np.full(n, 0.01)
+    pred = np.zeros((n, h, 10))
+    pred[..., 0] = rng.normal(0, 3, (n, h))  # a wild close move the gate will shut (alpha 0)
+    pred[..., 2:4] = 1.0
+    target = np.zeros((n, h, 4))
+    target[..., 0] = rng.normal(0, 1, (n, h))
+    target[..., 2], target[..., 3] = 1.0, -1.0  # high/low one sigma from the last close
+    errors = C.network_hl_errors(pred, target, sigma, [0.0] * h, [0.0] * h)
+    # served around the last close, the network's high/low hit the targets exactly
+    np.testing.assert_allclose(errors, 0.0, atol=1e-12)
+    ungated = C.network_hl_errors(pred, target, sigma, [1.0] * h, [1.0] * h)
+    assert (ungated.mean(axis=0) > 1e-3).all()
