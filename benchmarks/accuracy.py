@@ -15,6 +15,7 @@ import argparse
 import os
 import sys
 import time
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
@@ -71,11 +72,16 @@ def main(argv: list[str] | None = None) -> int:
         help=f"comma-separated, from {', '.join(MODEL_NAMES)}",
     )
     parser.add_argument("--epochs", type=int, default=0, help="override [model] epochs")
+    parser.add_argument(
+        "--no-attention", action="store_true", help="ablation: uniform attention weights"
+    )
     parser.add_argument("--boot", type=int, default=1000, help="bootstrap draws")
     parser.add_argument("--out", default="", help="write all forecast rows to this CSV")
     parser.add_argument("--report", default="", help="write the HTML report here")
     args = parser.parse_args(argv)
-    params = ModelParams() if not args.epochs else ModelParams(epochs=args.epochs)
+    params = ModelParams(attention=not args.no_attention)
+    if args.epochs:
+        params = replace(params, epochs=args.epochs)
     csv_dir = Path(args.csv_dir) if args.csv_dir else None
     start, end = date.fromisoformat(args.start), date.fromisoformat(args.end)
     models = [m.strip() for m in args.models.split(",") if m.strip()]

@@ -27,9 +27,11 @@ class TemporalAttention(keras.layers.Layer):
     Returns ``[context, weights]`` so the weights can be read out for each forecast.
     """
 
-    def __init__(self, units: int = 16, **kwargs):
+    def __init__(self, units: int = 16, uniform: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.units = int(units)
+        # uniform=True is the ablation: equal weights (mean pooling over time), nothing learnt
+        self.uniform = bool(uniform)
 
     def build(self, input_shape):
         features = int(input_shape[-1])
@@ -47,6 +49,8 @@ class TemporalAttention(keras.layers.Layer):
         keys = ops.matmul(sequence, self.w_keys)
         q = ops.expand_dims(ops.matmul(query, self.w_query), 1)
         scores = ops.squeeze(ops.matmul(ops.tanh(keys + q + self.bias), self.v), -1)
+        if self.uniform:
+            scores = ops.zeros_like(scores)
         weights = ops.softmax(scores, axis=-1)
         context = ops.sum(sequence * ops.expand_dims(weights, -1), axis=1)
         return [context, weights]
@@ -56,7 +60,7 @@ class TemporalAttention(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"units": self.units})
+        config.update({"units": self.units, "uniform": self.uniform})
         return config
 
 
@@ -130,16 +134,21 @@ def candle_loss(y_true, y_pred):
     return ops.mean(loss, axis=-1)
 
 
-def build_model(window: int, n_features: int, horizon: int, units: int) -> keras.Model:
+def build_model(
+    window: int, n_features: int, horizon: int, units: int, attention: bool = True
+) -> keras.Model:
     """Two-output model: ``[candles (batch, horizon, 6), attention (batch, window)]``.
 
     The final dense layer is zero-initialised, so an untrained model forecasts exactly the
-    last close (the naive forecast) with constant spreads.
+    last close (the naive forecast) with constant spreads. ``attention=False`` replaces the
+    learnt attention by uniform weights (the ablation the backtest measures).
     """
     inputs = keras.Input(shape=(window, n_features), name="features")
     h = keras.layers.LSTM(units, return_sequences=True, name="lstm_1")(inputs)
     h = keras.layers.LSTM(units, return_sequences=True, name="lstm_2")(h)
-    context, weights = TemporalAttention(max(units // 2, 4), name="attention")(h)
+    context, weights = TemporalAttention(
+        max(units // 2, 4), uniform=not attention, name="attention"
+    )(h)
     last_step = LastStep(name="last_step")(h)
     merged = keras.layers.Concatenate(name="merge")([context, last_step])
     hidden = keras.layers.Dense(units, activation="tanh", name="hidden")(merged)

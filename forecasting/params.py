@@ -21,6 +21,7 @@ class ModelParams:
     calibration_fraction: float = 0.15
     learning_rate: float = 1e-3
     retrain_every: int = 21
+    attention: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

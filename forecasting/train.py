@@ -203,7 +203,9 @@ def train_model(
     y_val = targets[val_ends].astype("float32")
 
     keras.utils.set_random_seed(params.seed)
-    net = M.build_model(params.window, x_train.shape[-1], params.horizon, params.units)
+    net = M.build_model(
+        params.window, x_train.shape[-1], params.horizon, params.units, params.attention
+    )
     fit_view = M.training_view(net)
     fit_view.compile(
         optimizer=keras.optimizers.Adam(params.learning_rate, clipnorm=1.0), loss=M.candle_loss
