@@ -2,9 +2,10 @@
 
 The daily variance proxy is the Garman-Klass range variance plus the squared overnight return:
     v_t = log(O_t/C_{t-1})^2 + 0.5 log(H_t/L_t)^2 - (2 log 2 - 1) log(C_t/O_t)^2.
-For each horizon h a linear model predicts log(mean of v over the next h sessions) from
-log v averaged over the last 1 / 5 / 22 / 66 sessions (the HAR cascade) and the last five
-sessions' downside return in volatility units (the leverage effect). Close quantiles are the
+For each horizon h a linear model predicts log(mean of v over the next h sessions) from the
+logs of the intraday (Garman-Klass) and overnight parts averaged over the last 1 / 5 / 22
+sessions, of v over 66 sessions (the HAR cascade) and from the last five sessions' downside
+return in volatility units (the leverage effect). Close quantiles are the
 last close times exp(s_h * z_q), where s_h = sqrt(h * exp(prediction)) and z_q are empirical
 quantiles of past standardised h-session returns, so the skew and fat tails come from data,
 not from a normal table. High and low are the last close times exp(s_1 * median standardised
@@ -25,35 +26,70 @@ import pandas as pd
 from forecasting.forecaster import HORIZON, CandlePaths, Forecaster, log_returns
 from forecasting.quantiles import QUANTILE_LEVELS
 
-FEATURES = ("const", "log_v1", "log_v5", "log_v22", "log_v66", "down5")
+FEATURES = (
+    "const",
+    "log_v1",
+    "log_intraday1",
+    "log_overnight1",
+    "log_intraday5",
+    "log_overnight5",
+    "log_intraday22",
+    "log_overnight22",
+    "log_v66",
+    "down5",
+)
 WARMUP = 67  # rows before the first defined feature row (66-session mean + one return)
 VARIANCE_FLOOR = 1e-8
+OVERNIGHT_FLOOR = 1e-7  # overnight gaps are often exactly zero; log needs a floor
 Z_POOL_WEIGHT = 0.5  # weight of the pooled z quantiles in a ticker's own (pooled fits)
 
 
-def range_variance(candles: pd.DataFrame) -> np.ndarray:
-    """Per-session variance proxy v_t (overnight^2 + Garman-Klass), floored at 1e-8."""
+def variance_parts(candles: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Per-session (squared overnight return, Garman-Klass intraday variance); row 0 has no
+    overnight return (0)."""
     o, h, lo, c = (candles[k].to_numpy(dtype="float64") for k in ("open", "high", "low", "close"))
     overnight = np.zeros(len(c))
     overnight[1:] = np.log(o[1:] / c[:-1])
     gk = 0.5 * np.log(h / lo) ** 2 - (2 * np.log(2) - 1) * np.log(c / o) ** 2
-    return np.maximum(overnight**2 + gk, VARIANCE_FLOOR)
+    return overnight**2, np.maximum(gk, 0.0)
+
+
+def range_variance(candles: pd.DataFrame) -> np.ndarray:
+    """Per-session variance proxy v_t (overnight^2 + Garman-Klass), floored at 1e-8."""
+    overnight2, intraday = variance_parts(candles)
+    return np.maximum(overnight2 + intraday, VARIANCE_FLOOR)
 
 
 def design_matrix(candles: pd.DataFrame) -> np.ndarray:
-    """(n, len(FEATURES)) causal inputs: row t uses candles up to t only; NaN in the warm-up."""
+    """(n, len(FEATURES)) causal inputs: row t uses candles up to t only; NaN in the warm-up.
+
+    The overnight and intraday parts of the variance enter separately at 1 / 5 / 22 sessions
+    (they forecast differently: on the dev universe the split beat the summed v by ~0.3% of
+    Winkler score at every horizon), the total at 66 sessions, plus the downside return.
+    """
+    overnight2, intraday = variance_parts(candles)
     v = pd.Series(range_variance(candles))
+    on = pd.Series(overnight2 + OVERNIGHT_FLOOR)
+    gk = pd.Series(np.maximum(intraday, VARIANCE_FLOOR))
     r = np.nan_to_num(log_returns(candles))
     v22 = v.rolling(22, min_periods=22).mean()
     down5 = pd.Series(np.minimum(r, 0.0)).rolling(5, min_periods=5).sum() / np.sqrt(v22)
+
+    def mean(series: pd.Series, n: int) -> np.ndarray:
+        return np.log(series.rolling(n, min_periods=n).mean().to_numpy())
+
     x = np.column_stack(
         [
             np.ones(len(v)),
-            np.log(v),
-            np.log(v.rolling(5, min_periods=5).mean()),
-            np.log(v22),
-            np.log(v.rolling(66, min_periods=66).mean()),
-            down5,
+            np.log(v.to_numpy()),
+            np.log(gk.to_numpy()),
+            np.log(on.to_numpy()),
+            mean(gk, 5),
+            mean(on, 5),
+            mean(gk, 22),
+            mean(on, 22),
+            mean(v, 66),
+            down5.to_numpy(),
         ]
     )
     x[:WARMUP] = np.nan

@@ -72,13 +72,20 @@ def test_design_matrix_rows_by_hand(regimes):
     assert np.isnan(x[:WARMUP]).all() and np.isfinite(x[WARMUP:]).all()
     v = range_variance(candles)
     r = log_returns(candles)
+    o, h, lo, c = (candles[k].to_numpy() for k in ("open", "high", "low", "close"))
+    gk = np.maximum(0.5 * np.log(h / lo) ** 2 - GK * np.log(c / o) ** 2, 1e-8)
+    on = np.concatenate([[0.0], np.log(o[1:] / c[:-1]) ** 2]) + 1e-7
     t = 150
     v22 = v[t - 21 : t + 1].mean()
     expected = [
         1.0,
         math.log(v[t]),
-        math.log(v[t - 4 : t + 1].mean()),
-        math.log(v22),
+        math.log(gk[t]),
+        math.log(on[t]),
+        math.log(gk[t - 4 : t + 1].mean()),
+        math.log(on[t - 4 : t + 1].mean()),
+        math.log(gk[t - 21 : t + 1].mean()),
+        math.log(on[t - 21 : t + 1].mean()),
         math.log(v[t - 65 : t + 1].mean()),
         np.minimum(r[t - 4 : t + 1], 0.0).sum() / math.sqrt(v22),
     ]
