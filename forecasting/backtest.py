@@ -55,7 +55,7 @@ def _paths_prices(paths) -> dict:
 def _lstm_prices(candles, rows, params, ticker, history_years, range_fit) -> dict[str, dict]:
     """Train the product at rows[0]; served ("candlecast") and network-only ("lstm") prices."""
     from forecasting import model as M
-    from forecasting.predict import decode, har_paths, prepare_inputs
+    from forecasting.predict import decode, har_paths, network_only, prepare_inputs
     from forecasting.train import train_model
 
     trained = train_model(
@@ -71,9 +71,8 @@ def _lstm_prices(candles, rows, params, ticker, history_years, range_fit) -> dic
     pred, _ = M.infer(trained.model, x)
     har = har_paths(trained, visible, rows)
     served = decode(pred, close0, sigma, trained.calibration, har)
-    h = params.horizon
-    network_only = {**trained.calibration, "blend": [1.0] * h, "range_from": ["lstm"] * h}
-    return {PRODUCT: served, "lstm": decode(pred, close0, sigma, network_only, har)}
+    alone = decode(pred, close0, sigma, network_only(trained.calibration), har)
+    return {PRODUCT: served, "lstm": alone}
 
 
 def _seed_prices(candles, rows, params, ticker, history_years) -> dict:

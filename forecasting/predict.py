@@ -50,6 +50,9 @@ class Forecast:
     # Which model(s) produced the served numbers, e.g. {"close": "naive", "quantiles":
     # {"har_range": 0.7, "lstm": 0.3}, "range": "har_range"}; stored with every forecast.
     model_mix: dict = field(default_factory=dict)
+    # The served forecast's parts on their own ("lstm": the network alone, "har_range"), stored
+    # in baseline_forecasts so that each can be scored against what happened.
+    components: dict[str, list[ForecastCandle]] = field(default_factory=dict)
 
     def check_finite(self) -> None:
         """ValueError unless every price is finite and positive: such a forecast is never stored."""
@@ -118,30 +121,42 @@ def _history(trained: TrainedModel, candles: pd.DataFrame, as_of: date | None) -
     return data.iloc[-(needed + F.WARMUP) :]
 
 
+def candles_from(prices: dict, dates: list[date], row: int = 0) -> list[ForecastCandle]:
+    """ForecastCandles of one as-of row of price arrays (open..close_hi and ``quantiles``)."""
+    quantiles = prices["quantiles"]
+    return [
+        ForecastCandle(
+            date=d,
+            horizon=h + 1,
+            **{k: float(prices[k][row, h]) for k in PRICE_KEYS},
+            quantiles=tuple(float(x) for x in quantiles[row, h]),
+        )
+        for h, d in enumerate(dates)
+    ]
+
+
+def network_only(calibration: dict) -> dict:
+    """The calibration that serves the network alone: its own quantiles and high/low."""
+    horizon = len(calibration["blend"])
+    return {**calibration, "blend": [1.0] * horizon, "range_from": ["lstm"] * horizon}
+
+
 def _build(
-    trained: TrainedModel, data: pd.DataFrame, prices: dict, weights, exchange: str
+    trained: TrainedModel, data: pd.DataFrame, prices: dict, weights, exchange: str, parts: dict
 ) -> Forecast:
     from forecasting.calendar import next_sessions
 
     as_of = data.index[-1].date()
     window = trained.params.window
     dates = next_sessions(as_of, trained.params.horizon, exchange=exchange)
-    candles = [
-        ForecastCandle(
-            date=d,
-            horizon=h + 1,
-            **{k: float(prices[k][0, h]) for k in PRICE_KEYS},
-            quantiles=tuple(float(x) for x in prices["quantiles"][0, h]),
-        )
-        for h, d in enumerate(dates)
-    ]
     return Forecast(
         ticker=trained.ticker,
         as_of=as_of,
-        candles=candles,
+        candles=candles_from(prices, dates),
         attention=[float(w) for w in weights],
         attention_dates=[ts.date() for ts in data.index[-window:]],
         model_mix=model_mix(trained.calibration),
+        components={name: candles_from(p, dates) for name, p in parts.items()},
     )
 
 
@@ -171,6 +186,12 @@ def forecast_many(
         x, close0, sigma = prepare_inputs(trained, data, np.array([len(data) - 1]))
         pred, weights = M.infer(trained.model, x)
         ends = np.array([len(data) - 1])
-        prices = decode(pred, close0, sigma, trained.calibration, har_paths(trained, data, ends))
-        out.append(_build(trained, data, prices, weights[0], exchange_for(trained.ticker)))
+        har = har_paths(trained, data, ends)
+        prices = decode(pred, close0, sigma, trained.calibration, har)
+        parts = {
+            "lstm": decode(pred, close0, sigma, network_only(trained.calibration), har),
+            "har_range": {**har.prices(), "quantiles": har.quantiles},
+        }
+        exchange = exchange_for(trained.ticker)
+        out.append(_build(trained, data, prices, weights[0], exchange, parts))
     return out

@@ -14,6 +14,7 @@ from datetime import date
 from functools import lru_cache
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -134,6 +135,7 @@ def process_ticker(
         exchange = config.tickers.exchange_for(ticker)
         result = forecast(trained, candles, as_of=as_of, exchange=exchange)
         result.check_finite()
+        baselines = _baseline_sets(config, candles, result)
         outcome.forecast_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         with factory.begin() as session:
@@ -154,6 +156,10 @@ def process_ticker(
                 },
                 model_mix=result.model_mix,
             )
+            for model, rows in baselines.items():
+                runs.replace_baseline_forecasts(
+                    session, run_id=run_id, ticker=ticker, as_of_date=as_of, model=model, rows=rows
+                )
             outcome.duration_s = time.perf_counter() - started
             runs.finish_ticker(
                 session,
@@ -175,6 +181,36 @@ def process_ticker(
         outcome.duration_s = time.perf_counter() - started
         record_failure(factory, run_id, outcome)
     return outcome
+
+
+def _baseline_sets(config: Config, candles: pd.DataFrame, result) -> dict[str, list]:  # noqa: ANN001
+    """The served forecast's parts and every baseline, as rows for baseline_forecasts.
+
+    They cost milliseconds (GARCH: one small fit) and let analysts score the product against
+    them in SQL (view baseline_accuracy). A baseline that fails or is not finite is skipped and
+    logged: it never fails the ticker.
+    """
+    from forecasting.baselines import baseline_paths
+    from forecasting.predict import candles_from
+    from forecasting.train import history_slice
+
+    dates = [c.date for c in result.candles]
+    sets = dict(result.components)
+    try:
+        history = history_slice(candles, result.as_of, config.data.history_years)
+        for name, paths in baseline_paths(history, history).items():
+            prices = {**paths.prices(), "quantiles": paths.quantiles}
+            sets[name] = candles_from(prices, dates)
+    except Exception as exc:  # noqa: BLE001 - a baseline never fails the product's forecast
+        log.warning("%s: baselines skipped: %s", result.ticker, describe(exc))
+    out = {}
+    for name, candle_list in sets.items():
+        values = [v for c in candle_list for v in (c.open, c.high, c.low, c.close)]
+        if all(np.isfinite(values)):
+            out[name] = [runs.ForecastRow.of(c, target_date=c.date) for c in candle_list]
+        else:
+            log.warning("%s: baseline %s is not finite; not stored", result.ticker, name)
+    return out
 
 
 def record_failure(factory: sessionmaker[Session], run_id: int, outcome: TickerOutcome) -> None:

@@ -7,9 +7,10 @@ from datetime import date
 import pytest
 from sqlalchemy import func, select
 
-from db.models import Forecast, ForecastRun, ForecastRunTicker, ModelVersion
+from db.models import BaselineForecast, Forecast, ForecastRun, ForecastRunTicker, ModelVersion
 from db.run_lock import RunLockedError
 from forecasting.calendar import next_sessions
+from forecasting.quantiles import QUANTILE_NAMES
 from jobs.pipeline import Pipeline
 
 
@@ -49,7 +50,37 @@ def test_run_once_stores_four_candles_per_ticker_and_is_idempotent(
     assert [r.target_date for r in rows] == next_sessions(date(2023, 12, 29), 4)
     assert all(r.low <= min(r.open, r.close) and r.high >= max(r.open, r.close) for r in rows)
     assert all(r.close_lo <= r.close <= r.close_hi for r in rows)
+    quantiles = [[getattr(r, f"close_{q}") for q in QUANTILE_NAMES] for r in rows]
+    assert all(q == sorted(q) and q[1] == r.close_lo for q, r in zip(quantiles, rows, strict=True))
+    assert set(rows[0].model_mix) == {"close", "quantiles", "range"}
     assert len(rows[0].attention["weights"]) == 60
+    with session_factory() as s:
+        baseline_sets = s.execute(
+            select(BaselineForecast.ticker, BaselineForecast.model, func.count()).group_by(
+                BaselineForecast.ticker, BaselineForecast.model
+            )
+        ).all()
+        garch = s.scalars(
+            select(BaselineForecast)
+            .where(BaselineForecast.ticker == "AAPL", BaselineForecast.model == "garch")
+            .order_by(BaselineForecast.horizon)
+        ).all()
+    expected_models = {
+        "lstm",
+        "har_range",
+        "naive",
+        "rw20",
+        "ewma",
+        "garch",
+        "empirical",
+        "range20",
+    }
+    assert {(t, m, n) for t, m, n in baseline_sets} == {
+        (t, m, 4) for t in ("AAPL", "MSFT") for m in expected_models
+    }
+    assert [g.target_date for g in garch] == [r.target_date for r in rows]
+    assert all(g.close_q05 < g.close_q50 < g.close_q95 for g in garch)  # GARCH widens with h
+    assert garch[3].close_q95 - garch[3].close_q05 > garch[0].close_q95 - garch[0].close_q05
     assert run.status == "succeeded" and run.finished_at is not None and run.trigger == "manual"
     assert {(t.ticker, t.status) for t in run_tickers} == {
         ("AAPL", "succeeded"),
