@@ -69,14 +69,17 @@ def forecast(app: AppContext, ticker: str, as_of) -> None:  # noqa: ANN001
     age = _sessions_between(candles, record["train_end"], as_of_day) if record else None
     if record is None or age > config.model.retrain_every:
         from forecasting.train import train_model
+        from jobs.tasks import pooled_range_fits
 
         with stderr.status(f"training {symbol} on data up to {as_of_day}"):
+            fits = pooled_range_fits(factory, config, config.tickers.symbols, as_of_day)
             trained = train_model(
                 candles,
                 config.model,
                 ticker=symbol,
                 as_of=as_of_day,
                 history_years=config.data.history_years,
+                range_fit=fits.get(symbol),
             )
         with factory.begin() as session:
             version_id = model_store.add_model_version(
