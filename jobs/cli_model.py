@@ -244,15 +244,15 @@ def backtest(
     all_path = Path(output).with_suffix(".models.csv")
     rows.to_csv(all_path, index=False)
     scored = S.add_scores(rows)
-    stdout.print(f"{served_name} rows -> {output}; every model's rows -> {all_path}")
-    stdout.print(f"refit every {every} sessions; scores are relative to the as-of close\n")
-    stdout.print(S.format_summary_table(S.summary_table(scored)), markup=False)
+    click.echo(f"{served_name} rows -> {output}; every model's rows -> {all_path}")
+    click.echo(f"refit every {every} sessions; scores are relative to the as-of close\n")
+    click.echo(S.format_summary_table(S.summary_table(scored)))
     products = [m for m in models if m in (PRODUCT, "lstm", "har_range")]
     baselines = [m for m in models if m not in products]
     if products and baselines:
         skill = S.skill_table(scored, products, baselines)
-        stdout.print("\nskill: mean score ratio (model / baseline), block bootstrap 95% interval")
-        stdout.print(S.format_skill_table(skill), markup=False)
+        click.echo("\nskill: mean score ratio (model / baseline), block bootstrap 95% interval")
+        click.echo(S.format_skill_table(skill))
     report_path = Path(report) if report else Path(output).with_suffix(".html")
     write_html_report(
         scored,
@@ -261,7 +261,7 @@ def backtest(
         baselines=baselines,
         title=f"candlecast backtest {start.date()}..{end.date()}",
     )
-    stdout.print(f"report -> {report_path}")
+    click.echo(f"report -> {report_path}")
     if store:
         stored = _store_backtest(app, rows, served_name)
         stdout.print(f"stored {stored} forecast sets as backfill runs")
