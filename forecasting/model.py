@@ -34,6 +34,8 @@ class TemporalAttention(keras.layers.Layer):
         self.uniform = bool(uniform)
 
     def build(self, input_shape):
+        if self.uniform:  # nothing to learn: no weights (so no "missing gradients" warnings)
+            return
         features = int(input_shape[-1])
         self.w_keys = self.add_weight(
             name="w_keys", shape=(features, self.units), initializer="glorot_uniform"
@@ -45,12 +47,13 @@ class TemporalAttention(keras.layers.Layer):
         self.v = self.add_weight(name="v", shape=(self.units, 1), initializer="glorot_uniform")
 
     def call(self, sequence):
-        query = sequence[:, -1, :]
-        keys = ops.matmul(sequence, self.w_keys)
-        q = ops.expand_dims(ops.matmul(query, self.w_query), 1)
-        scores = ops.squeeze(ops.matmul(ops.tanh(keys + q + self.bias), self.v), -1)
         if self.uniform:
-            scores = ops.zeros_like(scores)
+            scores = ops.zeros_like(sequence[..., 0])
+        else:
+            query = sequence[:, -1, :]
+            keys = ops.matmul(sequence, self.w_keys)
+            q = ops.expand_dims(ops.matmul(query, self.w_query), 1)
+            scores = ops.squeeze(ops.matmul(ops.tanh(keys + q + self.bias), self.v), -1)
         weights = ops.softmax(scores, axis=-1)
         context = ops.sum(sequence * ops.expand_dims(weights, -1), axis=1)
         return [context, weights]

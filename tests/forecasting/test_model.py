@@ -263,3 +263,22 @@ def test_two_runs_give_close_forecasts(trained, real_tail):
     for x, y in zip(a.candles, b.candles, strict=True):
         assert x.close == pytest.approx(y.close, rel=1e-3)
         assert x.close_hi == pytest.approx(y.close_hi, rel=1e-3)
+
+
+def test_attention_ablation_gives_uniform_weights_and_round_trips(tmp_path):
+    import keras
+
+    from forecasting import model as M
+
+    net = M.build_model(10, 7, 4, 4, attention=False)
+    x = np.random.default_rng(1).normal(size=(3, 10, 7)).astype("float32")
+    _, weights = M.infer(net, x)
+    np.testing.assert_allclose(weights, np.full((3, 10), 0.1), rtol=1e-6)
+    assert not net.get_layer("attention").weights  # nothing to learn in the ablation
+    path = tmp_path / "ablated.keras"
+    net.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    assert loaded.get_layer("attention").uniform
+    np.testing.assert_allclose(M.infer(loaded, x)[0], M.infer(net, x)[0], rtol=1e-6)
+    learnt = M.build_model(10, 7, 4, 4)
+    assert len(learnt.get_layer("attention").weights) == 4
