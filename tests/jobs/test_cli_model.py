@@ -5,10 +5,10 @@ from __future__ import annotations
 import pandas as pd
 from sqlalchemy import func, select
 
-from db.models import Forecast, ForecastRun, ModelVersion
+from db.models import BaselineForecast, Forecast, ForecastRun, ModelVersion
 from forecasting.backtest import CSV_COLUMNS
 from jobs.cli import main
-from jobs.cli_support import EXIT_FAILURE, EXIT_OK
+from jobs.cli_support import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from tests.jobs.conftest import TINY_MODEL, write_config
 
 
@@ -61,7 +61,30 @@ def test_backtest_writes_the_csv_and_can_store_backfill_runs(
     assert sorted(rows["as_of_date"].unique()) == [f"2023-12-{d}" for d in (18, 19, 20, 21, 22)]
     assert len(rows) == 5 * 4
     out = capsys.readouterr().out
-    assert "ratio" in out and "stored 5 forecast sets" in out
+    assert "close_ratio" in out and "stored 5 forecast sets" in out
+    assert "candlecast   garch      winkler_80" in out  # the skill table, model vs baseline
+    every = pd.read_csv(output.with_suffix(".models.csv"))
+    default_models = {"candlecast", "lstm", "har_range", "naive", "ewma", "garch", "range20"}
+    assert set(every["model"]) == default_models
+    assert (every.groupby("model").size() == 20).all()
+    served = every[every["model"] == "candlecast"].drop(columns="model").reset_index(drop=True)
+    pd.testing.assert_frame_equal(served, rows, check_dtype=False)
+    report = output.with_suffix(".html").read_text()
+    assert "Reliability" in report and "<script src=" not in report
     with session_factory() as s:
         assert s.scalar(select(func.count()).select_from(Forecast)) == 20
         assert set(s.scalars(select(ForecastRun.trigger))) == {"backfill"}
+        stored = s.execute(
+            select(BaselineForecast.model, func.count()).group_by(BaselineForecast.model)
+        ).all()
+    assert dict(stored) == {m: 20 for m in default_models - {"candlecast"}}
+
+
+def test_backtest_refuses_an_unknown_model(tmp_path, universe, migrated_url, capsys):
+    config = str(config_file(tmp_path, universe, migrated_url))
+    args = ["--config", config, "backtest", "--tickers", "AAPL", "--start", "2023-12-18"]
+    args += ["--end", "2023-12-29", "--output", str(tmp_path / "x.csv"), "--models", "naive,arima"]
+    assert main(args) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "unknown model(s) arima" in err and "garch" in err
+    assert not (tmp_path / "x.csv").exists()
