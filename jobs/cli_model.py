@@ -38,7 +38,8 @@ def forecast(app: AppContext, ticker: str, as_of) -> None:  # noqa: ANN001
 
     Candles are synced first. The latest stored model trained on data up to the as-of date is
     used when it is at most [model] retrain_every sessions old; otherwise a model is trained on the
-    history_years before the as-of date and stored as a new model version. Nothing else is written.
+    history_years before the as-of date (HAR-range pooled over the configured tickers) and stored
+    as a new model version. Nothing else is written.
     """
     from db import model_store, repository
     from forecasting.artifact import trained_from_record, trained_to_record
