@@ -3,11 +3,18 @@
 The stock SQLAlchemyJobStore pickles each job's state into the database, so anyone able to write
 that table could run code in the daemon. This store keeps the same table layout but writes a small
 JSON document and only understands cron-triggered jobs whose function is a "module:name" reference.
+
+Only allowed functions load (by default the nightly job's own, `jobs.scheduler:nightly_job`): a row
+naming any other function is refused before its module is imported, logged as one line, and
+deleted from the table, like a row that cannot be decoded. Deleting it (instead of skipping it)
+keeps a stale refused row from pinning the scheduler's next wake-up time in the past.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -16,9 +23,18 @@ from apscheduler.jobstores.base import ConflictingIdError, JobLookupError
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.util import datetime_to_utc_timestamp
+from sqlalchemy import and_, select
 from sqlalchemy.exc import IntegrityError
 
 FORMAT_VERSION = 1
+# The only function a stored job may name unless the store is given another list. Kept as a
+# string (not imported) so that loading this module never imports the scheduler.
+NIGHTLY_JOB_FUNC = "jobs.scheduler:nightly_job"
+log = logging.getLogger("candlecast.jobstore")
+
+
+class RefusedJobError(ValueError):
+    """A stored job names a function this store does not allow."""
 
 
 def job_to_json(job: Job) -> bytes:
@@ -80,9 +96,18 @@ def job_state_from_json(data: bytes) -> dict[str, Any]:
 
 
 class JsonSQLAlchemyJobStore(SQLAlchemyJobStore):
-    """SQLAlchemyJobStore whose job_state column holds JSON, never a pickle."""
+    """SQLAlchemyJobStore whose job_state column holds JSON, never a pickle.
+
+    `allowed_funcs`: the "module:name" references a stored job may name (default: the nightly
+    job's). Others are refused on write and, on read, logged once and deleted, never imported.
+    """
+
+    def __init__(self, *args: Any, allowed_funcs: Iterable[str] = (NIGHTLY_JOB_FUNC,), **kw: Any):
+        super().__init__(*args, **kw)
+        self.allowed_funcs = frozenset(allowed_funcs)
 
     def add_job(self, job: Job) -> None:
+        self._check_func(job.id, job.func_ref)
         insert = self.jobs_t.insert().values(
             id=job.id,
             next_run_time=datetime_to_utc_timestamp(job.next_run_time),
@@ -95,6 +120,7 @@ class JsonSQLAlchemyJobStore(SQLAlchemyJobStore):
                 raise ConflictingIdError(job.id) from None
 
     def update_job(self, job: Job) -> None:
+        self._check_func(job.id, job.func_ref)
         update = (
             self.jobs_t.update()
             .values(
@@ -107,8 +133,50 @@ class JsonSQLAlchemyJobStore(SQLAlchemyJobStore):
             if connection.execute(update).rowcount == 0:
                 raise JobLookupError(job.id)
 
+    def lookup_job(self, job_id: str) -> Job | None:
+        selectable = select(self.jobs_t.c.job_state).where(self.jobs_t.c.id == job_id)
+        with self.engine.begin() as connection:
+            job_state = connection.execute(selectable).scalar()
+            if not job_state:
+                return None
+            try:
+                return self._reconstitute_job(job_state)
+            except RefusedJobError as exc:
+                self._refuse(connection, job_id, exc)
+                return None
+
+    def _get_jobs(self, *conditions: Any) -> list[Job]:
+        jobs = []
+        selectable = select(self.jobs_t.c.id, self.jobs_t.c.job_state).order_by(
+            self.jobs_t.c.next_run_time
+        )
+        selectable = selectable.where(and_(*conditions)) if conditions else selectable
+        with self.engine.begin() as connection:
+            for row in connection.execute(selectable).all():
+                try:
+                    jobs.append(self._reconstitute_job(row.job_state))
+                except RefusedJobError as exc:
+                    self._refuse(connection, row.id, exc)
+                except Exception:
+                    self._logger.exception('Unable to restore job "%s" -- removing it', row.id)
+                    connection.execute(self.jobs_t.delete().where(self.jobs_t.c.id == row.id))
+        return jobs
+
+    def _check_func(self, job_id: str, func: object) -> None:
+        if not isinstance(func, str) or func not in self.allowed_funcs:
+            raise RefusedJobError(
+                f"job {job_id!r} names function {func!r}, which is not allowed "
+                f"(allowed: {', '.join(sorted(self.allowed_funcs)) or 'none'})"
+            )
+
+    def _refuse(self, connection: Any, job_id: str, exc: RefusedJobError) -> None:
+        connection.execute(self.jobs_t.delete().where(self.jobs_t.c.id == job_id))
+        log.error("refused a stored job: %s; deleted it from %s", exc, self.jobs_t.name)
+
     def _reconstitute_job(self, job_state: bytes) -> Job:
         state = job_state_from_json(job_state)
+        # Before Job.__setstate__, which imports the function's module.
+        self._check_func(state["id"], state["func"])
         state["jobstore"] = self
         job = Job.__new__(Job)
         job.__setstate__(state)

@@ -1,24 +1,41 @@
-"""The JSON job store round-trips cron jobs and never unpickles anything."""
+"""The JSON job store round-trips cron jobs, never unpickles anything, and loads only the nightly
+job's own function."""
 
 from __future__ import annotations
 
 import json
+import logging
 import pickle
+import time
+from datetime import UTC, datetime
 
+import apscheduler.job
+import pytest
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 from sqlalchemy import create_engine, select
 
-from jobs.jobstore import JsonSQLAlchemyJobStore
+from db.session import make_engine
+from jobs import scheduler as daemon
+from jobs.jobstore import NIGHTLY_JOB_FUNC, JsonSQLAlchemyJobStore, RefusedJobError
+
+CALLS: list[tuple] = []
 
 
 def noop() -> None:
     """A job target with a textual reference."""
 
 
+def record_call(*args: object) -> None:
+    """A function a forged row may name: it records that it ran."""
+    CALLS.append(args)
+
+
 def test_cron_job_round_trips_as_json(tmp_path):
     engine = create_engine(f"sqlite:///{tmp_path / 'jobs.db'}")
-    scheduler = BackgroundScheduler(jobstores={"default": JsonSQLAlchemyJobStore(engine=engine)})
+    allowed = [f"{__name__}:noop"]
+    store = JsonSQLAlchemyJobStore(engine=engine, allowed_funcs=allowed)
+    scheduler = BackgroundScheduler(jobstores={"default": store})
     scheduler.start(paused=True)
     trigger = CronTrigger.from_crontab("30 18 * * mon-fri", timezone="America/New_York")
     scheduler.add_job(
@@ -32,7 +49,8 @@ def test_cron_job_round_trips_as_json(tmp_path):
     stored = scheduler.get_job("nightly")
     scheduler.shutdown(wait=False)
 
-    store = JsonSQLAlchemyJobStore(engine=create_engine(f"sqlite:///{tmp_path / 'jobs.db'}"))
+    engine = create_engine(f"sqlite:///{tmp_path / 'jobs.db'}")
+    store = JsonSQLAlchemyJobStore(engine=engine, allowed_funcs=allowed)
     with store.engine.begin() as conn:
         raw = conn.execute(select(store.jobs_t.c.job_state)).scalar_one()
     document = json.loads(raw)
@@ -67,3 +85,115 @@ def test_a_pickled_row_is_not_loaded(tmp_path):
     scheduler.start(paused=True)
     assert scheduler.get_jobs() == []
     scheduler.shutdown(wait=False)
+
+
+NIGHTLY = CronTrigger.from_crontab("30 18 * * mon-fri", timezone="America/New_York")
+
+
+def _store_with_the_nightly_job(url: str) -> JsonSQLAlchemyJobStore:
+    """A job store on `url` holding the nightly job, written as the daemon writes it."""
+    store = JsonSQLAlchemyJobStore(engine=make_engine(url))
+    scheduler = BackgroundScheduler(jobstores={"default": store})
+    scheduler.start(paused=True)
+    scheduler.add_job(NIGHTLY_JOB_FUNC, NIGHTLY, args=[None], id=daemon.JOB_ID)
+    scheduler.shutdown(wait=False)
+    return store
+
+
+def _forge(store: JsonSQLAlchemyJobStore, job_id: str, func: str, args: list) -> None:
+    """Write a row naming `func`, due a second ago, as someone with write access could."""
+    with store.engine.begin() as conn:
+        raw = conn.execute(
+            select(store.jobs_t.c.job_state).where(store.jobs_t.c.id == daemon.JOB_ID)
+        ).scalar_one()
+        document = json.loads(raw)
+        document.update(id=job_id, func=func, args=args, misfire_grace_time=None)
+        due = time.time() - 1
+        document["next_run_time"] = datetime.fromtimestamp(due, UTC).isoformat()
+        conn.execute(store.jobs_t.delete().where(store.jobs_t.c.id == job_id))
+        conn.execute(
+            store.jobs_t.insert().values(
+                id=job_id, next_run_time=due, job_state=json.dumps(document).encode()
+            )
+        )
+
+
+def test_a_row_naming_another_function_is_refused_never_resolved_and_deleted(
+    db_url, tmp_path, monkeypatch, caplog
+):
+    store = _store_with_the_nightly_job(db_url)
+    marker = tmp_path / "pwned"
+    _forge(store, "shell", "subprocess:getoutput", [f"touch {marker}"])
+    _forge(store, "recorder", f"{__name__}:record_call", ["ran"])
+    resolved: list[str] = []
+    real_ref_to_obj = apscheduler.job.ref_to_obj
+
+    def spy(ref: str):  # noqa: ANN202
+        resolved.append(ref)
+        return real_ref_to_obj(ref)
+
+    monkeypatch.setattr(apscheduler.job, "ref_to_obj", spy)
+    CALLS.clear()
+    caplog.set_level(logging.INFO, logger="candlecast.jobstore")
+
+    # A running scheduler: both forged rows are due now, so today's store would run them.
+    scheduler = BackgroundScheduler(jobstores={"default": store})
+    scheduler.start()
+    try:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not CALLS:
+            with store.engine.begin() as conn:
+                left = set(conn.execute(select(store.jobs_t.c.id)).scalars())
+            if left == {daemon.JOB_ID}:
+                break
+            time.sleep(0.05)
+        time.sleep(0.3)  # room for an executor thread, had anything been submitted
+        jobs = scheduler.get_jobs()
+    finally:
+        scheduler.shutdown(wait=True)
+
+    assert CALLS == []
+    assert not marker.exists()
+    assert "subprocess:getoutput" not in resolved
+    assert f"{__name__}:record_call" not in resolved
+    refusals = [r for r in caplog.records if r.name == "candlecast.jobstore"]
+    assert sorted(r.getMessage() for r in refusals) == [
+        f"refused a stored job: job 'recorder' names function '{__name__}:record_call', "
+        f"which is not allowed (allowed: {NIGHTLY_JOB_FUNC}); deleted it from apscheduler_jobs",
+        "refused a stored job: job 'shell' names function 'subprocess:getoutput', "
+        f"which is not allowed (allowed: {NIGHTLY_JOB_FUNC}); deleted it from apscheduler_jobs",
+    ]
+    assert all(r.levelno == logging.ERROR and r.exc_info is None for r in refusals)
+    # the legitimate nightly job still loads, and is the only row left
+    assert [(j.id, j.func_ref) for j in jobs] == [(daemon.JOB_ID, NIGHTLY_JOB_FUNC)]
+    assert jobs[0].func is daemon.nightly_job
+    with store.engine.begin() as conn:
+        assert list(conn.execute(select(store.jobs_t.c.id)).scalars()) == [daemon.JOB_ID]
+    store.engine.dispose()
+
+
+def test_a_forged_nightly_row_is_refused_on_lookup_and_cannot_be_written(db_url, caplog):
+    store = _store_with_the_nightly_job(db_url)
+    with store.engine.begin() as conn:
+        raw = conn.execute(select(store.jobs_t.c.job_state)).scalar_one()
+        document = json.loads(raw)
+        document["func"] = f"{__name__}:record_call"
+        conn.execute(store.jobs_t.update().values(job_state=json.dumps(document).encode()))
+    caplog.set_level(logging.INFO, logger="candlecast.jobstore")
+    # what the daemon's stored_job() does at start-up before re-adding its job
+    assert store.lookup_job(daemon.JOB_ID) is None
+    assert "names function 'tests.jobs.test_jobstore:record_call'" in caplog.text
+    with store.engine.begin() as conn:
+        assert conn.execute(select(store.jobs_t.c.id)).first() is None
+
+    scheduler = BackgroundScheduler(jobstores={"default": store})
+    scheduler.start(paused=True)
+    try:
+        with pytest.raises(RefusedJobError):
+            scheduler.add_job(f"{__name__}:record_call", NIGHTLY, id="other")
+        # the daemon's own function, as jobs.scheduler names it, is the store's default
+        assert daemon.JOB_FUNC == NIGHTLY_JOB_FUNC
+        scheduler.add_job(daemon.JOB_FUNC, NIGHTLY, args=[None], id=daemon.JOB_ID)
+        assert store.lookup_job(daemon.JOB_ID).func is daemon.nightly_job
+    finally:
+        scheduler.shutdown(wait=False)
