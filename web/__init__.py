@@ -3,13 +3,21 @@
 `create_app(config)` builds everything the app needs (a read-only engine, a session factory, a model
 cache); nothing happens at import time. `flask --app web run` calls `create_app()` with the default
 configuration.
+
+JSON responses are strict JSON: the app's JSON provider (FiniteJSONProvider) never emits NaN or
+Infinity; a non-finite float anywhere in a response body is sent as null (and logged), so a bad
+value reaching a view degrades one field instead of producing a body that strict parsers reject.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 from dataclasses import dataclass
+from typing import Any
 
 from flask import Flask, Response, current_app, g
+from flask.json.provider import DefaultJSONProvider
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -28,6 +36,35 @@ SECURITY_HEADERS = {
         "style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'"
     ),
 }
+
+
+logger = logging.getLogger("candlecast.web")
+
+
+def finite_or_null(obj: Any) -> Any:
+    """`obj` with every NaN/inf float (in dicts, lists, tuples, at any depth) replaced by None."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {key: finite_or_null(value) for key, value in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [finite_or_null(value) for value in obj]
+    return obj
+
+
+class FiniteJSONProvider(DefaultJSONProvider):
+    """Flask's JSON provider, but strict: NaN/Infinity are never emitted, they become null."""
+
+    def dumps(self, obj: Any, **kwargs: Any) -> str:
+        default = kwargs.pop("default", self.default)
+        kwargs["allow_nan"] = False
+        kwargs["default"] = lambda o: finite_or_null(default(o))
+        try:
+            return super().dumps(obj, **kwargs)
+        except ValueError:
+            # Out of range float values (NaN/inf): the only ValueError json.dumps raises here.
+            logger.warning("JSON response held NaN/inf; sent as null")
+            return super().dumps(finite_or_null(obj), **kwargs)
 
 
 @dataclass
@@ -61,6 +98,7 @@ def create_app(config: Config | None = None, *, engine: Engine | None = None) ->
     config = config if config is not None else load_config()
     engine = engine if engine is not None else make_engine(config.database.url, read_only=True)
     app = Flask(__name__)
+    app.json = FiniteJSONProvider(app)
     app.config.update(MAX_CONTENT_LENGTH=MAX_BODY_BYTES)
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions[STATE_KEY] = WebState(
@@ -88,4 +126,4 @@ def create_app(config: Config | None = None, *, engine: Engine | None = None) ->
     return app
 
 
-__all__ = ["create_app", "db_session", "state"]
+__all__ = ["FiniteJSONProvider", "create_app", "db_session", "finite_or_null", "state"]

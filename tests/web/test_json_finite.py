@@ -1,0 +1,145 @@
+"""JSON bodies are strict JSON: a stored NaN/inf is served as null, never as NaN/Infinity.
+
+The job never stores such a forecast (Forecast.check_finite), but the web app must not trust that:
+rows written by an older version or by hand are seeded here straight into the database and
+/predict is called over real HTTP; bodies are parsed with a parser that rejects NaN/Infinity.
+(SQLite stores a NaN as NULL, so NaN is covered by the provider test rather than through the DB.)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from flask import Flask
+from sqlalchemy import update
+from werkzeug.serving import make_server
+
+from db.models import Forecast
+from db.session import make_engine, make_session_factory
+from tests.conftest import DB_BACKENDS
+from tests.web.conftest import Site, _seeded_site
+from web import FiniteJSONProvider
+
+INF = float("inf")
+NAN = float("nan")
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"non-standard JSON constant {name}")
+
+
+def strict_loads(body: str) -> Any:
+    """json.loads that refuses NaN, Infinity and -Infinity."""
+    return json.loads(body, parse_constant=_reject_constant)
+
+
+@pytest.fixture(scope="module", params=DB_BACKENDS)
+def bad_site(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    model_record: dict[str, Any],
+) -> Iterator[Site]:
+    """A seeded site whose oldest AAPL forecast holds inf and -inf (its own database)."""
+    tmp = tmp_path_factory.mktemp(f"site-nonfinite-{request.param}")
+    for site in _seeded_site(request.param, tmp, model_record):
+        as_of = site.seed.stored_as_of[0]
+        writer = make_engine(site.url)
+        try:
+            with make_session_factory(writer).begin() as session:
+                for horizon, values in {
+                    1: {"high": INF},
+                    2: {"close_hi": INF, "low": -INF},
+                    3: {"close": INF},
+                }.items():
+                    session.execute(
+                        update(Forecast)
+                        .where(
+                            Forecast.ticker == "AAPL",
+                            Forecast.as_of_date == as_of,
+                            Forecast.horizon == horizon,
+                        )
+                        .values(**values)
+                    )
+        finally:
+            writer.dispose()
+        yield site
+
+
+@pytest.fixture(scope="module")
+def bad_server(bad_site: Site) -> Iterator[str]:
+    """bad_site's app served over real HTTP on a free loopback port."""
+    server = make_server("127.0.0.1", 0, bad_site.app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, name="nonfinite-server", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+        server.server_close()
+
+
+def post_predict(base: str, body: dict[str, Any], query: str = "") -> tuple[int, str, str]:
+    request = urllib.request.Request(
+        f"{base}/predict{query}",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        response = urllib.request.urlopen(request, timeout=30)
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers["Content-Type"], exc.read().decode()
+    with response:
+        return response.status, response.headers["Content-Type"], response.read().decode()
+
+
+def test_predict_serves_stored_inf_and_nan_as_null(bad_server: str, bad_site: Site) -> None:
+    as_of = bad_site.seed.stored_as_of[0]
+    status, content_type, body = post_predict(
+        bad_server, {"stock_symbol": "AAPL", "input_date": as_of.isoformat()}
+    )
+    assert (status, content_type) == (200, "application/json"), body
+    assert "Infinity" not in body and "NaN" not in body
+    data = strict_loads(body)
+    assert data["as_of"] == as_of.isoformat() and data["source"] == "stored"
+    first, second, third, fourth = data["candles"]
+    assert first["high"] is None
+    assert second["close_hi"] is None and second["low"] is None
+    # Finite values around the bad ones are served unchanged.
+    assert isinstance(first["close"], float) and math.isfinite(first["close"])
+    assert third["close"] is None and data["predictions"][third["date"]] is None
+    assert fourth["high"] >= fourth["close"] > 0
+
+
+def test_predict_at_level_90_serves_stored_inf_as_null(bad_server: str, bad_site: Site) -> None:
+    as_of = bad_site.seed.stored_as_of[0]
+    status, _, body = post_predict(
+        bad_server, {"stock_symbol": "AAPL", "input_date": as_of.isoformat()}, "?level=90"
+    )
+    assert status == 200
+    data = strict_loads(body)
+    third = data["candles"][2]
+    assert third["close"] is None and data["predictions"][third["date"]] is None
+    assert third["quantiles"]["q50"] is not None and math.isfinite(third["quantiles"]["q50"])
+
+
+def test_provider_turns_every_non_finite_float_into_null() -> None:
+    app = Flask("finite-test")
+    app.json = FiniteJSONProvider(app)
+    with app.app_context():
+        body = app.json.dumps({"a": INF, "b": [NAN, 1.5, (2.0, -INF)], "c": {"d": NAN}, "e": 3})
+        assert strict_loads(body) == {
+            "a": None,
+            "b": [None, 1.5, [2.0, None]],
+            "c": {"d": None},
+            "e": 3,
+        }
+        assert strict_loads(app.json.dumps([0.1, "x", None])) == [0.1, "x", None]
