@@ -10,6 +10,7 @@ from rich.table import Table
 
 from forecasting.backtest import DEFAULT_MODELS
 from jobs.cli_support import (
+    EXIT_LOCKED,
     AppContext,
     CommandError,
     fail_cleanly,
@@ -21,6 +22,12 @@ from jobs.cli_support import (
 )
 
 DATE = click.DateTime(["%Y-%m-%d"])
+
+
+class StoreLockedError(CommandError):
+    """`backtest --store`: another run holds the database's run lock, so nothing is stored."""
+
+    exit_code = EXIT_LOCKED
 
 
 @click.command()
@@ -159,7 +166,8 @@ def _sessions_between(candles, start: date, end: date) -> int:  # noqa: ANN001
     is_flag=True,
     help="Also store the forecasts in the database as backfill runs (one per as-of date), "
     "replacing earlier ones for those dates: candlecast's in forecasts, the other models' in "
-    "baseline_forecasts.",
+    "baseline_forecasts. Takes the nightly run's lock while storing: exit 5, nothing stored, when "
+    "another run holds it.",
 )
 @pass_app
 @fail_cleanly
@@ -273,11 +281,33 @@ def backtest(
 def _store_backtest(app: AppContext, all_rows, served_name: str) -> int:  # noqa: ANN001
     """Write backtest forecasts as backfill runs (one per as-of date); returns sets stored.
 
-    The served model's rows go to forecasts, the other models' to baseline_forecasts."""
-    from db import runs
+    The served model's rows go to forecasts, the other models' to baseline_forecasts. They hold
+    the nightly run's lock while storing, as the pipeline does; when another run holds it nothing
+    is stored and the command exits 5 (EXIT_LOCKED)."""
+    from db.run_lock import RunLockedError, RunLockHandle
+    from db.session import make_engine, make_session_factory
 
     require_schema(app.config)
-    factory = app.session_factory()
+    engine = make_engine(app.config.database.url)
+    lock = RunLockHandle(engine)
+    try:
+        lock.acquire()
+    except RunLockedError as exc:
+        engine.dispose()
+        raise StoreLockedError(
+            f"{exc}; nothing stored (the CSV and the report are written)"
+        ) from None
+    try:
+        return _store_backtest_rows(make_session_factory(engine), all_rows, served_name)
+    finally:
+        lock.release()
+        engine.dispose()
+
+
+def _store_backtest_rows(factory, all_rows, served_name: str) -> int:  # noqa: ANN001
+    """`_store_backtest`'s writes, under the run lock."""
+    from db import runs
+
     stored = 0
     rows = all_rows[all_rows["model"] == served_name]
     others = all_rows[all_rows["model"] != served_name]

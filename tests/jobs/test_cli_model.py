@@ -6,9 +6,11 @@ import pandas as pd
 from sqlalchemy import func, select
 
 from db.models import BaselineForecast, Forecast, ForecastRun, ModelVersion
+from db.run_lock import RunLockHandle
+from db.session import make_engine
 from forecasting.backtest import CSV_COLUMNS
 from jobs.cli import main
-from jobs.cli_support import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+from jobs.cli_support import EXIT_FAILURE, EXIT_LOCKED, EXIT_OK, EXIT_USAGE
 from tests.jobs.conftest import TINY_MODEL, write_config
 
 
@@ -78,6 +80,36 @@ def test_backtest_writes_the_csv_and_can_store_backfill_runs(
             select(BaselineForecast.model, func.count()).group_by(BaselineForecast.model)
         ).all()
     assert dict(stored) == {m: 20 for m in default_models - {"candlecast"}}
+
+
+def test_backtest_store_takes_the_run_lock_and_stores_nothing_while_another_run_holds_it(
+    tmp_path, universe, migrated_url, session_factory, capsys
+):
+    config = str(config_file(tmp_path, universe, migrated_url))
+    output = tmp_path / "bt.csv"
+    args = ["--config", config, "backtest", "--tickers", "AAPL", "--start", "2023-12-18"]
+    args += ["--end", "2023-12-29", "--output", str(output), "--models", "naive,ewma", "--store"]
+    engine = make_engine(migrated_url)
+    try:
+        with RunLockHandle(engine):  # another run (the nightly job, a backfill) is in progress
+            assert main(args) == EXIT_LOCKED
+            err = capsys.readouterr().err.strip()
+            assert err.startswith("candlecast: error: another candlecast run is in progress")
+            assert err.endswith("; nothing stored (the CSV and the report are written)")
+            assert "\n" not in err and "Traceback" not in err
+            with session_factory() as s:
+                for table in (Forecast, BaselineForecast, ForecastRun):
+                    assert s.scalar(select(func.count()).select_from(table)) == 0
+        assert len(pd.read_csv(output)) == 5 * 4  # the evaluation itself is still written
+        # once the lock is free the same command stores, and releases the lock afterwards
+        assert main(args) == EXIT_OK
+        with RunLockHandle(engine):
+            pass
+    finally:
+        engine.dispose()
+    with session_factory() as s:
+        assert s.scalar(select(func.count()).select_from(Forecast)) == 20
+        assert s.scalar(select(func.count()).select_from(BaselineForecast)) == 20
 
 
 def test_backtest_refuses_an_unknown_model(tmp_path, universe, migrated_url, capsys):
