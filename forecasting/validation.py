@@ -3,6 +3,17 @@
 Contract (shared by providers, features and the database layer): a tz-naive DatetimeIndex named
 ``session_date`` at midnight, sorted and unique, and exactly the float64 columns in ``COLUMNS``.
 normalise_frame() gives raw provider data that shape; validate_candles() enforces the rest.
+
+Implausible values (finite and positive, but not a real price) are rejected by two rules:
+- ``price > 1e9``: any of open/high/low/close above MAX_PRICE (1e9; the dearest US share trades
+  below 1e6).
+- ``implausible jump``: any of open/high/low/close more than MAX_JUMP (20) times above or below
+  the median close of its neighbours, the JUMP_NEIGHBOURS (5) rows before and 5 after it that
+  pass every other rule (fewer at the ends; the last row is judged by the 5 before it). A
+  one-session spike or dip (a 1e300 row, a x50 glitch) is caught; a lasting level change is not
+  (in the middle of the window half the neighbours are on each side). Real daily data stays far
+  inside: the bundled series and 35 other real series 2005-2023 never stray 2.3 times from it.
+  A frame with a single row passing the other rules has no neighbours and is not judged.
 """
 
 from __future__ import annotations
@@ -16,11 +27,15 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from numpy.lib.stride_tricks import sliding_window_view
 
 COLUMNS = ("open", "high", "low", "close", "volume")
 INDEX_NAME = "session_date"
 ON_INVALID = ("drop", "fail")
 MAX_BAD_DATES = 5
+MAX_PRICE = 1e9
+MAX_JUMP = 20.0
+JUMP_NEIGHBOURS = 5
 
 # Reasons a row is rejected, in the order they are checked and reported.
 MISSING_DATE = "missing date"
@@ -30,6 +45,8 @@ NON_POSITIVE = "price <= 0"
 HIGH_TOO_LOW = "high < max(open, close)"
 LOW_TOO_HIGH = "low > min(open, close)"
 NEGATIVE_VOLUME = "volume < 0"
+TOO_LARGE = "price > 1e9"
+JUMP = "implausible jump (x20 vs neighbours)"
 
 logger = logging.getLogger("candlecast.data")
 
@@ -142,13 +159,36 @@ def _coerce(frame: pd.DataFrame, ticker: str) -> pd.DataFrame:
     return out.sort_index(kind="mergesort")
 
 
+def _jump_mask(prices: np.ndarray, judged: np.ndarray) -> np.ndarray:
+    """Rows among `judged` with a price > MAX_JUMP times away from their neighbours' median close.
+
+    `prices` is the (n, 4) open/high/low/close array of the sorted frame; the neighbours of a
+    judged row are the JUMP_NEIGHBOURS judged rows on each side of it (not the row itself).
+    """
+    out = np.zeros(len(prices), dtype=bool)
+    rows = np.flatnonzero(judged)
+    if len(rows) < 2:
+        return out
+    logs = np.log(prices[rows])
+    k = JUMP_NEIGHBOURS
+    padded = np.concatenate([np.full(k, np.nan), logs[:, 3], np.full(k, np.nan)])
+    windows = sliding_window_view(padded, 2 * k + 1).copy()
+    windows[:, k] = np.nan  # a row is never its own reference
+    reference = np.nanmedian(windows, axis=1)
+    out[rows] = (np.abs(logs - reference[:, None]) > np.log(MAX_JUMP)).any(axis=1)
+    return out
+
+
 def _problem_masks(frame: pd.DataFrame) -> dict[str, np.ndarray]:
-    """Boolean row masks, one per rule; price rules only judge rows whose values are all finite."""
+    """Boolean row masks, one per rule; price rules only judge rows whose values are all finite.
+
+    The jump rule judges (and takes its reference from) only rows that pass every other rule.
+    """
     values = frame.to_numpy()
     finite = np.isfinite(values).all(axis=1)
     o, h, lo, c, v = (frame[col].to_numpy() for col in COLUMNS)
     with np.errstate(invalid="ignore"):
-        return {
+        masks = {
             MISSING_DATE: np.asarray(frame.index.isna()),
             DUPLICATE: np.asarray(frame.index.duplicated(keep="first")) & ~frame.index.isna(),
             NOT_FINITE: ~finite,
@@ -156,7 +196,11 @@ def _problem_masks(frame: pd.DataFrame) -> dict[str, np.ndarray]:
             HIGH_TOO_LOW: finite & (h < np.maximum(o, c)),
             LOW_TOO_HIGH: finite & (lo > np.minimum(o, c)),
             NEGATIVE_VOLUME: finite & (v < 0),
+            TOO_LARGE: finite & ((values[:, :4] > MAX_PRICE).any(axis=1)),
         }
+    judged = ~np.logical_or.reduce(list(masks.values()))
+    masks[JUMP] = _jump_mask(values[:, :4], judged)
+    return masks
 
 
 def validate_candles(

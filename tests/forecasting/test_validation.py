@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import logging
 from datetime import date
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from forecasting.providers import make_provider
 from forecasting.validation import (
     COLUMNS,
+    JUMP,
+    TOO_LARGE,
     MarketDataError,
     ValidationReport,
     normalise_frame,
@@ -191,3 +195,101 @@ def test_normalise_frame_maps_headers_case_insensitively() -> None:
     assert list(out.columns) == list(COLUMNS) and out.iloc[0].tolist() == [1, 2, 0.5, 1.5, 7]
     with pytest.raises(MarketDataError, match=r"^x.csv: missing column\(s\) volume"):
         normalise_frame(raw.drop(columns="Volume"), ["2023-01-03"], "x.csv")
+
+
+# --- implausible values: price > 1e9 and single-session jumps (x20 vs the neighbours' median) ---
+
+SHARED_UNIVERSE = Path("/work/shared/data/dev-universe")
+TWENTY = [d.strftime("%Y-%m-%d") for d in pd.bdate_range("2023-01-02", periods=20)]
+
+
+def scaled(frame: pd.DataFrame, rows: list[int], factor: float) -> pd.DataFrame:
+    """`frame` with every price (not volume) of `rows` multiplied by `factor`."""
+    out = frame.copy()
+    out.iloc[rows, :4] = out.iloc[rows, :4] * factor
+    return out
+
+
+def test_a_last_row_of_1e300_is_dropped_as_price_too_large() -> None:
+    frame = candles(TWENTY, open={19: 1e300}, high={19: 1e300}, low={19: 1e300}, close={19: 1e300})
+    out, report = validate_candles(frame, "AAPL")
+    assert report.problems == {TOO_LARGE: 1} and report.dropped_rows == 1
+    assert report.first_bad_dates == (date.fromisoformat(TWENTY[19]),)
+    assert out.index[-1] == pd.Timestamp(TWENTY[18]) and out["high"].max() == 11.0
+    with pytest.raises(
+        MarketDataError, match=r"^AAPL: 1 of 20 rows are invalid \(price > 1e9: 1\)"
+    ):
+        validate_candles(frame, "AAPL", on_invalid="fail")
+
+
+def test_a_1e300_close_alone_is_caught_too() -> None:
+    frame = candles(TWENTY, close={19: 1e300}, high={19: 1e300})
+    _, report = validate_candles(frame, "AAPL")
+    assert report.problems == {TOO_LARGE: 1}
+
+
+@pytest.mark.parametrize("row", [0, 7, 19])
+@pytest.mark.parametrize("factor", [50.0, 1 / 50])
+def test_a_x50_single_session_spike_or_dip_is_an_implausible_jump(row: int, factor: float) -> None:
+    frame = scaled(candles(TWENTY), [row], factor)
+    out, report = validate_candles(frame, "MSFT")
+    assert report.problems == {JUMP: 1} and report.dropped_rows == 1
+    assert report.first_bad_dates == (date.fromisoformat(TWENTY[row]),)
+    assert len(out) == 19 and out["close"].eq(10.5).all()
+    assert report.summary() == (
+        "MSFT: dropped 1 of 20 rows (implausible jump (x20 vs neighbours): 1); "
+        f"first: {TWENTY[row]}"
+    )
+    with pytest.raises(MarketDataError, match=r"implausible jump \(x20 vs neighbours\): 1"):
+        validate_candles(frame, "MSFT", on_invalid="fail")
+
+
+def test_a_single_wild_price_in_a_row_is_a_jump() -> None:
+    frame = candles(TWENTY, high={10: 11.0 * 50})  # only the high is absurd
+    _, report = validate_candles(frame, "MSFT")
+    assert report.problems == {JUMP: 1}
+
+
+def test_a_few_consecutive_bad_sessions_at_the_end_are_all_jumps() -> None:
+    frame = scaled(candles(TWENTY), [17, 18, 19], 50.0)
+    out, report = validate_candles(frame, "MSFT")
+    assert report.problems == {JUMP: 3} and out.index[-1] == pd.Timestamp(TWENTY[16])
+
+
+def test_moves_within_x20_and_a_lasting_level_change_are_not_jumps() -> None:
+    within = scaled(candles(TWENTY), [9], 19.0)
+    assert validate_candles(within, "TSLA", on_invalid="fail")[1].dropped_rows == 0
+    lasting = scaled(candles(TWENTY), list(range(10, 20)), 50.0)
+    assert validate_candles(lasting, "TSLA", on_invalid="fail")[1].dropped_rows == 0
+
+
+def test_rows_broken_otherwise_are_not_the_jump_reference() -> None:
+    # Rows 0-5 are garbage (NaN); row 6 is then judged by the rows after it, and row 12's
+    # spike is judged against valid neighbours only.
+    frame = scaled(candles(TWENTY, close={i: np.nan for i in range(6)}), [12], 50.0)
+    _, report = validate_candles(frame, "TSLA")
+    assert report.problems == {"NaN/inf": 6, JUMP: 1}
+    one_left = candles(DAYS[:2], close={0: np.nan})
+    assert validate_candles(one_left, "TSLA")[1].problems == {"NaN/inf": 1}
+
+
+def _implausible(frame: pd.DataFrame, ticker: str) -> dict[str, int]:
+    _, report = validate_candles(frame, ticker)
+    return {k: n for k, n in report.problems.items() if k in (JUMP, TOO_LARGE)}
+
+
+@pytest.mark.parametrize("ticker", ["AAPL", "AMZN", "GOOGL", "MSFT", "TSLA"])
+def test_bundled_data_has_no_implausible_rows(ticker: str) -> None:
+    frame = make_provider("bundled").fetch(ticker)
+    assert len(frame) > 1000
+    assert _implausible(frame, ticker) == {}
+
+
+@pytest.mark.skipif(not SHARED_UNIVERSE.is_dir(), reason="shared dev universe not present")
+def test_shared_dev_universe_has_no_implausible_rows() -> None:
+    paths = sorted(SHARED_UNIVERSE.glob("*.csv"))
+    assert paths
+    for path in paths:
+        raw = pd.read_csv(path, index_col=0)
+        frame = normalise_frame(raw, raw.index, path.name)
+        assert _implausible(frame, path.stem) == {}, path.name
