@@ -82,7 +82,12 @@ def _pipeline(app: AppContext):  # noqa: ANN202
 def _print_progress(outcome) -> None:  # noqa: ANN001 - jobs.tasks.TickerOutcome
     """One stderr line per finished ticker, so a long run shows where it is."""
     detail = f": {outcome.error}" if outcome.error else ""
-    stderr.print(f"{outcome.ticker} {outcome.status} in {outcome.duration_s:.1f} s{detail}")
+    stderr.print(
+        f"{outcome.ticker} {outcome.status} in {outcome.duration_s:.1f} s{detail}",
+        markup=False,  # errors may hold [brackets]
+        highlight=False,
+        soft_wrap=True,  # one line per ticker, however long its error
+    )
 
 
 @click.command("run-once")
@@ -110,7 +115,8 @@ def run_once(app: AppContext, as_of, tickers_opt: str | None) -> None:  # noqa: 
         )
     except RunLockedError as exc:
         raise LockedError(str(exc)) from None
-    stdout.print(_outcome_table(f"run {result.run_id} as of {result.as_of}", result.outcomes))
+    as_of_text = result.as_of or "- (no candles stored)"
+    stdout.print(_outcome_table(f"run {result.run_id} as of {as_of_text}", result.outcomes))
     stdout.print(
         f"run {result.run_id}: {result.status}" + (f" ({result.message})" if result.message else "")
     )

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from functools import partial
@@ -37,6 +38,8 @@ from jobs.tasks import (
 )
 
 log = logging.getLogger("candlecast.pipeline")
+
+NO_CANDLES = "no candles stored on or before today for any ticker of this run: nothing to forecast"
 
 
 @dataclass
@@ -88,31 +91,52 @@ class Pipeline:
         with self.lock(), make_executor(self.config) as executor:
             self._abandon_stale_runs()
             run_id = self._start_run(trigger, as_of)
-            inline = isinstance(executor, InlineExecutor)
-            sync_errors = self._sync(symbols, None if inline else executor)
-            as_of = as_of or self._default_as_of(symbols)
-            with self.factory.begin() as session:
-                runs.set_run_as_of(session, run_id=run_id, as_of_date=as_of)
-            outcomes = []
-            for ticker, error in sync_errors.items():
-                outcome = TickerOutcome(ticker, "failed", error=error)
-                record_failure(self.factory, run_id, outcome)
-                outcomes.append(outcome)
-                self._report(outcome)
-            todo = [t for t in symbols if t not in sync_errors]
-            fits = pooled_range_fits(self.factory, self.config, tuple(todo), as_of)
-            task = partial(process_ticker, self.factory) if inline else forecast_task
-            args = [(self.config, run_id, ticker, as_of, fits.get(ticker)) for ticker in todo]
-            for index, outcome, error in executor.map(task, args, self.stop_event):
-                if error is not None:  # the task itself died (e.g. its worker, repeatedly)
-                    outcome = TickerOutcome(
-                        todo[index], "failed", error=f"task failed: {describe(error)}"
-                    )
+            with self._finished_on_error(run_id):
+                return self._nightly(run_id, executor, symbols, as_of)
+
+    def _nightly(
+        self,
+        run_id: int,
+        executor: TickerExecutor,
+        symbols: tuple[str, ...],
+        as_of: date | None,
+    ) -> RunResult:
+        inline = isinstance(executor, InlineExecutor)
+        sync_errors = self._sync(symbols, None if inline else executor)
+        outcomes = []
+        for ticker, error in sync_errors.items():
+            outcome = TickerOutcome(ticker, "failed", error=error)
+            record_failure(self.factory, run_id, outcome)
+            outcomes.append(outcome)
+            self._report(outcome)
+        as_of = as_of or self._default_as_of(symbols)
+        if as_of is None:  # nothing stored to forecast from (e.g. a first run whose syncs failed)
+            for ticker in symbols:
+                if ticker not in sync_errors:
+                    outcome = TickerOutcome(ticker, "failed", error=NO_CANDLES)
                     record_failure(self.factory, run_id, outcome)
-                outcomes.append(outcome)
-                self._report(outcome)
+                    outcomes.append(outcome)
+                    self._report(outcome)
             outcomes.sort(key=lambda o: symbols.index(o.ticker))
-            return self._finish(run_id, as_of, symbols, outcomes)
+            return self._finish(
+                run_id, None, symbols, outcomes, note="no as-of date: " + NO_CANDLES
+            )
+        with self.factory.begin() as session:
+            runs.set_run_as_of(session, run_id=run_id, as_of_date=as_of)
+        todo = [t for t in symbols if t not in sync_errors]
+        fits = pooled_range_fits(self.factory, self.config, tuple(todo), as_of)
+        task = partial(process_ticker, self.factory) if inline else forecast_task
+        args = [(self.config, run_id, ticker, as_of, fits.get(ticker)) for ticker in todo]
+        for index, outcome, error in executor.map(task, args, self.stop_event):
+            if error is not None:  # the task itself died (e.g. its worker, repeatedly)
+                outcome = TickerOutcome(
+                    todo[index], "failed", error=f"task failed: {describe(error)}"
+                )
+                record_failure(self.factory, run_id, outcome)
+            outcomes.append(outcome)
+            self._report(outcome)
+        outcomes.sort(key=lambda o: symbols.index(o.ticker))
+        return self._finish(run_id, as_of, symbols, outcomes)
 
     def run_backfill(
         self,
@@ -142,36 +166,39 @@ class Pipeline:
                 if self.stop_event.is_set():
                     break
                 run_id = self._start_run("backfill", as_of)
-                outcomes = []
-                for ticker in symbols:
-                    if self.stop_event.is_set():
-                        break
-                    if ticker in sync_errors:
-                        outcome = TickerOutcome(ticker, "failed", error=sync_errors[ticker])
-                        record_failure(self.factory, run_id, outcome)
-                    else:
-                        slot = models.get(ticker)
-                        if slot and position - slot.trained_at_position >= every:
-                            models.pop(ticker)
-                        fit = None
-                        if ticker not in models:  # retraining now: refit the pooled HAR-range
-                            if fits_at != position:
-                                fits = pooled_range_fits(self.factory, self.config, symbols, as_of)
-                                fits_at = position
-                            fit = fits.get(ticker)
-                        outcome = process_ticker(
-                            self.factory,
-                            self.config,
-                            run_id,
-                            ticker,
-                            as_of,
-                            models,
-                            position,
-                            range_fit=fit,
-                        )
-                    outcomes.append(outcome)
-                    self._report(outcome)
-                result = self._finish(run_id, as_of, symbols, outcomes)
+                with self._finished_on_error(run_id):
+                    outcomes = []
+                    for ticker in symbols:
+                        if self.stop_event.is_set():
+                            break
+                        if ticker in sync_errors:
+                            outcome = TickerOutcome(ticker, "failed", error=sync_errors[ticker])
+                            record_failure(self.factory, run_id, outcome)
+                        else:
+                            slot = models.get(ticker)
+                            if slot and position - slot.trained_at_position >= every:
+                                models.pop(ticker)
+                            fit = None
+                            if ticker not in models:  # retraining now: refit the pooled HAR-range
+                                if fits_at != position:
+                                    fits = pooled_range_fits(
+                                        self.factory, self.config, symbols, as_of
+                                    )
+                                    fits_at = position
+                                fit = fits.get(ticker)
+                            outcome = process_ticker(
+                                self.factory,
+                                self.config,
+                                run_id,
+                                ticker,
+                                as_of,
+                                models,
+                                position,
+                                range_fit=fit,
+                            )
+                        outcomes.append(outcome)
+                        self._report(outcome)
+                    result = self._finish(run_id, as_of, symbols, outcomes)
                 results.append(result)
                 if on_run is not None:
                     on_run(result)
@@ -199,15 +226,13 @@ class Pipeline:
                 results.append(result or SyncResult(symbols[index], error=describe(error)))
         return {r.ticker: f"sync failed: {r.error}" for r in results if not r.ok}
 
-    def _default_as_of(self, symbols: tuple[str, ...]) -> date:
-        """The latest stored session on or before today over the run's tickers."""
+    def _default_as_of(self, symbols: tuple[str, ...]) -> date | None:
+        """The latest stored session on or before today over the run's tickers (None: none)."""
         today = date.today()
         with self.factory() as session:
             ranges = repository.candle_ranges(session, tickers=symbols)
             lasts = [r.last for r in ranges if r.last <= today]
-        if not lasts:
-            raise RuntimeError("no candles stored for any ticker of this run: nothing to forecast")
-        return max(lasts)
+        return max(lasts, default=None)
 
     def _stored_sessions(self, symbols: tuple[str, ...], start: date, end: date) -> list[date]:
         with self.factory() as session:
@@ -217,14 +242,45 @@ class Pipeline:
                 dates.update(ts.date() for ts in frame.index)
         return sorted(dates)
 
+    @contextmanager
+    def _finished_on_error(self, run_id: int) -> Iterator[None]:
+        """Never leave the run `running` when its work raises: finish it, then re-raise.
+
+        KeyboardInterrupt ends it `interrupted`, any other error `failed` with the error as its
+        message. (A killed process still leaves it running: the next run marks it abandoned.)
+        """
+        try:
+            yield
+        except BaseException as exc:
+            interrupted = isinstance(exc, KeyboardInterrupt)
+            status = "interrupted" if interrupted else "failed"
+            message = "interrupted" if interrupted else f"run failed: {describe(exc)}"
+            try:
+                with self.factory.begin() as session:
+                    runs.finish_run(session, run_id=run_id, status=status, message=message)
+            except Exception as finish_exc:  # e.g. the database is gone: the next run abandons it
+                log.error("could not finish run %s as %s: %s", run_id, status, finish_exc)
+            else:
+                log.error("run %s %s: %s", run_id, status, message)
+            raise
+
     def _report(self, outcome: TickerOutcome) -> None:
         if outcome.status == "failed":
-            log.error("%s failed: %s", outcome.ticker, outcome.error)
+            # With an on_ticker callback (the CLI prints each outcome) the log line would be a
+            # second copy of the same error on stderr: keep it for --verbose only.
+            level = logging.DEBUG if self.on_ticker is not None else logging.ERROR
+            log.log(level, "%s failed: %s", outcome.ticker, outcome.error)
         if self.on_ticker is not None:
             self.on_ticker(outcome)
 
     def _finish(
-        self, run_id: int, as_of: date, symbols: tuple[str, ...], outcomes: list[TickerOutcome]
+        self,
+        run_id: int,
+        as_of: date | None,
+        symbols: tuple[str, ...],
+        outcomes: list[TickerOutcome],
+        *,
+        note: str | None = None,
     ) -> RunResult:
         failed = [o.ticker for o in outcomes if o.status != "succeeded"]
         done = len(outcomes)
@@ -237,6 +293,8 @@ class Pipeline:
             status, message = "failed", f"all {len(symbols)} tickers failed"
         else:
             status, message = "partial", f"failed: {', '.join(failed)}"
+        if note:
+            message = f"{message} ({note})" if message else note
         with self.factory.begin() as session:
             runs.finish_run(session, run_id=run_id, status=status, message=message)
         return RunResult(run_id, as_of, status, outcomes, message)

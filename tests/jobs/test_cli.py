@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pandas as pd
@@ -10,7 +11,7 @@ from sqlalchemy import text
 
 from db.session import make_engine
 from jobs.cli import main
-from jobs.cli_support import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+from jobs.cli_support import EXIT_FAILURE, EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE
 
 BUNDLED = Path(__file__).resolve().parents[2] / "forecasting" / "bundled"
 
@@ -155,3 +156,37 @@ def test_every_command_has_help(capsys):
     for args in (["--help"], ["db", "--help"], ["db", "upgrade", "--help"], ["sync", "--help"]):
         assert main(args) == EXIT_OK
     assert "incremental" in capsys.readouterr().out
+
+
+@pytest.fixture
+def keep_signal_handlers():
+    """run-once installs SIGTERM/SIGINT handlers in this process: put pytest's back afterwards."""
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    yield
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)
+
+
+def test_run_once_where_every_sync_fails_exits_4_and_prints_each_error_once(
+    csv_setup, db_url, capsys, keep_signal_handlers
+):
+    config, folder = csv_setup
+    (folder / "AAPL.csv").write_text("garbage,,x\n1,2,3\n")  # no MSFT.csv at all
+    assert run(config, "db", "upgrade") == EXIT_OK
+    capsys.readouterr()
+    assert run(config, "run-once") == EXIT_RUN_FAILED
+    captured = capsys.readouterr()
+    engine = make_engine(db_url)
+    with engine.connect() as conn:
+        runs = conn.execute(text("select status, as_of_date from forecast_runs")).all()
+        errors = dict(conn.execute(text("select ticker, error from forecast_run_tickers")).all())
+    engine.dispose()
+    assert [tuple(r) for r in runs] == [("failed", None)]
+    assert set(errors) == {"AAPL", "MSFT"}
+    assert "Traceback" not in captured.err
+    for ticker, error in errors.items():
+        assert error.startswith("sync failed: ")
+        assert captured.err.count(error) == 1, captured.err
+        assert f"{ticker} failed in " in captured.err
+    assert "candlecast: error: run 1 failed: all 2 tickers failed" in captured.err
+    assert "run 1: failed" in captured.out

@@ -188,3 +188,49 @@ def test_backfill_retrains_every_n_sessions(pipeline_config, session_factory):
     assert ids[0] == ids[1] == ids[2] != ids[3] == ids[4]
     pipeline.run_backfill(start=date(2023, 12, 20), end=date(2023, 12, 27), tickers=["AAPL"])
     assert counts(session_factory)["forecasts"] == 20
+
+
+def test_a_first_run_where_every_sync_fails_is_failed_with_each_error_stored(
+    pipeline_config, session_factory, tmp_path
+):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "AAPL.csv").write_text("garbage,,x\n1,2,3\n")  # no MSFT.csv at all
+    pipeline = Pipeline(pipeline_config(data={"csv_dir": str(broken)}))
+    result = pipeline.run_nightly()
+    assert result.status == "failed" and result.as_of is None
+    assert [(o.ticker, o.status) for o in result.outcomes] == [
+        ("AAPL", "failed"),
+        ("MSFT", "failed"),
+    ]
+    errors = {o.ticker: o.error for o in result.outcomes}
+    assert errors["AAPL"].startswith("sync failed: ") and "missing column" in errors["AAPL"]
+    assert errors["MSFT"].startswith("sync failed: MSFT has no CSV file")
+    with session_factory() as s:
+        run = s.get(ForecastRun, result.run_id)
+        stored = {t.ticker: (t.status, t.error) for t in s.scalars(select(ForecastRunTicker))}
+    assert run.status == "failed" and run.finished_at is not None and run.as_of_date is None
+    assert "all 2 tickers failed" in run.message
+    assert stored == {t: ("failed", e) for t, e in errors.items()}
+
+    again = pipeline.run_nightly()  # the next run finds nothing to call abandoned
+    assert again.status == "failed"
+    with session_factory() as s:
+        statuses = set(s.scalars(select(ForecastRun.status)))
+    assert statuses == {"failed"}
+
+
+def test_an_unexpected_error_mid_run_finishes_the_run_failed(
+    pipeline_config, session_factory, monkeypatch
+):
+    def explode(*args, **kwargs):
+        raise RuntimeError("pooled fit exploded")
+
+    monkeypatch.setattr("jobs.pipeline.pooled_range_fits", explode)
+    with pytest.raises(RuntimeError, match="pooled fit exploded"):
+        Pipeline(pipeline_config()).run_nightly()
+    with session_factory() as s:
+        run = s.scalars(select(ForecastRun)).one()
+    assert run.status == "failed" and run.finished_at is not None
+    assert run.message == "run failed: pooled fit exploded"
+    assert run.as_of_date == date(2023, 12, 29)
