@@ -83,6 +83,10 @@ class WebConfig:
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = 2
+    threads: int = 16  # gthread threads per worker: requests one worker serves at once
+    timeout_s: int = 120  # a worker whose main loop is silent this long is restarted
+    keepalive_s: int = 5  # an idle kept-alive connection is closed after this
+    read_timeout_s: int = 10  # a client stalled this long mid-request (or mid-response) is cut
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from jobs.config import (
     ConfigError,
     ExecutorConfig,
     TickersConfig,
+    WebConfig,
     validate_ticker,
 )
 
@@ -87,12 +88,29 @@ def _validated(config: Config, base_dir: Path) -> Config:
     if not 1 <= web.port <= 65535:
         raise ConfigError(f"web.port must be between 1 and 65535, got {web.port}")
     _positive("web.workers", web.workers)
+    _check_web_timeouts(web)
 
     return replace(
         config,
         database=replace(config.database, url=db_url),
         data=replace(data, csv_dir=csv_dir),
     )
+
+
+def _check_web_timeouts(web: WebConfig) -> None:
+    if not 1 <= web.threads <= 256:
+        raise ConfigError(f"web.threads must be between 1 and 256, got {web.threads}")
+    _positive("web.timeout_s", web.timeout_s)
+    if web.keepalive_s < 0:
+        raise ConfigError(
+            f"web.keepalive_s must be >= 0 (0 disables keep-alive), got {web.keepalive_s}"
+        )
+    _positive("web.read_timeout_s", web.read_timeout_s)
+    if web.read_timeout_s > web.timeout_s:
+        raise ConfigError(
+            f"web.read_timeout_s ({web.read_timeout_s}) must not exceed "
+            f"web.timeout_s ({web.timeout_s})"
+        )
 
 
 def _check_executor(executor: ExecutorConfig, db_url: str) -> None:

@@ -20,7 +20,7 @@ from flask import Flask
 from jobs.config import CONFIG_ENV, DATABASE_URL_ENV, load_config
 from tests.web.conftest import Site
 from web import create_app
-from web.serve import gunicorn_options
+from web.serve import CandlecastWorker, gunicorn_options
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVE = "import sys; from jobs.config import load_config; from web.serve import serve; " \
@@ -69,6 +69,8 @@ def test_gunicorn_options_follow_config(sqlite_site: Site) -> None:
     assert options["bind"] == "127.0.0.1:8000" and options["workers"] == 2
     assert gunicorn_options(sqlite_site.config, workers=5)["workers"] == 5
     assert options["preload_app"] is False  # each worker builds its own engine after the fork
+    assert options["worker_class"] is CandlecastWorker and options["threads"] == 16
+    assert (options["timeout"], options["keepalive"]) == (120, 5)
     with pytest.raises(ValueError):
         gunicorn_options(sqlite_site.config, workers=0)
 
