@@ -8,14 +8,21 @@ in ``forecasting.model``. A stored sha256 is verified before the bytes are even 
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import tempfile
 import warnings
+import zipfile
 from datetime import date
 from typing import Any
 
 from forecasting.params import ModelParams
 from forecasting.train import TrainedModel
+
+
+class UnusableModelError(ValueError):
+    """A stored model version fails its checks: sha256 mismatch, not a valid `.keras` archive
+    (truncated or corrupt zip), unloadable, or calibrated by an older candlecast."""
 
 
 def sha256_hex(data: bytes) -> str:
@@ -37,11 +44,16 @@ def model_to_bytes(model: Any) -> bytes:
 
 
 def model_from_bytes(data: bytes, expected_sha256: str | None = None) -> Any:
-    """Load a `.keras` archive from bytes with safe_mode=True; ValueError on a sha mismatch."""
+    """Load a `.keras` archive from bytes with safe_mode=True.
+
+    UnusableModelError (a ValueError) on a sha mismatch, a truncated/corrupt zip or any failure
+    to load, with a message saying which check failed.
+    """
     if expected_sha256 is not None and sha256_hex(data) != expected_sha256.lower():
-        raise ValueError(
+        raise UnusableModelError(
             f"model artifact sha256 mismatch: expected {expected_sha256}, got {sha256_hex(data)}"
         )
+    _check_zip(data)
     import keras
 
     import forecasting.model  # noqa: F401  registers the custom layers
@@ -50,7 +62,25 @@ def model_from_bytes(data: bytes, expected_sha256: str | None = None) -> Any:
         path = os.path.join(folder, "model.keras")
         with open(path, "wb") as handle:
             handle.write(data)
-        return keras.models.load_model(path, safe_mode=True, compile=False)
+        try:
+            return keras.models.load_model(path, safe_mode=True, compile=False)
+        except Exception as exc:  # Keras raises many types (ValueError, OSError, KeyError, ...)
+            raise UnusableModelError(
+                f"model artifact could not be loaded: {type(exc).__name__}: {exc}"
+            ) from exc
+
+
+def _check_zip(data: bytes) -> None:
+    """A `.keras` file is a zip: refuse truncated or corrupt ones before Keras sees them."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        raise UnusableModelError(
+            f"model artifact is not a valid .keras archive (truncated or corrupt zip: {exc})"
+        ) from None
+    if bad is not None:
+        raise UnusableModelError(f"model artifact is a corrupt .keras archive (bad member {bad})")
 
 
 def _versions() -> tuple[str, str]:
@@ -101,3 +131,26 @@ def trained_from_record(record: dict[str, Any]) -> TrainedModel:
         metrics=dict(record.get("metrics") or {}),
         val_loss=float(record.get("val_loss", float("nan"))),
     )
+
+
+def usable_from_record(record: dict[str, Any]) -> TrainedModel:
+    """``trained_from_record`` plus every check a served model must pass.
+
+    UnusableModelError when the artifact fails its checks, the record is malformed, or the
+    calibration is an older candlecast's (forecasting would fail with "retrain it").
+    """
+    from forecasting.calibration import CALIBRATION_VERSION
+
+    try:
+        trained = trained_from_record(record)
+    except UnusableModelError:
+        raise
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UnusableModelError(f"model record is malformed: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(trained.calibration, dict) or (
+        trained.calibration.get("version") != CALIBRATION_VERSION
+    ):
+        raise UnusableModelError(
+            "model version was calibrated by an older candlecast (no close quantiles); retrain it"
+        )
+    return trained

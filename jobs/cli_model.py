@@ -49,7 +49,7 @@ def forecast(app: AppContext, ticker: str, as_of) -> None:  # noqa: ANN001
     as a new model version. Nothing else is written.
     """
     from db import model_store, repository
-    from forecasting.artifact import trained_from_record, trained_to_record
+    from forecasting.artifact import trained_to_record
     from forecasting.predict import forecast as predict
     from jobs.sync import provider_for, sync_tickers
 
@@ -71,11 +71,8 @@ def forecast(app: AppContext, ticker: str, as_of) -> None:  # noqa: ANN001
     if candles.empty:
         raise CommandError(f"no candles stored for {symbol} on or before {as_of or 'today'}")
     as_of_day = candles.index[-1].date()
-    with factory() as session:
-        version = model_store.latest_model_version(session, ticker=symbol, trained_up_to=as_of_day)
-        record = model_store.model_version_record(version) if version else None
-    age = _sessions_between(candles, record["train_end"], as_of_day) if record else None
-    if record is None or age > config.model.retrain_every:
+    found = _fresh_stored_model(factory, symbol, as_of_day, config.model.retrain_every)
+    if found is None:
         from forecasting.train import train_model
         from jobs.tasks import pooled_range_fits
 
@@ -95,8 +92,8 @@ def forecast(app: AppContext, ticker: str, as_of) -> None:  # noqa: ANN001
             ).id
         source = f"model version {version_id} (trained now)"
     else:
-        trained = trained_from_record(record)
-        source = f"model version {record['id']} (trained on data up to {record['train_end']})"
+        version_id, trained = found
+        source = f"model version {version_id} (trained on data up to {trained.train_end})"
     result = predict(
         trained, candles, as_of=as_of_day, exchange=config.tickers.exchange_for(symbol)
     )
@@ -122,9 +119,42 @@ def forecast(app: AppContext, ticker: str, as_of) -> None:  # noqa: ANN001
     stdout.print(source)
 
 
-def _sessions_between(candles, start: date, end: date) -> int:  # noqa: ANN001
-    index = candles.index
-    return int(((index > str(start)) & (index <= str(end))).sum())
+def _fresh_stored_model(factory, ticker: str, as_of: date, retrain_every: int):  # noqa: ANN001, ANN202
+    """(id, TrainedModel) of the newest stored model usable for `as_of`, or None.
+
+    Usable is the shared rule (db.model_store.model_is_fresh). A version that fails its checks
+    (sha256, truncated or invalid .keras, unloadable, old calibration) is reported on one
+    stderr line and skipped, so the caller retrains instead of crashing.
+    """
+    from db import model_store
+    from forecasting.artifact import UnusableModelError, usable_from_record
+
+    with factory() as session:
+        candidates = model_store.model_candidates(session, ticker=ticker, trained_up_to=as_of)
+        for candidate in candidates:
+            age = model_store.sessions_between(
+                session, ticker=ticker, start=candidate.train_end, end=as_of
+            )
+            if not model_store.model_is_fresh(
+                train_end=candidate.train_end,
+                as_of=as_of,
+                age_sessions=age,
+                retrain_every=retrain_every,
+            ):
+                return None  # older candidates are older still
+            version = model_store.model_version_by_id(session, version_id=candidate.id)
+            if version is None:
+                continue
+            try:
+                return candidate.id, usable_from_record(model_store.model_version_record(version))
+            except UnusableModelError as exc:
+                stderr.print(
+                    f"warning: model version {candidate.id} of {ticker} is unusable and is "
+                    f"skipped: {exc}",
+                    markup=False,
+                    soft_wrap=True,
+                )
+    return None
 
 
 @click.command()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Iterable, Sequence
@@ -16,7 +17,7 @@ from db.models import QUANTILE_COLUMNS
 from forecasting.quantiles import DEFAULT_LEVEL, INTERVAL_LEVELS, QUANTILE_NAMES, interval_indices
 from jobs.config import Config, validate_ticker
 from web.errors import ApiError
-from web.live import ModelCache, NoForecast, live_forecast
+from web.live import ModelCache, ModelUnavailable, NoForecast, live_forecast
 
 DATE_PATTERN = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
 HORIZONS = (1, 2, 3, 4)
@@ -93,6 +94,11 @@ class ForecastView:
     attention_dates: tuple[date, ...] = field(default=())
     attention: tuple[float, ...] = field(default=())
     model_mix: dict[str, Any] | None = None
+    # The model's last training session and its age in sessions at as_of (live forecasts only).
+    model_trained_through: date | None = None
+    model_age_sessions: int | None = None
+    # Set by find_forecast when the answer is stale (see `staleness`); None when fresh.
+    staleness: dict[str, Any] | None = None
 
     def has_level(self, level: int) -> bool:
         """True when every candle has both bounds of the `level` % interval."""
@@ -117,6 +123,8 @@ class ForecastView:
         out["predictions"] = {c.date.isoformat(): c.close for c in self.candles}
         if level != DEFAULT_LEVEL:
             out["model_mix"] = self.model_mix
+        if self.staleness is not None:
+            out.update(self.staleness)
         return out
 
 
@@ -213,12 +221,12 @@ def find_forecast(
     rows = q.forecast_on_or_before(session, ticker=ticker, day=day, with_attention=with_attention)
     view = view_from_rows(rows)
     if view is not None:
-        return view
+        return _with_staleness(session, view, config=config, day=day)
     as_of = q.session_on_or_before(session, ticker=ticker, day=day)
     if as_of is None:
         raise ApiError(404, "no_data", f"no candles of {ticker} on or before {day.isoformat()}")
     try:
-        return live_forecast(
+        view = live_forecast(
             session,
             ticker=ticker,
             as_of=as_of,
@@ -227,6 +235,75 @@ def find_forecast(
         )
     except NoForecast as exc:
         raise ApiError(404, "no_forecast", str(exc)) from None
+    except ModelUnavailable as exc:
+        raise ApiError(503, "model_unavailable", str(exc)) from None
+    return _with_staleness(session, view, config=config, day=day)
+
+
+def _missing_session(as_of: date, day: date, exchange: str) -> bool:
+    """True when the exchange has a session after `as_of` and on or before `day`."""
+    if day <= as_of:
+        return False
+    from forecasting.calendar import next_sessions
+
+    try:
+        (following,) = next_sessions(as_of, 1, exchange)
+    except ValueError:  # past the end of the calendar: the date is far beyond the data
+        return True
+    return following <= day
+
+
+def staleness(
+    session: Session, view: ForecastView, *, config: Config, day: date
+) -> dict[str, Any] | None:
+    """`stale` and the dates, or None when fresh.
+
+    Stale when the asked date is past the latest stored session (a session of the exchange is
+    missing between them), or when the model that inferred it is older than the shared rule
+    allows (db.model_store.model_is_fresh: at most [model] retrain_every sessions).
+    """
+    from db.model_store import model_is_fresh
+
+    reasons = []
+    if _missing_session(view.as_of, day, config.tickers.exchange_for(view.ticker)):
+        reasons.append(
+            f"the asked date {day.isoformat()} is past the latest stored session "
+            f"{view.as_of.isoformat()}"
+        )
+    trained = view.model_trained_through
+    if trained is not None and view.model_age_sessions is not None:
+        retrain_every = config.model.retrain_every
+        if not model_is_fresh(
+            train_end=trained,
+            as_of=view.as_of,
+            age_sessions=view.model_age_sessions,
+            retrain_every=retrain_every,
+        ):
+            reasons.append(
+                f"the model was trained on data up to {trained.isoformat()}, "
+                f"{view.model_age_sessions} sessions before the as-of date "
+                f"(at most {retrain_every} allowed)"
+            )
+    if not reasons:
+        return None
+    if trained is None and view.model_version is not None:
+        info = q.model_versions_info(session, ids=[view.model_version]).get(view.model_version)
+        trained = info["train_end"] if info is not None else None
+    return {
+        "stale": True,
+        "requested_date": day.isoformat(),
+        "data_through": view.as_of.isoformat(),
+        "model_trained_through": trained.isoformat() if trained is not None else None,
+        "model_age_sessions": view.model_age_sessions,
+        "stale_reason": "; ".join(reasons),
+    }
+
+
+def _with_staleness(
+    session: Session, view: ForecastView, *, config: Config, day: date
+) -> ForecastView:
+    found = staleness(session, view, config=config, day=day)
+    return view if found is None else dataclasses.replace(view, staleness=found)
 
 
 def latest_stored(session: Session, tickers: Iterable[str]) -> dict[str, ForecastView]:

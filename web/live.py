@@ -2,11 +2,15 @@
 
 TensorFlow is imported only here and only on first use. Loaded models are kept per process in a
 small LRU cache keyed by model version id, so repeated live requests skip the load and tracing.
-Nothing is ever written: the result goes straight back to the caller.
+Nothing is ever written: the result goes straight back to the caller. A model version that
+fails its checks (sha256, truncated or invalid `.keras`, unloadable, old calibration) is
+remembered as unusable in this process (logged once) and skipped: the next older version
+serves, or the request gets a 503 `model_unavailable`.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -16,17 +20,22 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.orm import Session
 
 from db import web_queries as q
-from db.model_store import model_version_record
+from db.model_store import model_candidates, model_version_record, sessions_between
 from db.repository import load_candles
 
 if TYPE_CHECKING:
     from web.forecasts import ForecastView
 
 DEFAULT_CACHE_SIZE = 8
+log = logging.getLogger(__name__)
 
 
 class NoForecast(LookupError):
     """No live forecast is possible (no usable model, or too little history)."""
+
+
+class ModelUnavailable(RuntimeError):
+    """Models exist for the date but every one of them fails its checks (a 503, not a 404)."""
 
 
 class ModelCache:
@@ -39,6 +48,26 @@ class ModelCache:
         self._items: OrderedDict[int, Any] = OrderedDict()
         self._lock = threading.Lock()
         self._load_lock = threading.Lock()
+        self._unusable: dict[int, str] = {}
+
+    def mark_unusable(self, key: int, reason: str, *, ticker: str = "") -> None:
+        """Remember that model version `key` failed its checks; logs it once per process."""
+        with self._lock:
+            if key in self._unusable:
+                return
+            self._unusable[key] = reason
+            self._items.pop(key, None)
+        log.error(
+            "model version %d%s is unusable and is skipped (retrain it): %s",
+            key,
+            f" of {ticker}" if ticker else "",
+            reason,
+        )
+
+    def unusable(self) -> dict[int, str]:
+        """Model version id -> why it failed its checks (this process only)."""
+        with self._lock:
+            return dict(self._unusable)
 
     def __len__(self) -> int:
         with self._lock:
@@ -112,12 +141,12 @@ def load_trained(session: Session, version_id: int) -> Any:
     """Load model version `version_id` (sha256 verified, safe_mode) ready for fast inference."""
     import keras
 
-    from forecasting.artifact import trained_from_record
+    from forecasting.artifact import usable_from_record
 
     version = q.model_version_with_artifact(session, version_id=version_id)
     if version is None:
         raise NoForecast(f"model version {version_id} disappeared")
-    trained = trained_from_record(model_version_record(version))
+    trained = usable_from_record(model_version_record(version))  # UnusableModelError
     if keras.backend.backend() == "tensorflow":
         _single_threaded_tensorflow()
         trained.model = _TracedModel(trained.model)
@@ -135,16 +164,34 @@ def live_forecast(
     session: Session, *, ticker: str, as_of: date, exchange: str, cache: ModelCache
 ) -> ForecastView:
     """Infer the forecast as of `as_of` from the newest model trained on data up to it."""
+    from forecasting.artifact import UnusableModelError
     from forecasting.predict import forecast
     from web.forecasts import CandleView, ForecastView, clean_quantiles
 
-    version_id = q.latest_model_id(session, ticker=ticker, trained_up_to=as_of)
-    if version_id is None:
+    skipped = cache.unusable()
+    candidates = model_candidates(session, ticker=ticker, trained_up_to=as_of, exclude=skipped)
+    if not candidates:
+        if any_model(session, ticker=ticker, as_of=as_of):
+            raise ModelUnavailable(
+                f"no usable model of {ticker} for {as_of.isoformat()}: every stored model "
+                "trained on data up to that date fails its checks (corrupt or outdated "
+                "artifact); retrain with candlecast run-once or candlecast forecast"
+            )
         raise NoForecast(
             f"no forecast stored for {ticker} as of {as_of.isoformat()} and no model "
             "trained on data up to that date"
         )
-    trained = cache.get_or_load(version_id, lambda: load_trained(session, version_id))
+    for candidate in candidates:
+        version_id = candidate.id
+        try:
+            trained = cache.get_or_load(version_id, lambda v=version_id: load_trained(session, v))
+        except UnusableModelError as exc:
+            cache.mark_unusable(version_id, str(exc), ticker=ticker)
+            continue
+        break
+    else:
+        return live_forecast(session, ticker=ticker, as_of=as_of, exchange=exchange, cache=cache)
+    train_end = candidate.train_end
     rows = history_rows(trained.params.window)
     start = q.nth_session_before(session, ticker=ticker, day=as_of, n=rows)
     candles = load_candles(session, ticker=ticker, start=start, end=as_of)
@@ -174,4 +221,11 @@ def live_forecast(
         attention_dates=tuple(result.attention_dates),
         attention=tuple(result.attention),
         model_mix=getattr(result, "model_mix", None) or None,
+        model_trained_through=train_end,
+        model_age_sessions=sessions_between(session, ticker=ticker, start=train_end, end=as_of),
     )
+
+
+def any_model(session: Session, *, ticker: str, as_of: date) -> bool:
+    """True when some model of `ticker` was trained on data up to `as_of` (usable or not)."""
+    return bool(model_candidates(session, ticker=ticker, trained_up_to=as_of, limit=1))

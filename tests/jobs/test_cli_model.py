@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import pandas as pd
 from sqlalchemy import func, select
+from sqlalchemy.orm import undefer
 
 from db.models import BaselineForecast, Forecast, ForecastRun, ModelVersion
 from db.run_lock import RunLockHandle
 from db.session import make_engine
+from forecasting.artifact import sha256_hex
 from forecasting.backtest import CSV_COLUMNS
 from jobs.cli import main
 from jobs.cli_support import EXIT_FAILURE, EXIT_LOCKED, EXIT_OK, EXIT_USAGE
@@ -41,6 +43,57 @@ def test_forecast_trains_once_then_reuses_the_stored_model(
     with session_factory() as s:
         assert s.scalar(select(func.count()).select_from(ModelVersion)) == 1
         assert s.scalar(select(func.count()).select_from(Forecast)) == 0
+
+
+def _corrupt_newest_model(session_factory, how: str) -> int:
+    """Break the newest AAPL model version's artifact in place; returns its id."""
+    with session_factory.begin() as s:
+        version = s.scalars(
+            select(ModelVersion)
+            .where(ModelVersion.ticker == "AAPL")
+            .order_by(ModelVersion.id.desc())
+            .options(undefer(ModelVersion.artifact))
+        ).first()
+        good = bytes(version.artifact)
+        if how == "sha_mismatch":
+            flipped = bytearray(good)
+            flipped[len(good) // 2] ^= 0xFF
+            version.artifact = bytes(flipped)  # the stored sha256 no longer matches
+        elif how == "truncated":
+            version.artifact = good[: len(good) // 2]
+            version.artifact_sha256 = sha256_hex(version.artifact)  # a matching sha256
+        else:  # calibrated by an older candlecast
+            normalization = dict(version.normalization)
+            normalization["calibration"] = {"alpha_close": [0.0] * 4}
+            version.normalization = normalization
+        return version.id
+
+
+def test_forecast_retrains_when_the_stored_model_is_unusable(
+    tmp_path, universe, migrated_url, session_factory, capsys
+):
+    config = str(config_file(tmp_path, universe, migrated_url))
+    args = ["--config", config, "forecast", "--ticker", "AAPL", "--as-of", "2023-12-30"]
+    assert main(args) == EXIT_OK
+    capsys.readouterr()
+    expected = {
+        "truncated": "not a valid .keras archive",
+        "sha_mismatch": "sha256 mismatch",
+        "old_calibration": "older candlecast",
+    }
+    for count, (how, message) in enumerate(expected.items(), start=2):
+        broken = _corrupt_newest_model(session_factory, how)
+        assert main(args) == EXIT_OK, how
+        captured = capsys.readouterr()
+        assert "(trained now)" in captured.out and "2024-01-02" in captured.out
+        assert f"model version {broken} of AAPL is unusable" in captured.err
+        assert message in captured.err and "Traceback" not in captured.err
+        assert "File not found" not in captured.err
+        with session_factory() as s:
+            assert s.scalar(select(func.count()).select_from(ModelVersion)) == count
+    # the version trained last is fine and is reused
+    assert main(args) == EXIT_OK
+    assert "trained on data up to 2023-12-29" in capsys.readouterr().out
 
 
 def test_forecast_refuses_an_unconfigured_ticker(tmp_path, universe, migrated_url, capsys):

@@ -18,9 +18,17 @@ def predict(client: FlaskClient, ticker: str, day: str) -> tuple[int, dict]:
     return response.status_code, response.get_json()
 
 
+STALE_KEYS = [
+    "stale", "requested_date", "data_through", "model_trained_through", "model_age_sessions",
+    "stale_reason",
+]  # fmt: skip
+
+
 def assert_forecast_shape(body: dict, *, ticker: str, as_of: date, source: str) -> None:
+    """The default body; a stale answer (only) ends with the STALE_KEYS."""
+    tail = STALE_KEYS if body.get("stale") else []
     assert list(body) == [
-        "ticker", "as_of", "source", "model_version", "candles", "predictions"
+        "ticker", "as_of", "source", "model_version", "candles", "predictions", *tail
     ]  # fmt: skip
     assert (body["ticker"], body["as_of"], body["source"]) == (ticker, as_of.isoformat(), source)
     assert len(body["candles"]) == 4
@@ -66,6 +74,9 @@ def test_predict_falls_back_to_live_inference(client: FlaskClient, site: Site) -
     assert status == 200
     assert_forecast_shape(body, ticker="AAPL", as_of=last, source="live")
     assert body["model_version"] == site.seed.model_id
+    # the only model was trained to 2023-06-30: older than [model] retrain_every allows
+    assert body["stale"] is True and body["model_trained_through"] == "2023-06-30"
+    assert body["model_age_sessions"] > site.config.model.retrain_every
     assert [c["date"] for c in body["candles"]] == [
         "2024-01-02", "2024-01-03", "2024-01-04", "2024-01-05"
     ]  # fmt: skip
