@@ -12,7 +12,7 @@ from datetime import date, datetime
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Insert, func, select
+from sqlalchemy import Insert, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -119,6 +119,33 @@ def upsert_candles(
     return UpsertCounts(added=added, updated=updated, unchanged=unchanged)
 
 
+def delete_candles_not_in(
+    session: Session,
+    *,
+    ticker: str,
+    keep: Sequence[date],
+    start: date,
+    end: date | None = None,
+) -> list[date]:
+    """Delete `ticker`'s stored candles in [start, end] (end None: open) not dated in `keep`.
+
+    A sync calls it so the synced range holds exactly what the provider returned (a row the
+    provider no longer has, e.g. an off-calendar one, does not outlive a re-sync). Returns the
+    deleted dates, oldest first.
+    """
+    query = select(Candle.session_date).where(Candle.ticker == ticker)
+    query = query.where(Candle.session_date >= start)
+    if end is not None:
+        query = query.where(Candle.session_date <= end)
+    kept = set(keep)
+    gone = sorted(d for d in session.scalars(query) if d not in kept)
+    if gone:
+        session.execute(
+            delete(Candle).where(Candle.ticker == ticker).where(Candle.session_date.in_(gone))
+        )
+    return gone
+
+
 def last_session_date(session: Session, *, ticker: str) -> date | None:
     """The latest stored session of `ticker`, or None when it has no candles."""
     return session.scalar(select(func.max(Candle.session_date)).where(Candle.ticker == ticker))
@@ -138,14 +165,14 @@ def candle_ranges(session: Session, *, tickers: Sequence[str] | None = None) -> 
     return [CandleRange(ticker=t, first=f, last=la, count=n) for t, f, la, n in rows]
 
 
-def latest_session_dates(session: Session, *, ticker: str, count: int) -> list[date]:
-    """The `count` most recent stored session dates of `ticker`, newest first."""
-    query = (
-        select(Candle.session_date)
-        .where(Candle.ticker == ticker)
-        .order_by(Candle.session_date.desc())
-        .limit(count)
-    )
+def latest_session_dates(
+    session: Session, *, ticker: str, count: int, end: date | None = None
+) -> list[date]:
+    """The `count` latest stored session dates of `ticker` (on or before `end`), newest first."""
+    query = select(Candle.session_date).where(Candle.ticker == ticker)
+    if end is not None:
+        query = query.where(Candle.session_date <= end)
+    query = query.order_by(Candle.session_date.desc()).limit(count)
     return list(session.scalars(query))
 
 

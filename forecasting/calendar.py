@@ -10,6 +10,9 @@ import datetime
 import warnings
 from functools import lru_cache
 
+import numpy as np
+import pandas as pd
+
 # Fixed lower bound so old history (the bundled data starts in 2013) stays covered as time passes;
 # the upper bound is exchange_calendars' default (about a year ahead of today).
 CALENDAR_START = "2000-01-03"
@@ -50,6 +53,27 @@ def is_session(day: datetime.date, exchange: str = "XNYS") -> bool:
     _check_bounds(day, sessions, exchange)
     pos = bisect.bisect_left(sessions, day)
     return pos < len(sessions) and sessions[pos] == day
+
+
+@lru_cache(maxsize=8)
+def _session_index(exchange: str) -> pd.DatetimeIndex:
+    """The sessions of `exchange` as a midnight, tz-naive DatetimeIndex (for vectorised checks)."""
+    return pd.DatetimeIndex(pd.to_datetime(list(_sessions(exchange)))).as_unit("ns")
+
+
+def off_calendar(days: pd.DatetimeIndex, exchange: str = "XNYS") -> np.ndarray:
+    """True for each day inside the calendar's span that is not a session of `exchange`.
+
+    Days outside the span (before CALENDAR_START, or past the calendar's end) and NaT are not
+    judged (False): the calendar cannot say whether they were sessions.
+    """
+    days = pd.DatetimeIndex(days)
+    if days.tz is not None:
+        days = days.tz_localize(None)
+    days = days.normalize().as_unit("ns")
+    sessions = _session_index(exchange)
+    inside = np.asarray(~days.isna() & (days >= sessions[0]) & (days <= sessions[-1]))
+    return inside & ~np.asarray(days.isin(sessions))
 
 
 def latest_session_on_or_before(day: datetime.date, exchange: str = "XNYS") -> datetime.date:

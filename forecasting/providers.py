@@ -8,6 +8,7 @@ looked up in a listing of known files, never turned into a path.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import date
 from importlib import resources
 from pathlib import Path
@@ -151,6 +152,27 @@ class CsvProvider(_FileProvider):
         return _read_ohlcv_csv(entry, str(entry))
 
 
+class OnExchanges:
+    """A provider plus each ticker's exchange: fetch_candles() then drops off-calendar rows.
+
+    Wraps any provider (same name, same fetch/available), so the exchange travels with the
+    provider into every code path that fetches, including worker processes.
+    """
+
+    def __init__(self, provider: Provider, exchange_for: Callable[[str], str]) -> None:
+        self.provider = provider
+        self.name = provider.name
+        self.exchange_for = exchange_for
+
+    def fetch(
+        self, ticker: str, start: date | None = None, end: date | None = None
+    ) -> pd.DataFrame:
+        return self.provider.fetch(ticker, start, end)
+
+    def available(self) -> tuple[str, ...] | None:
+        return self.provider.available()
+
+
 def make_provider(
     kind: str,
     *,
@@ -180,8 +202,13 @@ def fetch_candles(
     start: date | None = None,
     end: date | None = None,
     on_invalid: str = "drop",
+    exchange: str | None = None,
 ) -> tuple[pd.DataFrame, ValidationReport]:
-    """Fetch and validate one ticker's candles: the one entry point the rest of the app uses."""
+    """Fetch and validate one ticker's candles: the one entry point the rest of the app uses.
+
+    Rows that are not sessions of the ticker's exchange (`exchange`, else the provider's
+    `exchange_for(ticker)` when it has one, see OnExchanges) are dropped and reported.
+    """
     if on_invalid not in ON_INVALID:  # before any download, not after it
         raise ValueError(f"on_invalid must be one of {ON_INVALID}, got {on_invalid!r}")
     symbol = _clean_ticker(ticker)
@@ -191,4 +218,6 @@ def fetch_candles(
             f"{symbol}: no candles from the {provider.name} provider "
             f"between {start or 'the start'} and {end or 'the end'}"
         )
-    return validate_candles(frame, symbol, on_invalid)
+    if exchange is None and isinstance(provider, OnExchanges):
+        exchange = provider.exchange_for(symbol)
+    return validate_candles(frame, symbol, on_invalid, exchange)

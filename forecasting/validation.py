@@ -14,6 +14,10 @@ Implausible values (finite and positive, but not a real price) are rejected by t
   (in the middle of the window half the neighbours are on each side). Real daily data stays far
   inside: the bundled series and 35 other real series 2005-2023 never stray 2.3 times from it.
   A frame with a single row passing the other rules has no neighbours and is not judged.
+
+Given the ticker's exchange, a row dated on a day that is not a session of that exchange's
+calendar (a weekend, a holiday) is rejected too ("not a XNYS session"): such a row would
+otherwise become a date no other ticker has a candle for.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
+
+from forecasting.calendar import off_calendar
 
 COLUMNS = ("open", "high", "low", "close", "volume")
 INDEX_NAME = "session_date"
@@ -47,6 +53,12 @@ LOW_TOO_HIGH = "low > min(open, close)"
 NEGATIVE_VOLUME = "volume < 0"
 TOO_LARGE = "price > 1e9"
 JUMP = "implausible jump (x20 vs neighbours)"
+
+
+def not_a_session(exchange: str) -> str:
+    """The reason for a row dated on a day that is not a session of `exchange`."""
+    return f"not a {exchange} session"
+
 
 logger = logging.getLogger("candlecast.data")
 
@@ -179,10 +191,11 @@ def _jump_mask(prices: np.ndarray, judged: np.ndarray) -> np.ndarray:
     return out
 
 
-def _problem_masks(frame: pd.DataFrame) -> dict[str, np.ndarray]:
+def _problem_masks(frame: pd.DataFrame, exchange: str | None) -> dict[str, np.ndarray]:
     """Boolean row masks, one per rule; price rules only judge rows whose values are all finite.
 
-    The jump rule judges (and takes its reference from) only rows that pass every other rule.
+    The session rule applies only when `exchange` is given. The jump rule judges (and takes its
+    reference from) only rows that pass every other rule.
     """
     values = frame.to_numpy()
     finite = np.isfinite(values).all(axis=1)
@@ -198,15 +211,20 @@ def _problem_masks(frame: pd.DataFrame) -> dict[str, np.ndarray]:
             NEGATIVE_VOLUME: finite & (v < 0),
             TOO_LARGE: finite & ((values[:, :4] > MAX_PRICE).any(axis=1)),
         }
+    if exchange is not None:
+        masks[not_a_session(exchange)] = off_calendar(pd.DatetimeIndex(frame.index), exchange)
     judged = ~np.logical_or.reduce(list(masks.values()))
     masks[JUMP] = _jump_mask(values[:, :4], judged)
     return masks
 
 
 def validate_candles(
-    frame: pd.DataFrame, ticker: str, on_invalid: str = "drop"
+    frame: pd.DataFrame, ticker: str, on_invalid: str = "drop", exchange: str | None = None
 ) -> tuple[pd.DataFrame, ValidationReport]:
     """Check every rule on every row; drop and report bad rows ("drop") or raise ("fail").
+
+    With `exchange` (an exchange_calendars code such as "XNYS"), rows that are not sessions of
+    that calendar are bad rows too.
 
     Raises MarketDataError when on_invalid="fail" and any row is bad, when no valid row remains,
     or when the frame lacks the OHLCV columns. Unsorted input is sorted (not an error).
@@ -216,7 +234,7 @@ def validate_candles(
     if frame is None or len(frame) == 0:
         raise MarketDataError(f"{ticker}: no candles to validate (empty data)")
     data = _coerce(frame, ticker)
-    masks = _problem_masks(data)
+    masks = _problem_masks(data, exchange)
     bad = np.logical_or.reduce(list(masks.values()))
     problems = {reason: int(mask.sum()) for reason, mask in masks.items() if mask.any()}
     bad_dates = sorted({ts.date() for ts in data.index[bad] if not pd.isna(ts)})

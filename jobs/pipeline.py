@@ -17,12 +17,14 @@ from dataclasses import dataclass
 from datetime import date
 from functools import partial
 
+import pandas as pd
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from db import repository, runs
 from db.run_lock import RunLockHandle
 from db.session import make_engine, make_session_factory
+from forecasting.calendar import latest_session_on_or_before, off_calendar
 from jobs.config import Config
 from jobs.executor import InlineExecutor, TickerExecutor, make_executor
 from jobs.sync import SyncResult, provider_for, sync_tickers
@@ -39,6 +41,9 @@ from jobs.tasks import (
 
 log = logging.getLogger("candlecast.pipeline")
 
+# Stored rows looked at (newest first) for a ticker's latest session; only stray off-calendar rows
+# (stored before validation knew the calendar, and not yet re-synced) can sit above it.
+AS_OF_LOOKBACK = 30
 NO_CANDLES = "no candles stored on or before today for any ticker of this run: nothing to forecast"
 
 
@@ -109,7 +114,10 @@ class Pipeline:
             record_failure(self.factory, run_id, outcome)
             outcomes.append(outcome)
             self._report(outcome)
-        as_of = as_of or self._default_as_of(symbols)
+        # Without an explicit date each ticker forecasts as of its own latest completed session
+        # (its exchange's calendar); the run's as_of is the latest of those.
+        ticker_as_of = {} if as_of else self._ticker_as_ofs(symbols)
+        as_of = as_of or self._default_as_of(symbols, ticker_as_of)
         if as_of is None:  # nothing stored to forecast from (e.g. a first run whose syncs failed)
             for ticker in symbols:
                 if ticker not in sync_errors:
@@ -126,7 +134,10 @@ class Pipeline:
         todo = [t for t in symbols if t not in sync_errors]
         fits = pooled_range_fits(self.factory, self.config, tuple(todo), as_of)
         task = partial(process_ticker, self.factory) if inline else forecast_task
-        args = [(self.config, run_id, ticker, as_of, fits.get(ticker)) for ticker in todo]
+        args = [
+            (self.config, run_id, ticker, ticker_as_of.get(ticker, as_of), fits.get(ticker))
+            for ticker in todo
+        ]
         for index, outcome, error in executor.map(task, args, self.stop_event):
             if error is not None:  # the task itself died (e.g. its worker, repeatedly)
                 outcome = TickerOutcome(
@@ -226,13 +237,49 @@ class Pipeline:
                 results.append(result or SyncResult(symbols[index], error=describe(error)))
         return {r.ticker: f"sync failed: {r.error}" for r in results if not r.ok}
 
-    def _default_as_of(self, symbols: tuple[str, ...]) -> date | None:
-        """The latest stored session on or before today over the run's tickers (None: none)."""
+    def _default_as_of(
+        self, symbols: tuple[str, ...], ticker_as_of: dict[str, date] | None = None
+    ) -> date | None:
+        """The run's as-of: the latest of its tickers' own as-of dates (None: no candles at all)."""
+        if ticker_as_of is None:
+            ticker_as_of = self._ticker_as_ofs(symbols)
+        run_as_of = max(ticker_as_of.values(), default=None)
+        for ticker, day in ticker_as_of.items():
+            exchange = self.config.tickers.exchange_for(ticker)
+            latest = latest_session_on_or_before(run_as_of, exchange)
+            if day < latest:  # its data stops early: forecast anyway, but say so
+                log.warning(
+                    "%s: forecast as of %s, its last stored session; %s has sessions up to %s",
+                    ticker,
+                    day,
+                    exchange,
+                    latest,
+                )
+        return run_as_of
+
+    def _ticker_as_ofs(self, symbols: tuple[str, ...]) -> dict[str, date]:
+        """Each ticker's default as-of: its latest stored candle on or before today that is a
+        session of its own exchange calendar (a stray weekend/holiday row is never one).
+
+        Tickers on different exchanges thus each get their own date (an XLON ticker stops at
+        2023-12-27 over Boxing Day while an XNYS one has 2023-12-29). Tickers without such a
+        candle are left out (they then fail with "no candle on the as-of date").
+        """
         today = date.today()
+        out: dict[str, date] = {}
         with self.factory() as session:
-            ranges = repository.candle_ranges(session, tickers=symbols)
-            lasts = [r.last for r in ranges if r.last <= today]
-        return max(lasts, default=None)
+            for ticker in symbols:
+                dates = repository.latest_session_dates(
+                    session, ticker=ticker, count=AS_OF_LOOKBACK, end=today
+                )
+                if not dates:
+                    continue
+                exchange = self.config.tickers.exchange_for(ticker)
+                stray = off_calendar(pd.DatetimeIndex(pd.to_datetime(dates)), exchange)
+                sessions = [d for d, bad in zip(dates, stray, strict=True) if not bad]
+                if sessions:
+                    out[ticker] = sessions[0]
+        return out
 
     def _stored_sessions(self, symbols: tuple[str, ...], start: date, end: date) -> list[date]:
         with self.factory() as session:

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from forecasting.providers import make_provider
+from forecasting.providers import OnExchanges, fetch_candles, make_provider
 from forecasting.validation import (
     COLUMNS,
     JUMP,
@@ -18,6 +18,7 @@ from forecasting.validation import (
     MarketDataError,
     ValidationReport,
     normalise_frame,
+    not_a_session,
     validate_candles,
 )
 
@@ -295,3 +296,45 @@ def test_shared_dev_universe_has_no_implausible_rows() -> None:
         raw = pd.read_csv(path, index_col=0)
         frame = normalise_frame(raw, raw.index, path.name)
         assert _implausible(frame, path.stem) == {}, path.name
+
+
+# --- the exchange calendar rule (issue 10 item 1) ---
+
+SATURDAY_END = ["2023-12-27", "2023-12-28", "2023-12-29", "2023-12-30"]
+
+
+def test_a_row_off_the_exchange_calendar_is_dropped_and_reported() -> None:
+    out, report = validate_candles(candles(SATURDAY_END), "BAD", exchange="XNYS")
+    assert [ts.date() for ts in out.index] == [date(2023, 12, d) for d in (27, 28, 29)]
+    assert report.problems == {not_a_session("XNYS"): 1}
+    assert report.first_bad_dates == (date(2023, 12, 30),)
+    assert report.summary() == (
+        "BAD: dropped 1 of 4 rows (not a XNYS session: 1); first: 2023-12-30"
+    )
+    with pytest.raises(MarketDataError, match="not a XNYS session: 1"):
+        validate_candles(candles(SATURDAY_END), "BAD", on_invalid="fail", exchange="XNYS")
+
+
+def test_sessions_are_those_of_the_tickers_own_exchange() -> None:
+    days = ["2023-12-22", "2023-12-26", "2023-12-27"]  # Boxing Day: open in New York, not London
+    _, nyse = validate_candles(candles(days), "NY", exchange="XNYS")
+    london, lse = validate_candles(candles(days), "LN", exchange="XLON")
+    assert nyse.dropped_rows == 0
+    assert lse.problems == {not_a_session("XLON"): 1}
+    assert [ts.date() for ts in london.index] == [date(2023, 12, 22), date(2023, 12, 27)]
+
+
+def test_without_an_exchange_the_calendar_is_not_checked() -> None:
+    _, report = validate_candles(candles(SATURDAY_END), "ANY")
+    assert report.dropped_rows == 0
+
+
+def test_the_csv_provider_drops_a_saturday_row_when_it_knows_the_exchange(
+    tmp_path: Path,
+) -> None:
+    frame = candles(SATURDAY_END).rename_axis("Date").rename(columns=str.title)
+    frame.to_csv(tmp_path / "BAD.csv")
+    provider = OnExchanges(make_provider("csv", csv_dir=tmp_path), lambda _ticker: "XNYS")
+    out, report = fetch_candles(provider, "BAD")
+    assert out.index[-1] == pd.Timestamp("2023-12-29")
+    assert report.problems == {not_a_session("XNYS"): 1}
