@@ -82,6 +82,20 @@ class ForecastRow:
             quantiles=() if all(v is None for v in values) else values,
         )
 
+    def columns(self) -> dict[str, Any]:
+        """Every column of a stored forecast row this carries (forecasts and baseline_forecasts)."""
+        return {
+            "horizon": self.horizon,
+            "target_date": self.target_date,
+            "open": self.open,
+            "high": self.high,
+            "low": self.low,
+            "close": self.close,
+            "close_lo": self.close_lo,
+            "close_hi": self.close_hi,
+            **self.quantile_columns(),
+        }
+
     def quantile_columns(self) -> dict[str, float | None]:
         """close_q05 .. close_q95 -> value (all None when there are no quantiles)."""
         values = self.quantiles or (None,) * len(QUANTILE_COLUMNS)
@@ -196,17 +210,9 @@ def replace_forecasts(
             model_version_id=model_version_id,
             ticker=ticker,
             as_of_date=as_of_date,
-            horizon=row.horizon,
-            target_date=row.target_date,
-            open=row.open,
-            high=row.high,
-            low=row.low,
-            close=row.close,
-            close_lo=row.close_lo,
-            close_hi=row.close_hi,
             attention=attention,
             model_mix=model_mix or None,
-            **row.quantile_columns(),
+            **row.columns(),
         )
         for row in rows
     )
@@ -241,16 +247,8 @@ def replace_baseline_forecasts(
             run_id=run_id,
             ticker=ticker,
             as_of_date=as_of_date,
-            horizon=row.horizon,
-            target_date=row.target_date,
             model=model,
-            open=row.open,
-            high=row.high,
-            low=row.low,
-            close=row.close,
-            close_lo=row.close_lo,
-            close_hi=row.close_hi,
-            **row.quantile_columns(),
+            **row.columns(),
         )
         for row in rows
     )

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from forecasting.baselines import BASELINES
+from forecasting.model_names import DEFAULT_MODELS, MODEL_NAMES, PRODUCT
 from forecasting.params import ModelParams
 from forecasting.quantiles import QUANTILE_NAMES
 
@@ -41,9 +42,6 @@ CSV_COLUMNS = [
     "naive_close",
 ]
 PRICE_KEYS = ["open", "high", "low", "close", "close_lo", "close_hi"]
-PRODUCT = "candlecast"
-MODEL_NAMES = (PRODUCT, "lstm", "har_range", *BASELINES, "seed")
-DEFAULT_MODELS = (PRODUCT, "lstm", "har_range", "naive", "ewma", "garch", "range20")
 
 
 def _paths_prices(paths) -> dict:

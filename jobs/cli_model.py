@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from forecasting.backtest import DEFAULT_MODELS
+from forecasting.model_names import DEFAULT_MODELS
 from jobs.cli_support import (
     EXIT_LOCKED,
     AppContext,
@@ -227,7 +227,8 @@ def backtest(
     import pandas as pd
 
     from forecasting import scoring as S
-    from forecasting.backtest import MODEL_NAMES, PRODUCT, walk_forward
+    from forecasting.backtest import walk_forward
+    from forecasting.model_names import MODEL_NAMES, PRODUCT
     from forecasting.providers import fetch_candles
     from forecasting.report import write_html_report
     from jobs.sync import provider_for

@@ -359,3 +359,9 @@ def test_check_finite_rejects(key, index, value, message):
     with pytest.raises(ValueError, match=message) as info:
         _paths(**{key: (index, value)}).check_finite("mymodel")
     assert str(info.value).startswith("mymodel ")
+
+
+def test_model_names_list_every_baseline():
+    from forecasting.model_names import BASELINE_NAMES
+
+    assert tuple(BASELINES) == BASELINE_NAMES
