@@ -124,6 +124,13 @@ def sync(app: AppContext, tickers_opt: str | None) -> None:
             r.error or "",
         )
     stdout.print(table)
+    for r in results:
+        if r.rebased:
+            stdout.print(
+                f"{r.ticker}: provider prices changed on stored sessions (x{r.price_factor:.6g}, "
+                "e.g. a split or dividend): replaced the whole stored history",
+                soft_wrap=True,
+            )
     failed = [r.ticker for r in results if not r.ok]
     if failed:
         raise CommandError(f"sync failed for {', '.join(failed)}")
