@@ -90,6 +90,55 @@ def db_current(app: AppContext) -> None:
     click.echo(migrate.current(app.config.database.url) or "base (empty database)")
 
 
+@db.command("prune")
+@click.option(
+    "--keep",
+    type=click.IntRange(min=1),
+    help="Newest versions per ticker whose artifacts stay (default: [model] keep_versions).",
+)
+@click.option("--dry-run", is_flag=True, help="Only print what would be dropped.")
+@pass_app
+@fail_cleanly
+def db_prune(app: AppContext, keep: int | None, dry_run: bool) -> None:
+    """Drop the .keras bytes of old model versions; their rows and metadata stay.
+
+    Per ticker the newest KEEP versions and those serving its latest forecasts keep theirs (the
+    nightly run does the same after each run). Takes the run lock: exits 5 while a run holds it
+    (--dry-run writes nothing and does not). Freed space is reused by the database; VACUUM
+    returns it to the file system.
+    """
+    from db.model_store import prune_artifacts
+    from db.run_lock import RunLockedError, RunLockHandle
+    from db.session import make_engine, make_session_factory
+
+    require_schema(app.config)
+    keep = keep or app.config.model.keep_versions
+    engine = make_engine(app.config.database.url)
+    lock = RunLockHandle(engine)
+    try:
+        if not dry_run:
+            try:
+                lock.acquire()
+            except RunLockedError as exc:
+                raise cli_run.LockedError(f"{exc}; nothing pruned") from None
+        with make_session_factory(engine).begin() as session:
+            result = prune_artifacts(session, keep=keep, dry_run=dry_run)
+    finally:
+        lock.release()  # a no-op when not acquired
+        engine.dispose()
+    if result.tickers:
+        table = Table("ticker", "versions", "MB")
+        for ticker, pruned in result.tickers.items():
+            table.add_row(ticker, str(pruned.versions), f"{pruned.bytes / 1e6:.1f}")
+        stdout.print(table)
+    verb = "would drop" if dry_run else "dropped"
+    click.echo(
+        f"{verb} the artifacts of {result.versions} model versions "
+        f"({result.bytes / 1e6:.1f} MB), keeping the newest {keep} per ticker and those "
+        "serving the latest forecasts"
+    )
+
+
 @cli.command()
 @click.option("--tickers", "tickers_opt", help="Comma-separated tickers (default: all configured).")
 @pass_app

@@ -75,7 +75,15 @@ class ScheduleConfig:
     misfire_grace_time_s: int = 6 * 3600
 
 
-ModelConfig = ModelParams  # the [model] section is exactly the model hyperparameters
+@dataclass(frozen=True)
+class ModelConfig(ModelParams):
+    """The [model] section: the model hyperparameters plus settings not stored with a model."""
+
+    keep_versions: int = 5  # per ticker, model versions whose .keras artifact is kept (>= 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The hyperparameters only (what a model version records)."""
+        return {name: getattr(self, name) for name in ModelParams.__dataclass_fields__}
 
 
 @dataclass(frozen=True)

@@ -81,6 +81,7 @@ def _validated(config: Config, base_dir: Path) -> Config:
         raise ConfigError("model.calibration_fraction must be between 0.05 and 0.5")
     if not 0 < model.learning_rate < 1:
         raise ConfigError("model.learning_rate must be between 0 and 1")
+    _positive("model.keep_versions", model.keep_versions)
 
     _check_executor(config.executor, db_url)
 

@@ -97,7 +97,25 @@ class Pipeline:
             self._abandon_stale_runs()
             run_id = self._start_run(trigger, as_of)
             with self._finished_on_error(run_id):
-                return self._nightly(run_id, executor, symbols, as_of)
+                result = self._nightly(run_id, executor, symbols, as_of)
+            if result.status in ("succeeded", "partial"):
+                self._prune_artifacts(symbols)
+            return result
+
+    def _prune_artifacts(self, symbols: tuple[str, ...]) -> None:
+        """Apply [model] keep_versions to the run's tickers in its own transaction; a failure is
+        a warning, never the run's."""
+        from db.model_store import prune_artifacts
+
+        keep = self.config.model.keep_versions
+        try:
+            with self.factory.begin() as session:
+                pruned = prune_artifacts(session, keep=keep, tickers=symbols)
+        except Exception as exc:
+            log.warning("pruning old model artifacts failed (the run is unaffected): %s", exc)
+            return
+        if pruned.versions:
+            log.info("pruned %d model artifacts (%d bytes)", pruned.versions, pruned.bytes)
 
     def _nightly(
         self,
