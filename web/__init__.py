@@ -7,6 +7,10 @@ configuration.
 JSON responses are strict JSON: the app's JSON provider (FiniteJSONProvider) never emits NaN or
 Infinity; a non-finite float anywhere in a response body is sent as null (and logged), so a bad
 value reaching a view degrades one field instead of producing a body that strict parsers reject.
+
+A SQLite database file is followed (db.session): when it is deleted, every request answers 503
+"database file missing" (/healthz included); when another file is put in its place, the next
+request reads it, and the model cache (keyed by model version id) starts empty again.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from flask.json.provider import DefaultJSONProvider
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.session import make_engine, make_session_factory
+from db.session import make_engine, make_session_factory, on_file_change
 from jobs.config import Config, load_config
 from web.live import ModelCache
 
@@ -101,12 +105,19 @@ def create_app(config: Config | None = None, *, engine: Engine | None = None) ->
     app.json = FiniteJSONProvider(app)
     app.config.update(MAX_CONTENT_LENGTH=MAX_BODY_BYTES)
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    app.extensions[STATE_KEY] = WebState(
+    web_state = WebState(
         config=config,
         engine=engine,
         sessions=make_session_factory(engine),
         models=ModelCache(),
     )
+    app.extensions[STATE_KEY] = web_state
+
+    def _new_database_file() -> None:
+        logger.warning("the database file was replaced: reading the new one")
+        web_state.models = ModelCache(web_state.models.maxsize)  # version ids may mean other models
+
+    on_file_change(engine, _new_database_file)
     app.register_blueprint(api_bp)
     app.register_blueprint(pages_bp)
     register_error_handlers(app)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -10,12 +11,14 @@ from sqlalchemy.exc import DBAPIError
 
 from db import web_queries as q
 from db.models import ForecastRun
+from db.session import DatabaseFileMissing
 from forecasting.quantiles import DEFAULT_LEVEL
 from web import db_session, state
 from web.errors import ApiError
 from web.forecasts import check_ticker, find_forecast, parse_date, parse_level
 
 bp = Blueprint("api", __name__)
+log = logging.getLogger(__name__)
 
 MAX_HISTORY_ROWS = 10_000
 DEFAULT_RUNS = 50
@@ -236,6 +239,14 @@ def healthz() -> tuple[Response, int]:
             "status": "unavailable",
             "database": "unreachable",
             "error": {"code": "database_unavailable", "message": "the database is unavailable"},
+        }
+        return jsonify(body), 503
+    except DatabaseFileMissing as exc:
+        log.warning("healthz: %s", exc)
+        body = {
+            "status": "unavailable",
+            "database": "unreachable",
+            "error": {"code": "database_unavailable", "message": str(exc)},
         }
         return jsonify(body), 503
     latest = run_json(run, with_tickers=False) if run is not None else None

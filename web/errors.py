@@ -9,6 +9,8 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
+from db.session import DatabaseFileMissing
+
 log = logging.getLogger(__name__)
 
 API_PREFIXES = ("/api/", "/predict", "/healthz")
@@ -66,6 +68,13 @@ def register_error_handlers(app: Flask) -> None:
     def _database_error(exc: Exception) -> tuple[Response, int]:
         log.warning("database unavailable: %s", exc.__class__.__name__, exc_info=exc)
         return error_response(503, "database_unavailable", "the database is unavailable")
+
+    @app.errorhandler(DatabaseFileMissing)
+    def _database_file_missing(exc: DatabaseFileMissing) -> tuple[Response, int]:
+        log.warning("database unavailable: %s", exc)
+        return error_response(
+            503, "database_unavailable", "the database is unavailable: its file is missing"
+        )
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> tuple[Response, int]:
