@@ -28,6 +28,10 @@ from forecasting.range_model import HarRange
 MIN_TRAIN_WINDOWS = 60
 MIN_VAL_WINDOWS = 20
 MIN_CAL_WINDOWS = 20
+# Fits of at most this many optimizer steps (epochs x batches) run eagerly: tracing the training
+# graph costs ~10 s, more than a few dozen eager steps of a small model (a CLI forecast on little
+# history, the test suite's tiny models). Longer fits compile the graph.
+EAGER_MAX_STEPS = 64
 
 
 class InsufficientHistoryError(ValueError):
@@ -207,8 +211,11 @@ def train_model(
         params.window, x_train.shape[-1], params.horizon, params.units, params.attention
     )
     fit_view = M.training_view(net)
+    steps = params.epochs * math.ceil(len(x_train) / params.batch_size)
     fit_view.compile(
-        optimizer=keras.optimizers.Adam(params.learning_rate, clipnorm=1.0), loss=M.candle_loss
+        optimizer=keras.optimizers.Adam(params.learning_rate, clipnorm=1.0),
+        loss=M.candle_loss,
+        run_eagerly=steps <= EAGER_MAX_STEPS,
     )
     stop = keras.callbacks.EarlyStopping(
         monitor="val_loss", patience=params.patience, restore_best_weights=True
