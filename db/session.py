@@ -38,6 +38,26 @@ class DatabaseFileMissing(RuntimeError):
         self.path = path
 
 
+class DatabaseFileError(RuntimeError):
+    """A SQLite database path that cannot hold a database (its directory cannot be created, ...)."""
+
+
+def _prepare_file_path(path: Path) -> None:
+    """Create the directory of a SQLite file; a one-line DatabaseFileError when that cannot be."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        reason = exc.strerror or exc.__class__.__name__
+        blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+        if blocker is not None:  # a file where a directory should be
+            reason = f"{blocker} is not a directory"
+        raise DatabaseFileError(
+            f"cannot create the directory of the SQLite database {path}: {reason}"
+        ) from exc
+    if path.is_dir():
+        raise DatabaseFileError(f"the SQLite database path {path} is a directory")
+
+
 def file_signature(path: Path) -> FileSignature | None:
     """Which file `path` names now and its size and mtime, or None when there is none."""
     try:
@@ -94,7 +114,7 @@ def _sqlite_engine(url: URL, *, read_only: bool) -> Engine:
     elif read_only and url.query.get("uri") in ("true", "1"):
         url = url.update_query_dict({"mode": "ro"})
     elif path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _prepare_file_path(path)
     engine = create_engine(url)
     event.listen(engine, "connect", _sqlite_on_connect)
     if read_only and path is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
@@ -43,23 +45,52 @@ class UsageError(CommandError):
     exit_code = EXIT_USAGE
 
 
+def one_line(text: str) -> str:
+    """`text` on one line: driver messages and SQLAlchemy's hints span several."""
+    text = re.sub(r"\(Background on this error at: [^)]*\)", "", text)
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
 def fail_cleanly(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn expected errors (bad config, database unreachable, ...) into one stderr line."""
+    """Turn expected errors (bad config, database unreachable, ...) into one stderr line; the
+    traceback is logged at DEBUG level (shown with --verbose)."""
 
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from sqlalchemy.exc import OperationalError, SQLAlchemyError
+        from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+
+        from db.session import DatabaseFileError
 
         try:
             return func(*args, **kwargs)
         except ConfigError as exc:
-            raise UsageError(str(exc)) from None
-        except OperationalError as exc:
-            raise CommandError(f"database error: {str(exc.orig).strip()}") from None
+            _log_traceback(exc)
+            raise UsageError(one_line(str(exc))) from None
+        except DatabaseFileError as exc:
+            _log_traceback(exc)
+            raise CommandError(one_line(str(exc))) from None
+        except DBAPIError as exc:
+            _log_traceback(exc)
+            message = one_line(str(exc.orig)) or exc.orig.__class__.__name__
+            raise CommandError(f"database error{_database(args)}: {message}") from None
         except SQLAlchemyError as exc:
-            raise CommandError(f"database error: {exc}") from None
+            _log_traceback(exc)
+            message = one_line(str(exc)) or exc.__class__.__name__
+            raise CommandError(f"database error{_database(args)}: {message}") from None
 
     return wrapper
+
+
+def _log_traceback(exc: BaseException) -> None:
+    logging.getLogger("candlecast.cli").debug("traceback of the error below", exc_info=exc)
+
+
+def _database(args: tuple[Any, ...]) -> str:
+    """' (<database URL>)' for the command's AppContext once its config is loaded, else ''."""
+    for arg in args:
+        if isinstance(arg, AppContext) and arg._config is not None:
+            return f" ({safe_url(arg._config.database.url)})"
+    return ""
 
 
 class AppContext:

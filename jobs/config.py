@@ -25,6 +25,8 @@ TICKER_PATTERN = re.compile(r"^\^?[A-Z0-9][A-Z0-9.\-=]{0,14}$")
 PROVIDERS = ("bundled", "csv", "yfinance")
 ON_INVALID = ("drop", "fail")
 EXECUTORS = ("local", "dask")
+# SQLAlchemy drivers candlecast supports (a plain postgresql:// URL uses psycopg 3, see db.session).
+DATABASE_DRIVERS = ("sqlite", "sqlite+pysqlite", "postgresql", "postgresql+psycopg")
 
 
 class ConfigError(ValueError):
@@ -144,6 +146,10 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
         raise ConfigError(f"config file not found: {config_path}") from None
     except OSError as exc:
         raise ConfigError(f"cannot read config file {config_path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{config_path} is not a UTF-8 TOML file (undecodable byte at offset {exc.start})"
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{config_path}: not valid TOML: {exc}") from None
     return config_from_dict(raw, base_dir=config_path.resolve().parent, source=config_path)
@@ -165,8 +171,30 @@ def config_from_dict(
         if not isinstance(table, dict):
             raise ConfigError(f"[{name}] must be a table")
         sections[name] = _build_section(name, cls, table)
-    config = Config(**sections, source=source)
-    return _validated(config, base_dir)
+    config = _validated(Config(**sections, source=source), base_dir)
+    check_database_url(config.database.url)
+    return config
+
+
+def check_database_url(url: str) -> None:
+    """Raise ConfigError unless `url` is a well-formed SQLite or PostgreSQL (psycopg) URL."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    key = "database.url"
+    if os.environ.get(DATABASE_URL_ENV):
+        key = f"${DATABASE_URL_ENV}"
+    supported = "sqlite:///path/to/file.db or postgresql://user:password@host:5432/dbname"
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        shown = re.sub(r"(://[^/@:]*:)[^/@]*@", r"\1***@", url)  # hide any password
+        raise ConfigError(f"{key}: malformed URL {shown!r}; expected {supported}") from None
+    if parsed.drivername not in DATABASE_DRIVERS:
+        raise ConfigError(
+            f"{key}: unsupported database {parsed.drivername!r}; candlecast supports "
+            f"SQLite and PostgreSQL: {supported}"
+        )
 
 
 def _build_section(name: str, cls: type, table: dict[str, Any]) -> Any:
