@@ -26,6 +26,7 @@ from db.run_lock import RunLockHandle
 from db.session import make_engine, make_session_factory
 from forecasting.calendar import latest_session_on_or_before, off_calendar
 from jobs.config import Config
+from jobs.db_retry import OutageTolerantLock, in_transaction
 from jobs.executor import InlineExecutor, TickerExecutor, make_executor
 from jobs.sync import SyncResult, provider_for, sync_tickers
 from jobs.tasks import (
@@ -77,8 +78,11 @@ class Pipeline:
         self.on_ticker = on_ticker
 
     def lock(self) -> RunLockHandle:
-        """The database's run lock (raises RunLockedError on acquire when held)."""
-        return RunLockHandle(self.engine)
+        """The database's run lock (raises RunLockedError on acquire when held).
+
+        Releasing it survives a database outage during the run (see OutageTolerantLock).
+        """
+        return OutageTolerantLock(self.engine)
 
     def run_nightly(
         self,
@@ -147,8 +151,11 @@ class Pipeline:
             return self._finish(
                 run_id, None, symbols, outcomes, note="no as-of date: " + NO_CANDLES
             )
-        with self.factory.begin() as session:
-            runs.set_run_as_of(session, run_id=run_id, as_of_date=as_of)
+        in_transaction(
+            self.factory,
+            f"run {run_id}: setting its as-of date",
+            lambda session: runs.set_run_as_of(session, run_id=run_id, as_of_date=as_of),
+        )
         todo = [t for t in symbols if t not in sync_errors]
         fits = pooled_range_fits(self.factory, self.config, tuple(todo), as_of)
         task = partial(process_ticker, self.factory) if inline else forecast_task
@@ -235,14 +242,16 @@ class Pipeline:
 
     # steps -------------------------------------------------------------------------------------
     def _abandon_stale_runs(self) -> None:
-        with self.factory.begin() as session:
-            abandoned = runs.abandon_running_runs(session)
+        abandoned = in_transaction(self.factory, "abandoning stale runs", runs.abandon_running_runs)
         if abandoned:
             log.warning("marked abandoned: run(s) %s left running by a stopped process", abandoned)
 
     def _start_run(self, trigger: str, as_of: date | None) -> int:
-        with self.factory.begin() as session:
-            return runs.start_run(session, trigger=trigger, as_of_date=as_of).id
+        return in_transaction(
+            self.factory,
+            "starting the run",
+            lambda session: runs.start_run(session, trigger=trigger, as_of_date=as_of).id,
+        )
 
     def _sync(self, symbols: tuple[str, ...], executor: TickerExecutor | None) -> dict[str, str]:
         """Sync every ticker (here, or on the executor); returns {ticker: error} of failures."""
@@ -321,8 +330,13 @@ class Pipeline:
             status = "interrupted" if interrupted else "failed"
             message = "interrupted" if interrupted else f"run failed: {describe(exc)}"
             try:
-                with self.factory.begin() as session:
-                    runs.finish_run(session, run_id=run_id, status=status, message=message)
+                in_transaction(
+                    self.factory,
+                    f"run {run_id}: finishing it",
+                    lambda session: runs.finish_run(
+                        session, run_id=run_id, status=status, message=message
+                    ),
+                )
             except Exception as finish_exc:  # e.g. the database is gone: the next run abandons it
                 log.error("could not finish run %s as %s: %s", run_id, status, finish_exc)
             else:
@@ -360,6 +374,9 @@ class Pipeline:
             status, message = "partial", f"failed: {', '.join(failed)}"
         if note:
             message = f"{message} ({note})" if message else note
-        with self.factory.begin() as session:
-            runs.finish_run(session, run_id=run_id, status=status, message=message)
+        in_transaction(
+            self.factory,
+            f"run {run_id}: finishing it",
+            lambda session: runs.finish_run(session, run_id=run_id, status=status, message=message),
+        )
         return RunResult(run_id, as_of, status, outcomes, message)

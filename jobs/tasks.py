@@ -11,7 +11,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import date
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any
 
 import numpy as np
@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from db import model_store, repository, runs
 from db.session import make_engine, make_session_factory
 from jobs.config import Config
+from jobs.db_retry import in_transaction, retrying
 from jobs.sync import SyncResult, provider_for, sync_ticker
 
 log = logging.getLogger("candlecast.tasks")
@@ -89,10 +90,9 @@ def pooled_range_fits(
     from forecasting.train import history_slice
 
     histories = {}
-    with factory() as session:
-        for ticker in tickers:
-            candles = repository.load_candles(session, ticker=ticker, end=as_of)
-            histories[ticker] = history_slice(candles, None, config.data.history_years)
+    for ticker in tickers:
+        candles = retrying(f"{ticker}: loading candles", partial(_load, factory, ticker, as_of))
+        histories[ticker] = history_slice(candles, None, config.data.history_years)
     try:
         return HarRange(horizon=config.model.horizon).fit_pooled(histories)
     except ValueError as exc:
@@ -115,12 +115,14 @@ def process_ticker(
     from forecasting.predict import forecast
 
     started = time.perf_counter()
-    with factory.begin() as session:
-        runs.start_ticker(session, run_id=run_id, ticker=ticker)
     outcome = TickerOutcome(ticker, "failed")
     try:
-        with factory() as session:
-            candles = repository.load_candles(session, ticker=ticker, end=as_of)
+        in_transaction(
+            factory,
+            f"{ticker}: starting",
+            lambda session: runs.start_ticker(session, run_id=run_id, ticker=ticker),
+        )
+        candles = retrying(f"{ticker}: loading candles", partial(_load, factory, ticker, as_of))
         _require_as_of_candle(ticker, candles, as_of)
         slot = models.get(ticker) if models is not None else None
         record = None
@@ -138,7 +140,9 @@ def process_ticker(
         baselines = _baseline_sets(config, candles, result)
         outcome.forecast_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        with factory.begin() as session:
+
+        def store(session: Session) -> int:
+            """The model version, the forecasts and the outcome: one transaction, retried whole."""
             if record is not None:
                 version_id = model_store.add_model_version(session, record=record).id
             else:
@@ -169,6 +173,9 @@ def process_ticker(
                 duration_s=outcome.duration_s,
                 model_version_id=version_id,
             )
+            return version_id
+
+        version_id = in_transaction(factory, f"{ticker}: storing the forecasts", store)
         if record is not None and models is not None:
             models[ticker] = ModelSlot(trained, version_id, position)
         outcome.store_s = time.perf_counter() - t0
@@ -214,16 +221,24 @@ def _baseline_sets(config: Config, candles: pd.DataFrame, result) -> dict[str, l
 
 
 def record_failure(factory: sessionmaker[Session], run_id: int, outcome: TickerOutcome) -> None:
-    """Store a failed ticker's outcome row."""
-    with factory.begin() as session:
-        runs.finish_ticker(
+    """Store a failed ticker's outcome row (retried like any unit of work: jobs.db_retry)."""
+    in_transaction(
+        factory,
+        f"{outcome.ticker}: recording its failure",
+        lambda session: runs.finish_ticker(
             session,
             run_id=run_id,
             ticker=outcome.ticker,
             status="failed",
             duration_s=outcome.duration_s,
             error=outcome.error,
-        )
+        ),
+    )
+
+
+def _load(factory: sessionmaker[Session], ticker: str, as_of: date) -> pd.DataFrame:
+    with factory() as session:
+        return repository.load_candles(session, ticker=ticker, end=as_of)
 
 
 def describe(exc: BaseException) -> str:
