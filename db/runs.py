@@ -5,7 +5,7 @@ Also the baselines' forecasts (baseline_forecasts), stored beside the model's to
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from math import isfinite
@@ -24,6 +24,8 @@ from db.models import (
 )
 
 FINAL_RUN_STATUSES = ("succeeded", "partial", "failed", "interrupted", "abandoned")
+# Runs the daemon resumes at start-up when a killed process left them unfinished.
+RESUMABLE_TRIGGERS = ("schedule", "manual")
 
 
 def _price(value: Any) -> float | None:
@@ -151,6 +153,58 @@ def abandon_running_runs(session: Session) -> list[int]:
         )
     )
     return ids
+
+
+def run_to_resume(session: Session, *, as_of_date: date) -> ForecastRun | None:
+    """The newest schedule or manual run of `as_of_date` a stopped process left unfinished.
+
+    That is one still `running` (its process was killed: only call while no run can be in
+    progress, or let the run lock decide) or already marked `abandoned`; None when there is none,
+    or when a later run of that as-of date finished (it did, or decided, the rest).
+    """
+    run = session.scalars(
+        select(ForecastRun)
+        .where(
+            ForecastRun.as_of_date == as_of_date,
+            ForecastRun.trigger.in_(RESUMABLE_TRIGGERS),
+            ForecastRun.status.in_(("running", "abandoned")),
+        )
+        .order_by(ForecastRun.id.desc())
+        .limit(1)
+    ).first()
+    if run is None:
+        return None
+    finished_later = session.scalar(
+        select(ForecastRun.id)
+        .where(
+            ForecastRun.as_of_date == as_of_date,
+            ForecastRun.id > run.id,
+            ForecastRun.status.in_(("succeeded", "partial", "failed", "interrupted")),
+        )
+        .limit(1)
+    )
+    return None if finished_later is not None else run
+
+
+def tickers_without_forecasts(
+    session: Session, *, tickers: Sequence[str], as_of_dates: Mapping[str, date]
+) -> list[str]:
+    """The `tickers` (in order) with no stored forecast set as of their date in `as_of_dates`.
+
+    A ticker missing from `as_of_dates` (no as-of date: no candles) counts as without one.
+    """
+    dated = {t: d for t, d in as_of_dates.items() if t in tickers}
+    stored: set[tuple[str, date]] = set()
+    if dated:
+        stored = {
+            (ticker, day)
+            for ticker, day in session.execute(
+                select(Forecast.ticker, Forecast.as_of_date)
+                .where(Forecast.ticker.in_(dated), Forecast.as_of_date.in_(set(dated.values())))
+                .distinct()
+            )
+        }
+    return [t for t in tickers if (t, dated.get(t)) not in stored]
 
 
 def start_ticker(session: Session, *, run_id: int, ticker: str) -> None:

@@ -90,18 +90,20 @@ class Pipeline:
         as_of: date | None = None,
         tickers: Iterable[str] | None = None,
         trigger: str = "manual",
+        note: str | None = None,
     ) -> RunResult:
         """Sync, retrain and forecast every ticker for one as-of date, under the run lock.
 
         Tickers run on the configured executor (inline, a local process pool or Dask); this
         process coordinates: it holds the lock, records per-ticker outcomes and the run status.
+        `note` is added to the run's message (e.g. "resumes run 12").
         """
         symbols = tuple(tickers or self.config.tickers.symbols)
         with self.lock(), make_executor(self.config) as executor:
             self._abandon_stale_runs()
             run_id = self._start_run(trigger, as_of)
             with self._finished_on_error(run_id):
-                result = self._nightly(run_id, executor, symbols, as_of)
+                result = self._nightly(run_id, executor, symbols, as_of, note)
             if result.status in ("succeeded", "partial"):
                 self._prune_artifacts(symbols)
             return result
@@ -127,6 +129,7 @@ class Pipeline:
         executor: TickerExecutor,
         symbols: tuple[str, ...],
         as_of: date | None,
+        note: str | None = None,
     ) -> RunResult:
         inline = isinstance(executor, InlineExecutor)
         sync_errors = self._sync(symbols, None if inline else executor)
@@ -172,7 +175,7 @@ class Pipeline:
             outcomes.append(outcome)
             self._report(outcome)
         outcomes.sort(key=lambda o: symbols.index(o.ticker))
-        return self._finish(run_id, as_of, symbols, outcomes)
+        return self._finish(run_id, as_of, symbols, outcomes, note=note)
 
     def run_backfill(
         self,

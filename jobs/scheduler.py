@@ -2,8 +2,9 @@
 
 It runs in its own process (never inside the web server). The job lives in the same database
 (`apscheduler_jobs`, JSON-serialised) so a run missed while the daemon was down fires once when it
-comes back, if within `misfire_grace_time_s`. SIGTERM/SIGINT let the ticker in progress finish,
-mark the run interrupted and exit 0.
+comes back, if within `misfire_grace_time_s`. A run a killed daemon left unfinished is resumed at
+start-up (`resume_job`: only its tickers without a forecast set). SIGTERM/SIGINT let the ticker in
+progress finish, mark the run interrupted and exit 0.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import logging
 import signal
 import threading
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from apscheduler.events import (
     EVENT_JOB_ERROR,
@@ -27,6 +28,7 @@ from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
 
+from db import runs
 from db.run_lock import RunLockedError
 from db.session import make_engine
 from jobs.config import Config, load_config
@@ -35,7 +37,11 @@ from jobs.jobstore import JsonSQLAlchemyJobStore
 
 JOB_ID = "candlecast-nightly"
 JOB_FUNC = "jobs.scheduler:nightly_job"
+RESUME_FUNC = "jobs.scheduler:resume_job"
 log = logging.getLogger("candlecast.scheduler")
+
+if TYPE_CHECKING:
+    from jobs.pipeline import Pipeline, RunResult
 
 # The daemon's stop flag: set by SIGTERM/SIGINT, checked by the pipeline between tickers.
 STOP = threading.Event()
@@ -55,6 +61,59 @@ def nightly_job(config_path: str | None) -> None:
     except RunLockedError as exc:
         log.warning("skipped: %s", exc)
         return
+    _log_result(result)
+
+
+def resume_job(config_path: str | None) -> None:
+    """The daemon's start-up job: resume a run a killed process left unfinished (if any)."""
+    from jobs.pipeline import Pipeline
+
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})  # as nightly_job
+    config = load_config(config_path)
+    try:
+        result = resume_abandoned(Pipeline(config, stop_event=STOP))
+    except RunLockedError as exc:
+        log.warning("resume skipped: %s", exc)
+        return
+    if result is not None:
+        _log_result(result)
+
+
+def resume_abandoned(pipeline: Pipeline) -> RunResult | None:
+    """Finish the night of a run a stopped process left `running` (or `abandoned`).
+
+    Only a schedule or manual run of the current as-of date (the one a run now would use, from the
+    stored candles) counts, and only if no later run of that date finished (runs.run_to_resume).
+    Its tickers without a stored forecast set for their as-of date then run now, as a 'schedule'
+    run whose message says "resumes run N"; None when there is nothing to resume. The run lock
+    decides whether the run's process is gone: RunLockedError when a live one holds it.
+    """
+    symbols = tuple(pipeline.config.tickers.symbols)
+    ticker_as_of = pipeline._ticker_as_ofs(symbols)
+    as_of = max(ticker_as_of.values(), default=None)
+    if as_of is None:
+        return None
+    with pipeline.factory() as session:
+        run = runs.run_to_resume(session, as_of_date=as_of)
+        if run is None:
+            return None
+        missing = runs.tickers_without_forecasts(session, tickers=symbols, as_of_dates=ticker_as_of)
+    if not missing:
+        log.info(
+            "run %s as of %s was left unfinished, but every ticker has forecasts", run.id, as_of
+        )
+        return None
+    log.warning(
+        "resuming abandoned run %s as of %s: %d ticker(s) without forecasts: %s",
+        run.id,
+        as_of,
+        len(missing),
+        ", ".join(missing),
+    )
+    return pipeline.run_nightly(tickers=missing, trigger="schedule", note=f"resumes run {run.id}")
+
+
+def _log_result(result: RunResult) -> None:
     log.warning(
         "run %s as of %s: %s%s",
         result.run_id,
@@ -153,6 +212,14 @@ def run_daemon(config: Config, config_path: str | None, *, run_now: bool = False
     if run_now:
         scheduler.add_job(
             JOB_FUNC, args=[config_path], id=f"{JOB_ID}-now", name="run now", jobstore="memory"
+        )
+    else:  # (with --run-now the full run does all a resume would)
+        scheduler.add_job(
+            RESUME_FUNC,
+            args=[config_path],
+            id=f"{JOB_ID}-resume",
+            name="resume an abandoned run",
+            jobstore="memory",
         )
     scheduler.add_listener(lambda _e: log_next(), EVENT_SCHEDULER_STARTED)
     log.warning("scheduler starting (cron %r, %s)", config.schedule.cron, config.schedule.timezone)
