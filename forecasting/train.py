@@ -29,9 +29,10 @@ MIN_TRAIN_WINDOWS = 60
 MIN_VAL_WINDOWS = 20
 MIN_CAL_WINDOWS = 20
 # Fits of at most this many optimizer steps (epochs x batches) run eagerly: tracing the training
-# graph costs ~10 s, more than a few dozen eager steps of a small model (a CLI forecast on little
-# history, the test suite's tiny models). Longer fits compile the graph.
-EAGER_MAX_STEPS = 64
+# graph costs ~5-8 s here, about what 8 eager steps of a small LSTM cost (measured on 2 cores: 4
+# steps 4.0 s eager vs 8.5 s traced, 8 steps 8.2 vs 8.3, 16 steps 12.0 vs 9.2). Longer fits
+# compile the graph.
+EAGER_MAX_STEPS = 8
 
 
 class InsufficientHistoryError(ValueError):

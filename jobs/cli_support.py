@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
@@ -13,6 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from jobs.config import Config, ConfigError, load_config, validate_ticker
+from jobs.text import one_line
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -43,12 +43,6 @@ class CommandError(click.ClickException):
 
 class UsageError(CommandError):
     exit_code = EXIT_USAGE
-
-
-def one_line(text: str) -> str:
-    """`text` on one line: driver messages and SQLAlchemy's hints span several."""
-    text = re.sub(r"\(Background on this error at: [^)]*\)", "", text)
-    return " ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
 def fail_cleanly(func: Callable[..., Any]) -> Callable[..., Any]:

@@ -23,6 +23,7 @@ from db.session import make_engine, make_session_factory
 from jobs.config import Config
 from jobs.db_retry import in_transaction, retrying
 from jobs.sync import SyncResult, provider_for, sync_ticker
+from jobs.text import one_line
 
 log = logging.getLogger("candlecast.tasks")
 
@@ -183,7 +184,9 @@ def process_ticker(
         outcome.model_version_id = version_id
         outcome.closes = [c.close for c in result.candles]
     except Exception as exc:  # noqa: BLE001 - one ticker's failure must not stop the others
-        log.exception("ticker %s failed", ticker)
+        # The coordinator reports the one-line error (pipeline._report); the traceback is for
+        # --verbose only.
+        log.debug("ticker %s failed", ticker, exc_info=True)
         outcome.error = describe(exc)
         outcome.duration_s = time.perf_counter() - started
         record_failure(factory, run_id, outcome)
@@ -243,7 +246,7 @@ def _load(factory: sessionmaker[Session], ticker: str, as_of: date) -> pd.DataFr
 
 def describe(exc: BaseException) -> str:
     """A one-line, bounded description of an error for the outcome row."""
-    text = str(exc).strip() or exc.__class__.__name__
+    text = one_line(str(exc)) or exc.__class__.__name__
     return text if len(text) <= 500 else text[:497] + "..."
 
 

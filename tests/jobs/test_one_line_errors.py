@@ -122,3 +122,37 @@ def test_a_multi_line_driver_error_is_one_line(tmp_path: Path) -> None:
     line = one_line_error(candlecast(config, "db", "current", url=url), EXIT_FAILURE)
     assert f"database error (postgresql://postgres@127.0.0.1:{port}/candlecast):" in line
     assert "refused" in line.lower()
+
+
+def test_a_failing_ticker_is_one_line_without_a_traceback(
+    tmp_path: Path, migrated_url: str
+) -> None:
+    """A ticker that fails in training (too little history) prints its error once, no traceback;
+    --verbose adds the traceback."""
+    from tests.jobs.conftest import write_config as write_sections
+    from tests.jobs.conftest import write_universe
+
+    universe = tmp_path / "csv"
+    write_universe(universe, ("AAPL",), sessions=50)
+    config = write_sections(
+        tmp_path / "short.toml",
+        migrated_url,
+        {"data": {"provider": "csv", "csv_dir": str(universe)}, "tickers": {"symbols": ["AAPL"]}},
+    )
+    quiet = candlecast(config, "run-once")
+    assert quiet.returncode == 4, quiet.stderr[-3000:]
+    assert "Traceback" not in quiet.stderr, quiet.stderr[-3000:]
+    output = (quiet.stdout + quiet.stderr).splitlines()
+    assert len([line for line in output if "training needs at least" in line]) == 1, output
+    verbose = candlecast(config, "--verbose", "run-once")
+    assert verbose.returncode == 4
+    assert "Traceback" in verbose.stderr
+
+
+def test_stored_errors_are_one_bounded_line() -> None:
+    from jobs.tasks import describe
+
+    error = OSError("connection refused\n\tIs the server running on that host?\n")
+    assert describe(error) == "connection refused Is the server running on that host?"
+    assert describe(ValueError("x" * 900)) == "x" * 497 + "..."
+    assert describe(RuntimeError("")) == "RuntimeError"
