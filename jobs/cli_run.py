@@ -189,8 +189,9 @@ def scheduler(app: AppContext, list_only: bool, run_now: bool) -> None:
     """Run the scheduler daemon: the nightly run on the [schedule] cron, in this process.
 
     The job is kept in the database, so a run missed while the daemon was down fires once on
-    start-up if it is at most [schedule] misfire_grace_time_s late. SIGTERM/SIGINT finish the
-    ticker in progress, mark the run interrupted and exit 0.
+    start-up if it is at most [schedule] misfire_grace_time_s late, and a run left unfinished by a
+    killed daemon is resumed at start-up for the tickers without forecasts. SIGTERM/SIGINT finish
+    the ticker in progress, mark the run interrupted and exit 0.
     """
     from jobs import scheduler as daemon
 
