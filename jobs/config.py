@@ -25,6 +25,7 @@ TICKER_PATTERN = re.compile(r"^\^?[A-Z0-9][A-Z0-9.\-=]{0,14}$")
 PROVIDERS = ("bundled", "csv", "yfinance")
 ON_INVALID = ("drop", "fail")
 EXECUTORS = ("local", "dask")
+ALERT_EVENTS = ("failed", "partial", "stale")  # [alerts] on: run statuses, and the health check's
 # SQLAlchemy drivers candlecast supports (a plain postgresql:// URL uses psycopg 3, see db.session).
 DATABASE_DRIVERS = ("sqlite", "sqlite+pysqlite", "postgresql", "postgresql+psycopg")
 
@@ -107,6 +108,13 @@ class ExecutorConfig:
 
 
 @dataclass(frozen=True)
+class AlertsConfig:
+    webhook_url: str = ""  # Slack/Mattermost-compatible incoming webhook; empty: no alerts
+    on: tuple[str, ...] = ALERT_EVENTS
+    runs_url: str = ""  # link to the web app's /runs page put in each alert (optional)
+
+
+@dataclass(frozen=True)
 class Config:
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -115,6 +123,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     web: WebConfig = field(default_factory=WebConfig)
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
     source: Path | None = None
 
 
@@ -126,6 +135,7 @@ _SECTIONS: dict[str, type] = {
     "model": ModelConfig,
     "web": WebConfig,
     "executor": ExecutorConfig,
+    "alerts": AlertsConfig,
 }
 
 

@@ -13,10 +13,12 @@ from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from jobs.config import (
+    ALERT_EVENTS,
     DATABASE_URL_ENV,
     EXECUTORS,
     ON_INVALID,
     PROVIDERS,
+    AlertsConfig,
     Config,
     ConfigError,
     ExecutorConfig,
@@ -90,6 +92,7 @@ def _validated(config: Config, base_dir: Path) -> Config:
         raise ConfigError(f"web.port must be between 1 and 65535, got {web.port}")
     _positive("web.workers", web.workers)
     _check_web_timeouts(web)
+    _check_alerts(config.alerts)
 
     return replace(
         config,
@@ -112,6 +115,23 @@ def _check_web_timeouts(web: WebConfig) -> None:
             f"web.read_timeout_s ({web.read_timeout_s}) must not exceed "
             f"web.timeout_s ({web.timeout_s})"
         )
+
+
+def _check_alerts(alerts: AlertsConfig) -> None:
+    for key in ("webhook_url", "runs_url"):
+        url = getattr(alerts, key)
+        if url and not re.match(r"^https?://[^/\s?#]+(?:[/?#]\S*)?$", url, re.IGNORECASE):
+            # Never echo the value: a webhook URL carries its token (Slack: in the path).
+            scheme = url.split("://", 1)[0] if "://" in url else ""
+            got = f"scheme {scheme!r}" if scheme and len(scheme) < 12 else "no scheme://host"
+            raise ConfigError(f"alerts.{key} must be an http:// or https:// URL ({got})")
+    unknown = [event for event in alerts.on if event not in ALERT_EVENTS]
+    if unknown:
+        raise ConfigError(
+            f"alerts.on: unknown event {unknown[0]!r} (known: {', '.join(ALERT_EVENTS)})"
+        )
+    if len(set(alerts.on)) != len(alerts.on):
+        raise ConfigError("alerts.on lists an event twice")
 
 
 def _check_executor(executor: ExecutorConfig, db_url: str) -> None:

@@ -25,6 +25,7 @@ from db import repository, runs
 from db.run_lock import RunLockHandle
 from db.session import make_engine, make_session_factory
 from forecasting.calendar import latest_session_on_or_before, off_calendar
+from jobs.alerts import alert_run
 from jobs.config import Config
 from jobs.db_retry import OutageTolerantLock, in_transaction
 from jobs.executor import InlineExecutor, TickerExecutor, make_executor
@@ -99,14 +100,22 @@ class Pipeline:
         `note` is added to the run's message (e.g. "resumes run 12").
         """
         symbols = tuple(tickers or self.config.tickers.symbols)
-        with self.lock(), make_executor(self.config) as executor:
-            self._abandon_stale_runs()
-            run_id = self._start_run(trigger, as_of)
-            with self._finished_on_error(run_id):
-                result = self._nightly(run_id, executor, symbols, as_of, note)
-            if result.status in ("succeeded", "partial"):
-                self._prune_artifacts(symbols)
-            return result
+        run_id = result = None
+        try:
+            with self.lock(), make_executor(self.config) as executor:
+                self._abandon_stale_runs()
+                run_id = self._start_run(trigger, as_of)
+                with self._finished_on_error(run_id):
+                    result = self._nightly(run_id, executor, symbols, as_of, note)
+                if result.status in ("succeeded", "partial"):
+                    self._prune_artifacts(symbols)
+        except Exception as exc:
+            if run_id is not None and result is None:  # _finished_on_error finished it failed
+                message = f"run failed: {describe(exc)}"
+                alert_run(self.config, RunResult(run_id, as_of, "failed", [], message))
+            raise
+        alert_run(self.config, result)  # lock released; bounded (~20 s), never raises
+        return result
 
     def _prune_artifacts(self, symbols: tuple[str, ...]) -> None:
         """Apply [model] keep_versions to the run's tickers in its own transaction; a failure is

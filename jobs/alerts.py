@@ -1,0 +1,177 @@
+"""Run alerts: one JSON POST to a Slack/Mattermost-compatible webhook when a run ends badly.
+
+`alert_run(config, result)` is called by Pipeline.run_nightly (the daemon, its start-up resume and
+`run-once`) after the run is finished and its lock released; backfills never alert (an operator
+watches them, and one alert per as-of date would flood the channel). Delivery is synchronous but
+bounded (3 attempts, 5 s timeout each, 1 s and 2 s apart: under 20 s) so a process that exits right
+after its run still sends; it never raises and never changes the run's status or exit code.
+Only the webhook's scheme://host is ever logged: Slack and Mattermost URLs carry a token in their
+path.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from jobs.config import AlertsConfig, Config
+from jobs.text import one_line
+
+if TYPE_CHECKING:
+    from jobs.pipeline import RunResult
+
+log = logging.getLogger("candlecast.alerts")
+
+RUN_EVENTS = ("failed", "partial")  # run statuses that alert ("stale" belongs to the health check)
+ATTEMPTS = 3
+BACKOFF_S = (1.0, 2.0)  # sleeps before the 2nd and 3rd attempts
+TIMEOUT_S = 5.0  # per attempt (connect + response)
+TEXT_TICKERS = 10  # failed tickers named in `text` (all of them are in `failed`)
+TEXT_ERROR_CHARS = 160  # one error's length in `text`
+
+
+def should_alert(alerts: AlertsConfig, status: str) -> bool:
+    """Whether a run that ended with `status` is alerted under this [alerts] section."""
+    return bool(alerts.webhook_url) and status in RUN_EVENTS and status in alerts.on
+
+
+def run_payload(result: RunResult, runs_url: str = "") -> dict[str, Any]:
+    """The JSON body for a finished run: Slack/Mattermost `text` plus structured fields."""
+    failed = [
+        {"ticker": o.ticker, "error": one_line(o.error or "failed")}
+        for o in result.outcomes
+        if o.status != "succeeded"
+    ]
+    when = f"as of {result.as_of.isoformat()}" if result.as_of else "(no as-of date)"
+    text = f"candlecast run {result.run_id} {when}: {result.status}"
+    if failed:
+        named = ", ".join(
+            f"{f['ticker']} ({_clip(f['error'], TEXT_ERROR_CHARS)})" for f in failed[:TEXT_TICKERS]
+        )
+        more = f" and {len(failed) - TEXT_TICKERS} more" if len(failed) > TEXT_TICKERS else ""
+        text += f", {len(failed)} of {len(result.outcomes)} tickers failed: {named}{more}"
+    elif result.message:  # the run itself failed (an unexpected error), no ticker outcomes
+        text += f": {_clip(one_line(result.message), 2 * TEXT_ERROR_CHARS)}"
+    if runs_url:
+        text += f" {runs_url}"
+    return {
+        "text": text,
+        "run_id": result.run_id,
+        "as_of": result.as_of.isoformat() if result.as_of else None,
+        "status": result.status,
+        "message": result.message,
+        "tickers": len(result.outcomes),
+        "failed": failed,
+        "runs_url": runs_url or None,
+    }
+
+
+def alert_run(config: Config, result: RunResult) -> bool:
+    """POST the run's alert if [alerts] asks for its status; True when one was delivered.
+
+    Never raises: an alert is a courtesy, the run's outcome stands without it.
+    """
+    alerts = config.alerts
+    try:
+        if not should_alert(alerts, result.status):
+            return False
+        payload = run_payload(result, alerts.runs_url)
+        return deliver(alerts.webhook_url, payload, what=f"run {result.run_id}")
+    except Exception as exc:  # a bug here must not turn into the run's failure
+        log.warning("alert for run %s not sent: %s", result.run_id, type(exc).__name__)
+        return False
+
+
+def deliver(
+    url: str,
+    payload: dict[str, Any],
+    *,
+    what: str = "alert",
+    attempts: int | None = None,
+    backoff_s: tuple[float, ...] | None = None,
+    timeout_s: float | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> bool:
+    """POST `payload` as JSON to `url`, retrying 5xx, 408, 429 and network errors with backoff.
+
+    Returns whether it was accepted (2xx). Logs one warning when it was not, naming only the
+    URL's scheme://host. Never raises.
+    """
+    attempts = attempts or ATTEMPTS
+    backoff = BACKOFF_S if backoff_s is None else backoff_s
+    timeout = timeout_s or TIMEOUT_S
+    origin = safe_origin(url)
+    body = json.dumps(payload).encode("utf-8")
+    error = "not attempted"
+    for attempt in range(1, attempts + 1):
+        if attempt > 1:
+            sleep(backoff[min(attempt - 2, len(backoff) - 1)] if backoff else 0.0)
+        retry, error = _post_once(url, body, timeout)
+        if error is None:
+            log.info("alert for %s sent to %s", what, origin)
+            return True
+        error = _scrub(error, url)
+        log.debug("alert for %s: attempt %d to %s failed: %s", what, attempt, origin, error)
+        if not retry:
+            break
+    log.warning(
+        "alert for %s not delivered to %s after %d attempt(s): %s", what, origin, attempt, error
+    )
+    return False
+
+
+def safe_origin(url: str) -> str:
+    """scheme://host[:port] of `url`: what may be logged (no credentials, path or query)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or "?"
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "(invalid URL)"
+    return f"{parts.scheme}://{host}{port}"
+
+
+def _post_once(url: str, body: bytes, timeout: float) -> tuple[bool, str | None]:
+    """One POST: (retryable, error) where error is None on a 2xx answer."""
+    request = urllib.request.Request(
+        url,
+        data=body,
+        method="POST",
+        headers={"Content-Type": "application/json", "User-Agent": "candlecast-alerts"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            response.read(4096)
+            return False, None
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        return exc.code >= 500 or exc.code in (408, 429), f"HTTP {exc.code}"
+    except urllib.error.URLError as exc:
+        return True, str(exc.reason)
+    except (TimeoutError, OSError) as exc:
+        return True, str(exc) or type(exc).__name__
+    except Exception as exc:  # e.g. a malformed URL: not worth retrying
+        return False, f"{type(exc).__name__}: {exc}"
+
+
+def _scrub(text: str, url: str) -> str:
+    """`text` without the URL or its path/query (an error message could echo them)."""
+    try:
+        parts = urlsplit(url)
+        secrets = (url, parts.path, parts.query, parts.password or "")
+    except ValueError:
+        secrets = (url,)
+    for secret in secrets:
+        if len(secret) > 1:
+            text = text.replace(secret, "***")
+    return one_line(text)
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
