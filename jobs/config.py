@@ -19,6 +19,9 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG_PATH = PROJECT_ROOT / "config.toml"
 CONFIG_ENV = "CANDLECAST_CONFIG"
 DATABASE_URL_ENV = "CANDLECAST_DATABASE_URL"
+# Any key from the environment: CANDLECAST_<SECTION>__<KEY>=value (see load_config).
+ENV_OVERRIDE_PREFIX = "CANDLECAST_"
+ENV_OVERRIDE_SEPARATOR = "__"
 
 # Yahoo-style symbols: AAPL, BRK-B, SHEL.L, ^GSPC, EURUSD=X. Upper case only, no path separators.
 TICKER_PATTERN = re.compile(r"^\^?[A-Z0-9][A-Z0-9.\-=]{0,14}$")
@@ -148,7 +151,11 @@ def resolve_config_path(path: str | os.PathLike[str] | None = None) -> Path:
 
 
 def load_config(path: str | os.PathLike[str] | None = None) -> Config:
-    """Read, validate and return the configuration. Raises ConfigError with a clear message."""
+    """Read, validate and return the configuration. Raises ConfigError with a clear message.
+
+    Each CANDLECAST_<SECTION>__<KEY> environment variable replaces that key's value from the file
+    before validation, so it is checked the same way; an error about it names the variable.
+    """
     config_path = resolve_config_path(path)
     try:
         raw = tomllib.loads(config_path.read_text(encoding="utf-8"))
@@ -162,7 +169,66 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
         ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{config_path}: not valid TOML: {exc}") from None
-    return config_from_dict(raw, base_dir=config_path.resolve().parent, source=config_path)
+    overridden = _apply_env_overrides(raw, dict(os.environ))
+    try:
+        return config_from_dict(raw, base_dir=config_path.resolve().parent, source=config_path)
+    except ConfigError as exc:
+        named = [var for key, var in overridden.items() if _mentions(str(exc), key)]
+        if not named:
+            raise
+        raise ConfigError(f"{', '.join(named)}: {exc}") from None
+
+
+def _apply_env_overrides(raw: dict[str, Any], environ: dict[str, str]) -> dict[str, str]:
+    """Set raw[section][key] from each CANDLECAST_<SECTION>__<KEY>; return {"section.key": var}.
+
+    The value is parsed as a TOML value (3, true, 0.5, ["A", "B"], "text") when it is one, else
+    taken as text; string keys always take the text, list keys also take "A,B" (comma-separated).
+    Unknown sections and keys are left for config_from_dict to reject like the file's.
+    """
+    applied: dict[str, str] = {}
+    for var in sorted(environ):
+        if not var.startswith(ENV_OVERRIDE_PREFIX) or ENV_OVERRIDE_SEPARATOR not in var:
+            continue  # CANDLECAST_CONFIG, CANDLECAST_DATABASE_URL, ...: not a key override
+        name = var[len(ENV_OVERRIDE_PREFIX) :].lower()
+        section, _, key = name.partition(ENV_OVERRIDE_SEPARATOR)
+        if not section or not key:
+            raise ConfigError(
+                f"{var}: expected {ENV_OVERRIDE_PREFIX}<SECTION>{ENV_OVERRIDE_SEPARATOR}<KEY>, "
+                "e.g. CANDLECAST_MODEL__EPOCHS"
+            )
+        table = raw.setdefault(section, {})
+        if not isinstance(table, dict):
+            continue  # the file's own error ("[section] must be a table") is reported
+        cls = _SECTIONS.get(section)
+        known = {f.name for f in fields(cls)} if cls is not None else set()
+        default = getattr(cls(), key) if key in known else None
+        table[key] = _env_value(environ[var], default, string=f"{section}.{key}" == "data.csv_dir")
+        applied[f"{section}.{key}"] = var
+    return applied
+
+
+def _env_value(text: str, default: Any, *, string: bool = False) -> Any:
+    """An environment variable's text as a config value of the type of `default` where it can."""
+    if isinstance(default, str) or string:
+        return text  # host names, URLs, cron lines, paths: never reinterpreted
+    value: Any = text
+    if "\n" not in text and "\r" not in text:
+        try:
+            value = tomllib.loads(f"v = {text.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            pass  # a bare word: the text itself (validation says if it does not fit)
+    if isinstance(default, tuple) and isinstance(value, str):
+        value = [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+def _mentions(message: str, key: str) -> bool:
+    """Whether an error message is about `key` ("section.key", or "[section]" if unknown)."""
+    section = key.partition(".")[0]
+    if section not in _SECTIONS and f"[{section}]" in message:
+        return True
+    return re.search(rf"(?<![\w.]){re.escape(key)}(?!\w)", message) is not None
 
 
 def config_from_dict(
