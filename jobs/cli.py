@@ -235,6 +235,42 @@ def web(app: AppContext, workers: int | None, host: str | None, port: int | None
     serve(config, workers=workers)
 
 
+class Degraded(click.ClickException):
+    """`candlecast status` found problems (already printed): exit 1 without another message."""
+
+    exit_code = EXIT_FAILURE
+
+    def show(self, file: object = None) -> None:
+        pass
+
+
+@cli.command()
+@pass_app
+@fail_cleanly
+def status(app: AppContext) -> None:
+    """Print whether the service is ok or degraded (the verdict of the web app's /readyz).
+
+    Degraded when the latest finished run failed or was partial, or when the run last due has
+    not succeeded within [schedule] stale_after_hours: one line per reason. Exits 0 when ok,
+    1 when degraded (or when the database cannot be read).
+    """
+    from jobs.health import check
+
+    require_schema(app.config)
+    with app.session_factory()() as session:
+        verdict = check(session, app.config)
+        latest, success = verdict.latest_run, verdict.last_success
+        if verdict.ok:
+            summary = f"latest finished run {latest.id} {latest.status}" if latest else "no runs"
+            if success is not None and success.finished_at is not None:
+                summary += f"; last success run {success.id} at {success.finished_at.isoformat()}"
+            click.echo(f"ok: {summary}")
+            return
+        for reason in verdict.reasons:
+            click.echo(f"degraded: {reason}")
+    raise Degraded("degraded")
+
+
 cli.add_command(cli_run.run_once)
 cli.add_command(cli_run.backfill)
 cli.add_command(cli_run.scheduler)

@@ -79,6 +79,8 @@ class ScheduleConfig:
     cron: str = "30 18 * * mon-fri"
     timezone: str = "America/New_York"
     misfire_grace_time_s: int = 6 * 3600
+    stale_after_hours: float = 12.0  # a due run that has not succeeded this long after: degraded
+    metrics_port: int = 0  # the daemon's Prometheus metrics port (0: not served)
 
 
 @dataclass(frozen=True)

@@ -71,6 +71,16 @@ def _validated(config: Config, base_dir: Path) -> Config:
     _check_timezone(schedule.timezone)
     _check_cron(schedule.cron, schedule.timezone)
     _positive("schedule.misfire_grace_time_s", schedule.misfire_grace_time_s)
+    if not 0 < schedule.stale_after_hours <= 24 * 366:
+        raise ConfigError(
+            f"schedule.stale_after_hours must be > 0 and at most a year, "
+            f"got {schedule.stale_after_hours:g}"
+        )
+    if not 0 <= schedule.metrics_port <= 65535:
+        raise ConfigError(
+            f"schedule.metrics_port must be between 1 and 65535 (0: no metrics server), "
+            f"got {schedule.metrics_port}"
+        )
 
     model = config.model
     for name in ("window", "horizon", "epochs", "batch_size", "units", "patience", "retrain_every"):

@@ -34,6 +34,7 @@ from db.session import make_engine
 from jobs.config import Config, load_config
 from jobs.config_checks import cron_trigger
 from jobs.jobstore import JsonSQLAlchemyJobStore
+from jobs.scheduler_metrics import SchedulerMetrics, record_run
 
 JOB_ID = "candlecast-nightly"
 JOB_FUNC = "jobs.scheduler:nightly_job"
@@ -59,6 +60,7 @@ def nightly_job(config_path: str | None) -> None:
     try:
         result = Pipeline(config, stop_event=STOP).run_nightly(trigger="schedule")
     except RunLockedError as exc:
+        record_run("skipped")
         log.warning("skipped: %s", exc)
         return
     _log_result(result)
@@ -114,6 +116,7 @@ def resume_abandoned(pipeline: Pipeline) -> RunResult | None:
 
 
 def _log_result(result: RunResult) -> None:
+    record_run(result.status, result.outcomes)
     log.warning(
         "run %s as of %s: %s%s",
         result.run_id,
@@ -186,6 +189,7 @@ def next_fire_times(config: Config, count: int = 5) -> list[datetime]:
 def run_daemon(config: Config, config_path: str | None, *, run_now: bool = False) -> int:
     """Run the daemon in this process until SIGTERM/SIGINT; returns the exit code (0)."""
     scheduler = build_scheduler(config)
+    metrics = _serve_metrics(scheduler, config)
 
     def log_next(event: JobEvent | None = None) -> None:
         if STOP.is_set():  # shutting down: shutdown() holds the job store lock get_job needs
@@ -193,6 +197,8 @@ def run_daemon(config: Config, config_path: str | None, *, run_now: bool = False
         if event is not None and event.code == EVENT_JOB_MISSED:
             log.warning("missed the run due at %s (past the grace time)", event.scheduled_run_time)
         job = scheduler.get_job(JOB_ID)
+        if metrics is not None and job is not None:
+            metrics.set_next_run(job.next_run_time)
         if job is not None and job.next_run_time is not None:
             log.warning("next run due at %s", job.next_run_time.isoformat())
 
@@ -226,6 +232,24 @@ def run_daemon(config: Config, config_path: str | None, *, run_now: bool = False
     scheduler.start()  # blocks until shutdown
     log.warning("scheduler stopped")
     return 0
+
+
+def _serve_metrics(scheduler: BaseScheduler, config: Config) -> SchedulerMetrics | None:
+    """With [schedule] metrics_port: serve the daemon's metrics and count failed jobs."""
+    from jobs import scheduler_metrics
+
+    if not config.schedule.metrics_port:
+        return None
+    metrics = SchedulerMetrics()
+    metrics.serve(config.schedule.metrics_port)
+    scheduler_metrics.ACTIVE = metrics
+
+    def job_error(event: JobEvent) -> None:
+        if event.job_id != f"{JOB_ID}-resume":
+            metrics.record_run("error")
+
+    scheduler.add_listener(job_error, EVENT_JOB_ERROR)
+    return metrics
 
 
 def _job_store(config: Config) -> JsonSQLAlchemyJobStore:

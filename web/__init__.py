@@ -97,6 +97,8 @@ def create_app(config: Config | None = None, *, engine: Engine | None = None) ->
     """Build the Flask app for `config` (default: load_config()); `engine` overrides the URL's."""
     from web.api import bp as api_bp
     from web.errors import register_error_handlers
+    from web.health import bp as health_bp
+    from web.metrics import install_metrics
     from web.pages import bp as pages_bp
 
     config = config if config is not None else load_config()
@@ -120,6 +122,8 @@ def create_app(config: Config | None = None, *, engine: Engine | None = None) ->
     on_file_change(engine, _new_database_file)
     app.register_blueprint(api_bp)
     app.register_blueprint(pages_bp)
+    app.register_blueprint(health_bp)
+    install_metrics(app, lambda: web_state.sessions, config.tickers.symbols)
     register_error_handlers(app)
 
     @app.teardown_appcontext
