@@ -21,6 +21,13 @@ from db.views import forecast_accuracy
 FINISHED_STATUSES: tuple[str, ...] = ("succeeded", "partial", "failed", "interrupted", "abandoned")
 DEGRADED_STATUSES: tuple[str, ...] = ("failed", "partial")
 ACCURACY_SESSIONS = 60  # rolling accuracy: the last this many scored target sessions
+# Newest finish first; a final row without finished_at (not written by candlecast) sorts last on
+# both backends (PostgreSQL would put NULLs first in a DESC order).
+_NEWEST_FINISHED = (
+    ForecastRun.finished_at.is_(None),
+    ForecastRun.finished_at.desc(),
+    ForecastRun.id.desc(),
+)
 
 
 @dataclass(frozen=True)
@@ -46,7 +53,7 @@ def latest_finished_run(session: Session) -> ForecastRun | None:
     stmt = (
         select(ForecastRun)
         .where(ForecastRun.status.in_(FINISHED_STATUSES))
-        .order_by(ForecastRun.finished_at.desc(), ForecastRun.id.desc())
+        .order_by(*_NEWEST_FINISHED)
         .limit(1)
     )
     return session.scalars(stmt).first()
@@ -57,7 +64,7 @@ def last_success(session: Session) -> ForecastRun | None:
     stmt = (
         select(ForecastRun)
         .where(ForecastRun.status == "succeeded")
-        .order_by(ForecastRun.finished_at.desc(), ForecastRun.id.desc())
+        .order_by(*_NEWEST_FINISHED)
         .limit(1)
     )
     return session.scalars(stmt).first()
