@@ -7,14 +7,13 @@ failed), 4 run failed (every ticker failed), 5 another run holds the lock, 6 run
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 
 import click
 from rich.table import Table
 
-from jobs import cli_model, cli_run
+from jobs import cli_model, cli_run, logs
 from jobs.cli_support import (
     EXIT_FAILURE,
     EXIT_OK,
@@ -27,6 +26,7 @@ from jobs.cli_support import (
     safe_url,
     stdout,
 )
+from jobs.config import Config
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -42,11 +42,25 @@ from jobs.cli_support import (
 @click.pass_context
 def cli(ctx: click.Context, config_path: str | None, verbose: bool) -> None:
     """candlecast: nightly LSTM forecasts of the next four daily candles per ticker."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
-    ctx.obj = AppContext(config_path)
+    logs.configure(verbose=verbose)  # the defaults until the config is read (it has [logging])
+    ctx.obj = _LoggingAppContext(config_path, verbose)
+
+
+class _LoggingAppContext(AppContext):
+    """The AppContext that applies the config's [logging] section as soon as it is loaded (a
+    config error thus never logs anything before its one-line message)."""
+
+    def __init__(self, config_path: str | None, verbose: bool) -> None:
+        super().__init__(config_path)
+        self.verbose = verbose
+
+    @property
+    def config(self) -> Config:
+        first = self._config is None
+        config = super().config
+        if first:
+            logs.configure(config.logging, verbose=self.verbose)
+        return config
 
 
 @cli.group()

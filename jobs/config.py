@@ -28,6 +28,8 @@ TICKER_PATTERN = re.compile(r"^\^?[A-Z0-9][A-Z0-9.\-=]{0,14}$")
 PROVIDERS = ("bundled", "csv", "yfinance")
 ON_INVALID = ("drop", "fail")
 EXECUTORS = ("local", "dask")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")  # [logging] level, any case
+LOG_FORMATS = ("text", "json")
 ALERT_EVENTS = ("failed", "partial", "stale")  # [alerts] on: run statuses, and the health check's
 # SQLAlchemy drivers candlecast supports (a plain postgresql:// URL uses psycopg 3, see db.session).
 DATABASE_DRIVERS = ("sqlite", "sqlite+pysqlite", "postgresql", "postgresql+psycopg")
@@ -103,6 +105,7 @@ class WebConfig:
     timeout_s: int = 120  # a worker whose main loop is silent this long is restarted
     keepalive_s: int = 5  # an idle kept-alive connection is closed after this
     read_timeout_s: int = 10  # a client stalled this long mid-request (or mid-response) is cut
+    access_log: bool = False  # one timestamped stderr line per request (gunicorn access log)
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,12 @@ class AlertsConfig:
 
 
 @dataclass(frozen=True)
+class LoggingConfig:
+    level: str = "INFO"  # candlecast's own loggers (other libraries: WARNING); --verbose: DEBUG
+    format: str = "text"  # "text" lines or "json" (one object per line); see jobs.logs
+
+
+@dataclass(frozen=True)
 class Config:
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -128,6 +137,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     web: WebConfig = field(default_factory=WebConfig)
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
     source: Path | None = None
 
@@ -140,6 +150,7 @@ _SECTIONS: dict[str, type] = {
     "model": ModelConfig,
     "web": WebConfig,
     "executor": ExecutorConfig,
+    "logging": LoggingConfig,
     "alerts": AlertsConfig,
 }
 

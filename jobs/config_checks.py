@@ -16,12 +16,15 @@ from jobs.config import (
     ALERT_EVENTS,
     DATABASE_URL_ENV,
     EXECUTORS,
+    LOG_FORMATS,
+    LOG_LEVELS,
     ON_INVALID,
     PROVIDERS,
     AlertsConfig,
     Config,
     ConfigError,
     ExecutorConfig,
+    LoggingConfig,
     TickersConfig,
     WebConfig,
     validate_ticker,
@@ -102,6 +105,7 @@ def _validated(config: Config, base_dir: Path) -> Config:
         raise ConfigError(f"web.port must be between 1 and 65535, got {web.port}")
     _positive("web.workers", web.workers)
     _check_web_timeouts(web)
+    _check_logging(config.logging)
     _check_alerts(config.alerts)
 
     return replace(
@@ -142,6 +146,15 @@ def _check_alerts(alerts: AlertsConfig) -> None:
         )
     if len(set(alerts.on)) != len(alerts.on):
         raise ConfigError("alerts.on lists an event twice")
+
+
+def _check_logging(settings: LoggingConfig) -> None:
+    if settings.level.upper() not in LOG_LEVELS:
+        raise ConfigError(
+            f"logging.level must be one of {', '.join(LOG_LEVELS)}, got {settings.level!r}"
+        )
+    if settings.format not in LOG_FORMATS:
+        raise ConfigError(f"logging.format must be 'text' or 'json', got {settings.format!r}")
 
 
 def _check_executor(executor: ExecutorConfig, db_url: str) -> None:

@@ -29,6 +29,7 @@ from jobs.alerts import alert_run
 from jobs.config import Config
 from jobs.db_retry import OutageTolerantLock, in_transaction
 from jobs.executor import InlineExecutor, TickerExecutor, make_executor
+from jobs.logs import logs_are_json
 from jobs.sync import SyncResult, provider_for, sync_tickers
 from jobs.tasks import (
     ModelSlot,
@@ -147,7 +148,7 @@ class Pipeline:
             outcome = TickerOutcome(ticker, "failed", error=error)
             record_failure(self.factory, run_id, outcome)
             outcomes.append(outcome)
-            self._report(outcome)
+            self._report(outcome, run_id)
         # Without an explicit date each ticker forecasts as of its own latest completed session
         # (its exchange's calendar); the run's as_of is the latest of those.
         ticker_as_of = {} if as_of else self._ticker_as_ofs(symbols)
@@ -158,7 +159,7 @@ class Pipeline:
                     outcome = TickerOutcome(ticker, "failed", error=NO_CANDLES)
                     record_failure(self.factory, run_id, outcome)
                     outcomes.append(outcome)
-                    self._report(outcome)
+                    self._report(outcome, run_id)
             outcomes.sort(key=lambda o: symbols.index(o.ticker))
             return self._finish(
                 run_id, None, symbols, outcomes, note="no as-of date: " + NO_CANDLES
@@ -182,7 +183,7 @@ class Pipeline:
                 )
                 record_failure(self.factory, run_id, outcome)
             outcomes.append(outcome)
-            self._report(outcome)
+            self._report(outcome, run_id)
         outcomes.sort(key=lambda o: symbols.index(o.ticker))
         return self._finish(run_id, as_of, symbols, outcomes, note=note)
 
@@ -245,7 +246,7 @@ class Pipeline:
                                 range_fit=fit,
                             )
                         outcomes.append(outcome)
-                        self._report(outcome)
+                        self._report(outcome, run_id)
                     result = self._finish(run_id, as_of, symbols, outcomes)
                 results.append(result)
                 if on_run is not None:
@@ -293,6 +294,7 @@ class Pipeline:
                     day,
                     exchange,
                     latest,
+                    extra={"ticker": ticker},
                 )
         return run_as_of
 
@@ -350,17 +352,26 @@ class Pipeline:
                     ),
                 )
             except Exception as finish_exc:  # e.g. the database is gone: the next run abandons it
-                log.error("could not finish run %s as %s: %s", run_id, status, finish_exc)
+                log.error(
+                    "could not finish run %s as %s: %s",
+                    run_id,
+                    status,
+                    finish_exc,
+                    extra={"run_id": run_id},
+                )
             else:
-                log.error("run %s %s: %s", run_id, status, message)
+                log.error("run %s %s: %s", run_id, status, message, extra={"run_id": run_id})
             raise
 
-    def _report(self, outcome: TickerOutcome) -> None:
+    def _report(self, outcome: TickerOutcome, run_id: int) -> None:
         if outcome.status == "failed":
-            # With an on_ticker callback (the CLI prints each outcome) the log line would be a
-            # second copy of the same error on stderr: keep it for --verbose only.
-            level = logging.DEBUG if self.on_ticker is not None else logging.ERROR
-            log.log(level, "%s failed: %s", outcome.ticker, outcome.error)
+            # With an on_ticker callback (the CLI prints each outcome) a text log line would be a
+            # second copy of the same error on stderr: keep it for --verbose only. JSON logs are
+            # read by machines: they keep the ERROR record.
+            printed = self.on_ticker is not None and not logs_are_json()
+            level = logging.DEBUG if printed else logging.ERROR
+            context = {"run_id": run_id, "ticker": outcome.ticker}
+            log.log(level, "%s failed: %s", outcome.ticker, outcome.error, extra=context)
         if self.on_ticker is not None:
             self.on_ticker(outcome)
 

@@ -117,12 +117,16 @@ def resume_abandoned(pipeline: Pipeline) -> RunResult | None:
 
 def _log_result(result: RunResult) -> None:
     record_run(result.status, result.outcomes)
-    log.warning(
+    # A succeeded run is INFO, a partial or interrupted one WARNING, a failed one ERROR.
+    level = {"succeeded": logging.INFO, "failed": logging.ERROR}.get(result.status, logging.WARNING)
+    log.log(
+        level,
         "run %s as of %s: %s%s",
         result.run_id,
         result.as_of,
         result.status,
         f" ({result.message})" if result.message else "",
+        extra={"run_id": result.run_id},
     )
 
 
@@ -200,10 +204,10 @@ def run_daemon(config: Config, config_path: str | None, *, run_now: bool = False
         if metrics is not None and job is not None:
             metrics.set_next_run(job.next_run_time)
         if job is not None and job.next_run_time is not None:
-            log.warning("next run due at %s", job.next_run_time.isoformat())
+            log.info("next run due at %s", job.next_run_time.isoformat())
 
     def stop(signum: int, _frame: object) -> None:
-        log.warning(
+        log.info(
             "received %s: finishing the ticker in progress, then stopping",
             signal.Signals(signum).name,
         )
@@ -228,9 +232,9 @@ def run_daemon(config: Config, config_path: str | None, *, run_now: bool = False
             jobstore="memory",
         )
     scheduler.add_listener(lambda _e: log_next(), EVENT_SCHEDULER_STARTED)
-    log.warning("scheduler starting (cron %r, %s)", config.schedule.cron, config.schedule.timezone)
+    log.info("scheduler starting (cron %r, %s)", config.schedule.cron, config.schedule.timezone)
     scheduler.start()  # blocks until shutdown
-    log.warning("scheduler stopped")
+    log.info("scheduler stopped")
     return 0
 
 

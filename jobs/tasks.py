@@ -186,7 +186,8 @@ def process_ticker(
     except Exception as exc:  # noqa: BLE001 - one ticker's failure must not stop the others
         # The coordinator reports the one-line error (pipeline._report); the traceback is for
         # --verbose only.
-        log.debug("ticker %s failed", ticker, exc_info=True)
+        context = {"run_id": run_id, "ticker": ticker}
+        log.debug("ticker %s failed", ticker, exc_info=True, extra=context)
         outcome.error = describe(exc)
         outcome.duration_s = time.perf_counter() - started
         record_failure(factory, run_id, outcome)
@@ -212,14 +213,24 @@ def _baseline_sets(config: Config, candles: pd.DataFrame, result) -> dict[str, l
             prices = {**paths.prices(), "quantiles": paths.quantiles}
             sets[name] = candles_from(prices, dates)
     except Exception as exc:  # noqa: BLE001 - a baseline never fails the product's forecast
-        log.warning("%s: baselines skipped: %s", result.ticker, describe(exc))
+        log.warning(
+            "%s: baselines skipped: %s",
+            result.ticker,
+            describe(exc),
+            extra={"ticker": result.ticker},
+        )
     out = {}
     for name, candle_list in sets.items():
         values = [v for c in candle_list for v in (c.open, c.high, c.low, c.close)]
         if all(np.isfinite(values)):
             out[name] = [runs.ForecastRow.of(c, target_date=c.date) for c in candle_list]
         else:
-            log.warning("%s: baseline %s is not finite; not stored", result.ticker, name)
+            log.warning(
+                "%s: baseline %s is not finite; not stored",
+                result.ticker,
+                name,
+                extra={"ticker": result.ticker},
+            )
     return out
 
 

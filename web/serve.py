@@ -20,18 +20,25 @@ them, and for most of them the request path, hence "API or page", is not even kn
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
+import sys
 from typing import Any
 
 import gunicorn.http.wsgi as gunicorn_wsgi
 from gunicorn.app.base import BaseApplication
+from gunicorn.glogging import Logger as GunicornLogger
 from gunicorn.workers.gthread import ThreadWorker
 
+from jobs import logs
 from jobs.config import Config, WebConfig
 
 SERVER_NAME = "candlecast"
+# The access log line after the timestamp, level and logger (gunicorn.access): client, request
+# line, status, response bytes, milliseconds, user agent. ([web] access_log turns it on.)
+ACCESS_LOG_FORMAT = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms "%(a)s"'
 
 log = logging.getLogger("gunicorn.error")
 
@@ -52,6 +59,30 @@ class CandlecastServer(BaseApplication):
         from web import create_app
 
         return create_app(self.config)
+
+
+class CandlecastLogger(GunicornLogger):
+    """gunicorn's logger with candlecast's line format (jobs.logs) on its error and access logs,
+    the access log written to stderr (gunicorn's "-" is stdout for it)."""
+
+    log_format = "text"  # [logging] format; see logger_class
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        formatter = logs.formatter(self.log_format)
+        for gunicorn_log in (self.error_log, self.access_log):
+            for handler in gunicorn_log.handlers:
+                if not getattr(handler, "_gunicorn", False):
+                    continue
+                handler.setFormatter(formatter)
+                if gunicorn_log is self.access_log and type(handler) is logging.StreamHandler:
+                    handler.setStream(sys.stderr)
+
+
+@functools.cache
+def logger_class(log_format: str) -> type[CandlecastLogger]:
+    """The gunicorn logger class for a [logging] format (gunicorn takes a class, not options)."""
+    return type(f"CandlecastLogger_{log_format}", (CandlecastLogger,), {"log_format": log_format})
 
 
 class _BoundedSocket(socket.socket):
@@ -130,12 +161,18 @@ def gunicorn_options(config: Config, workers: int | None = None) -> dict[str, An
         "graceful_timeout": 10,
         "preload_app": False,
         "proc_name": "candlecast-web",
-        "accesslog": None,
+        "accesslog": "-" if web.access_log else None,  # "-": stderr (CandlecastLogger)
+        "access_log_format": ACCESS_LOG_FORMAT,
         "errorlog": "-",
-        "loglevel": "info",
+        "loglevel": config.logging.level.lower(),
+        "logger_class": logger_class(config.logging.format),
     }
 
 
 def serve(config: Config, *, workers: int | None = None) -> None:
-    """Run gunicorn bound to web.host:web.port until it is stopped (SIGINT/SIGTERM)."""
+    """Run gunicorn bound to web.host:web.port until it is stopped (SIGINT/SIGTERM).
+
+    The app's own log records go through jobs.logs (configured here unless the CLI already did).
+    """
+    logs.configure(config.logging, keep=True)
     CandlecastServer(config, gunicorn_options(config, workers)).run()
