@@ -211,5 +211,4 @@ def scheduler(app: AppContext, list_only: bool, run_now: bool) -> None:
         for when in daemon.next_fire_times(config):
             stdout.print(f"  {when.isoformat()}")
         return
-    logging.getLogger("candlecast").setLevel(logging.INFO)
     daemon.run_daemon(config, app.config_path, run_now=run_now)

@@ -13,7 +13,7 @@ from db.session import DatabaseFileMissing
 
 log = logging.getLogger(__name__)
 
-API_PREFIXES = ("/api/", "/predict", "/healthz")
+API_PREFIXES = ("/api/", "/predict", "/healthz", "/readyz", "/metrics")
 HTTP_CODES = {
     400: "bad_request",
     404: "not_found",

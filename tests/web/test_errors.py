@@ -87,6 +87,8 @@ def test_predict_oversized_body(client: FlaskClient) -> None:
         ("POST", "/api/forecasts/AAPL/history"),
         ("POST", "/api/runs"),
         ("POST", "/healthz"),
+        ("POST", "/readyz"),
+        ("POST", "/metrics"),
     ],
 )
 def test_wrong_method(client: FlaskClient, method: str, path: str) -> None:
