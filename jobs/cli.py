@@ -35,7 +35,12 @@ from jobs.config import Config
     "config_path",
     type=click.Path(dir_okay=False),
     envvar="CANDLECAST_CONFIG",
-    help="Configuration file (default: $CANDLECAST_CONFIG, else the project's config.toml).",
+    help=(
+        "Configuration file. Default: $CANDLECAST_CONFIG; else, in a source checkout, the"
+        " repository's config.toml; else ./config.toml of the current directory if there is one;"
+        " else the packaged default (`candlecast init` writes a copy), whose relative paths such"
+        " as var/candlecast.db then resolve against the current directory."
+    ),
 )
 @click.option("-v", "--verbose", is_flag=True, help="Log debug details to stderr.")
 @click.version_option(package_name="candlecast")
@@ -61,6 +66,35 @@ class _LoggingAppContext(AppContext):
         if first:
             logs.configure(config.logging, verbose=self.verbose)
         return config
+
+
+@cli.command()
+@click.argument(
+    "directory", required=False, default=".", type=click.Path(exists=True, file_okay=False)
+)
+def init(directory: str) -> None:
+    """Write a commented starter config.toml (the packaged default) into DIRECTORY.
+
+    DIRECTORY defaults to the current directory. An existing config.toml is never overwritten.
+    Relative paths in it (the SQLite file var/candlecast.db) resolve against DIRECTORY.
+    """
+    from pathlib import Path
+
+    from jobs.config import in_checkout, packaged_config_path
+
+    target = Path(directory) / "config.toml"
+    text = packaged_config_path().read_text(encoding="utf-8")
+    try:
+        with open(target, "x", encoding="utf-8") as file:
+            file.write(text)
+    except FileExistsError:
+        raise CommandError(f"{target} already exists (not overwritten)") from None
+    except OSError as exc:
+        raise CommandError(f"cannot write {target}: {exc.strerror}") from None
+    hint = "next: candlecast db upgrade, then candlecast run-once"
+    if in_checkout():
+        hint = f"a checkout reads the repository's config.toml by default: use --config {target}"
+    click.echo(f"wrote {target}; {hint}", err=True)
 
 
 @cli.group()

@@ -16,7 +16,7 @@ from typing import Any
 from forecasting.params import ModelParams
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_CONFIG_PATH = PROJECT_ROOT / "config.toml"
+DEFAULT_CONFIG_PATH = PROJECT_ROOT / "config.toml"  # in a checkout; see default_config_path()
 CONFIG_ENV = "CANDLECAST_CONFIG"
 DATABASE_URL_ENV = "CANDLECAST_DATABASE_URL"
 # Any key from the environment: CANDLECAST_<SECTION>__<KEY>=value (see load_config).
@@ -156,11 +156,50 @@ _SECTIONS: dict[str, type] = {
 
 
 def resolve_config_path(path: str | os.PathLike[str] | None = None) -> Path:
-    """Pick the config file: explicit path, then $CANDLECAST_CONFIG, then the repo's config.toml."""
+    """Pick the config file: explicit path, then $CANDLECAST_CONFIG, then default_config_path()."""
     if path:
         return Path(path)
     env = os.environ.get(CONFIG_ENV)
-    return Path(env) if env else DEFAULT_CONFIG_PATH
+    return Path(env) if env else default_config_path()
+
+
+def packaged_config_path() -> Path:
+    """The default config.toml installed with candlecast (the repository's, in a checkout)."""
+    from db.packaged import files_dir  # light: importlib only
+
+    home = files_dir("config.toml")
+    return home / "config.toml" if home is not None else DEFAULT_CONFIG_PATH
+
+
+def in_checkout() -> bool:
+    """True when running from a source checkout (editable install), not an installed wheel."""
+    return packaged_config_path().parent == PROJECT_ROOT
+
+
+def default_config_path() -> Path:
+    """The config file used without --config or $CANDLECAST_CONFIG.
+
+    In a checkout: the repository's config.toml. Installed: ./config.toml of the current directory
+    if there is one, else the packaged default (whose relative paths then resolve against the
+    current directory, see config_base_dir: nothing is ever written into site-packages).
+    """
+    if in_checkout():
+        return DEFAULT_CONFIG_PATH
+    local = Path.cwd() / "config.toml"
+    return local if local.is_file() else packaged_config_path()
+
+
+def config_base_dir(config_path: Path | None = None) -> Path:
+    """The directory relative paths of `config_path` (None: a dict, no file) resolve against.
+
+    A config file's own directory, except for the packaged default of an installed candlecast
+    (and for no file at all), whose relative paths resolve against the current directory.
+    """
+    if in_checkout():
+        return config_path.resolve().parent if config_path is not None else PROJECT_ROOT
+    if config_path is None or config_path.resolve() == packaged_config_path().resolve():
+        return Path.cwd()
+    return config_path.resolve().parent
 
 
 def load_config(path: str | os.PathLike[str] | None = None) -> Config:
@@ -184,7 +223,7 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
         raise ConfigError(f"{config_path}: not valid TOML: {exc}") from None
     overridden = _apply_env_overrides(raw, dict(os.environ))
     try:
-        return config_from_dict(raw, base_dir=config_path.resolve().parent, source=config_path)
+        return config_from_dict(raw, base_dir=config_base_dir(config_path), source=config_path)
     except ConfigError as exc:
         named = [var for key, var in overridden.items() if _mentions(str(exc), key)]
         if not named:
@@ -250,7 +289,7 @@ def config_from_dict(
     """Build a validated Config from a parsed TOML mapping (relative paths resolve to base_dir)."""
     from jobs.config_checks import _validated  # lazy: config_checks imports this module
 
-    base_dir = base_dir or PROJECT_ROOT
+    base_dir = base_dir or config_base_dir()
     unknown = sorted(set(raw) - set(_SECTIONS))
     if unknown:
         raise ConfigError(f"unknown config section [{unknown[0]}] (known: {', '.join(_SECTIONS)})")
