@@ -38,6 +38,7 @@ class Readiness:
     latest_run: ForecastRun | None = None  # the latest finished run
     last_success: ForecastRun | None = None  # the latest succeeded run
     due_at: datetime | None = None  # the run that must have succeeded by now was due then
+    stale: bool = False  # no run succeeded since due_at (one of the reasons)
 
     @property
     def ok(self) -> bool:
@@ -83,6 +84,7 @@ def readiness(
     (finished) at or after `due_at`: the latest scheduled fire time at least `stale_after_hours`
     before `now`, i.e. the run that should have succeeded by now (None: nothing was due)."""
     reasons: list[str] = []
+    stale = False
     latest = latest_finished_run(session)
     success = last_success(session)
     if latest is not None and latest.status in DEGRADED_STATUSES:
@@ -91,6 +93,7 @@ def readiness(
     if due_at is not None and (
         success is None or success.finished_at is None or success.finished_at < due_at
     ):
+        stale = True
         last = "never"
         if success is not None and success.finished_at is not None:
             last = f"{describe_run(success)} at {success.finished_at.isoformat()}"
@@ -98,7 +101,9 @@ def readiness(
             f"no run succeeded within {stale_after_hours:g} h of the run due at "
             f"{due_at.isoformat()} (last success: {last})"
         )
-    return Readiness(reasons=reasons, latest_run=latest, last_success=success, due_at=due_at)
+    return Readiness(
+        reasons=reasons, latest_run=latest, last_success=success, due_at=due_at, stale=stale
+    )
 
 
 def run_ticker_counts(session: Session, *, run_id: int) -> dict[str, int]:

@@ -5,6 +5,8 @@
 watches them, and one alert per as-of date would flood the channel). Delivery is synchronous but
 bounded (3 attempts, 5 s timeout each, 1 s and 2 s apart: under 20 s) so a process that exits right
 after its run still sends; it never raises and never changes the run's status or exit code.
+`alert_stale` is the scheduler daemon's periodic check: when no run succeeded within
+`[schedule] stale_after_hours` of the run last due, one alert per due time.
 Only the webhook's scheme://host is ever logged: Slack and Mattermost URLs carry a token in their
 path.
 """
@@ -24,11 +26,12 @@ from jobs.config import AlertsConfig, Config
 from jobs.text import one_line
 
 if TYPE_CHECKING:
+    from db.health import Readiness
     from jobs.pipeline import RunResult
 
 log = logging.getLogger("candlecast.alerts")
 
-RUN_EVENTS = ("failed", "partial")  # run statuses that alert ("stale" belongs to the health check)
+RUN_EVENTS = ("failed", "partial")  # run statuses that alert ("stale": alert_stale, the daemon)
 ATTEMPTS = 3
 BACKOFF_S = (1.0, 2.0)  # sleeps before the 2nd and 3rd attempts
 TIMEOUT_S = 5.0  # per attempt (connect + response)
@@ -86,6 +89,43 @@ def alert_run(config: Config, result: RunResult) -> bool:
     except Exception as exc:  # a bug here must not turn into the run's failure
         log.warning("alert for run %s not sent: %s", result.run_id, type(exc).__name__)
         return False
+
+
+def alert_stale(config: Config, verdict: Readiness) -> bool:
+    """POST a "stale" alert when no run succeeded since one was due and [alerts] asks for it;
+    True when one was delivered. Never raises. The scheduler daemon calls it (once per due time).
+    """
+    alerts = config.alerts
+    try:
+        if not (alerts.webhook_url and "stale" in alerts.on and verdict.stale):
+            return False
+        return deliver(alerts.webhook_url, stale_payload(verdict, alerts.runs_url), what="stale")
+    except Exception as exc:  # never let monitoring break the daemon
+        log.warning("stale alert not sent: %s", type(exc).__name__)
+        return False
+
+
+def stale_payload(verdict: Readiness, runs_url: str = "") -> dict[str, Any]:
+    """The JSON body of a stale alert: `text` plus the due time, last success and reasons."""
+    success = verdict.last_success
+    due = verdict.due_at.isoformat() if verdict.due_at else None
+    last = (
+        f"run {success.id} at {success.finished_at.isoformat()}"
+        if success is not None and success.finished_at is not None
+        else "never"
+    )
+    text = f"candlecast is stale: no run succeeded since the run due at {due}"
+    text += f" (last success: {last})"
+    if runs_url:
+        text += f" {runs_url}"
+    return {
+        "text": text,
+        "status": "stale",
+        "due_at": due,
+        "last_success_run_id": success.id if success is not None else None,
+        "reasons": list(verdict.reasons),
+        "runs_url": runs_url or None,
+    }
 
 
 def deliver(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from apscheduler.events import (
@@ -39,6 +39,10 @@ from jobs.scheduler_metrics import SchedulerMetrics, record_run
 JOB_ID = "candlecast-nightly"
 JOB_FUNC = "jobs.scheduler:nightly_job"
 RESUME_FUNC = "jobs.scheduler:resume_job"
+STALE_FUNC = "jobs.scheduler:stale_check_job"
+STALE_CHECK_MINUTES = 15
+# Due times already alerted as stale by this process (a restarted daemon alerts once more).
+STALE_ALERTED: set[datetime] = set()
 log = logging.getLogger("candlecast.scheduler")
 
 if TYPE_CHECKING:
@@ -79,6 +83,25 @@ def resume_job(config_path: str | None) -> None:
         return
     if result is not None:
         _log_result(result)
+
+
+def stale_check_job(config_path: str | None) -> None:
+    """The daemon's periodic check: one "stale" alert per due time that no run succeeded after."""
+    from db.session import make_session_factory
+    from jobs.alerts import alert_stale
+    from jobs.health import check
+
+    config = load_config(config_path)
+    engine = make_engine(config.database.url)
+    try:
+        with make_session_factory(engine)() as session:
+            verdict = check(session, config)
+    finally:
+        engine.dispose()
+    if verdict.stale and verdict.due_at not in STALE_ALERTED:
+        log.warning("stale: %s", "; ".join(verdict.reasons))
+        if alert_stale(config, verdict):
+            STALE_ALERTED.add(verdict.due_at)
 
 
 def resume_abandoned(pipeline: Pipeline) -> RunResult | None:
@@ -198,6 +221,8 @@ def run_daemon(config: Config, config_path: str | None, *, run_now: bool = False
     def log_next(event: JobEvent | None = None) -> None:
         if STOP.is_set():  # shutting down: shutdown() holds the job store lock get_job needs
             return
+        if event is not None and event.job_id == f"{JOB_ID}-stale-check":
+            return  # the periodic check changes nothing about the next run
         if event is not None and event.code == EVENT_JOB_MISSED:
             log.warning("missed the run due at %s (past the grace time)", event.scheduled_run_time)
         job = scheduler.get_job(JOB_ID)
@@ -231,6 +256,17 @@ def run_daemon(config: Config, config_path: str | None, *, run_now: bool = False
             name="resume an abandoned run",
             jobstore="memory",
         )
+    if config.alerts.webhook_url and "stale" in config.alerts.on:
+        scheduler.add_job(
+            STALE_FUNC,
+            "interval",
+            minutes=STALE_CHECK_MINUTES,
+            args=[config_path],
+            id=f"{JOB_ID}-stale-check",
+            name="stale check",
+            jobstore="memory",
+            next_run_time=datetime.now(UTC),
+        )
     scheduler.add_listener(lambda _e: log_next(), EVENT_SCHEDULER_STARTED)
     log.info("scheduler starting (cron %r, %s)", config.schedule.cron, config.schedule.timezone)
     scheduler.start()  # blocks until shutdown
@@ -249,7 +285,7 @@ def _serve_metrics(scheduler: BaseScheduler, config: Config) -> SchedulerMetrics
     scheduler_metrics.ACTIVE = metrics
 
     def job_error(event: JobEvent) -> None:
-        if event.job_id != f"{JOB_ID}-resume":
+        if event.job_id not in (f"{JOB_ID}-resume", f"{JOB_ID}-stale-check"):
             metrics.record_run("error")
 
     scheduler.add_listener(job_error, EVENT_JOB_ERROR)

@@ -259,3 +259,29 @@ def test_payload_text_is_bounded_and_names_a_run_without_as_of():
     assert body["text"].startswith("candlecast run 3 (no as-of date): failed, 12 of 12 tickers")
     assert body["text"].endswith(" and 2 more") and len(body["text"]) < 2500
     assert len(body["failed"]) == 12 and body["as_of"] is None
+
+
+@pytest.mark.parametrize(("on", "posts"), [(["failed", "partial", "stale"], 1), (["failed"], 0)])
+def test_the_daemon_alerts_once_per_due_time_when_no_run_succeeded(
+    tmp_path, migrated_url, receiver, monkeypatch, on, posts
+):
+    """No run ever succeeded on a weekday cron: the periodic check posts one "stale" alert, and
+    checking again for the same due time posts nothing more."""
+    from jobs import scheduler
+
+    monkeypatch.setattr(scheduler, "STALE_ALERTED", set())
+    monkeypatch.delenv("CANDLECAST_DATABASE_URL", raising=False)
+    path = write_config(
+        tmp_path / "stale.toml",
+        migrated_url,
+        {"alerts": {"webhook_url": receiver.url, "on": on, "runs_url": RUNS_URL}},
+    )
+    scheduler.stale_check_job(str(path))
+    scheduler.stale_check_job(str(path))
+    assert len(receiver.posts) == posts
+    if posts:
+        body = receiver.bodies[0]
+        assert body["status"] == "stale" and body["last_success_run_id"] is None
+        assert body["due_at"] and body["runs_url"] == RUNS_URL
+        assert body["text"].startswith("candlecast is stale: no run succeeded since the run due")
+        assert any("no run succeeded" in reason for reason in body["reasons"])
