@@ -244,3 +244,262 @@ def latest_ticker_outcomes(session: Session, *, tickers: Sequence[str]) -> dict[
         .where(tuple_(ForecastRunTicker.ticker, ForecastRunTicker.run_id).in_(newest))
     )
     return {row.ticker: row for row in session.execute(stmt).mappings()}
+
+
+def recent_closes(
+    session: Session, *, tickers: Sequence[str], sessions: int
+) -> dict[str, list[tuple[date, float]]]:
+    """ticker -> its last `sessions` (date, close) pairs, oldest first, for all tickers at once."""
+    if not tickers:
+        return {}
+    rank = (
+        func.row_number()
+        .over(partition_by=_C.ticker, order_by=_C.session_date.desc())
+        .label("rank")
+    )
+    ranked = (
+        select(_C.ticker, _C.session_date, _C.close, rank)
+        .where(_C.ticker.in_(list(tickers)))
+        .subquery()
+    )
+    stmt = (
+        select(ranked.c.ticker, ranked.c.session_date, ranked.c.close)
+        .where(ranked.c.rank <= sessions)
+        .order_by(ranked.c.ticker, ranked.c.session_date)
+    )
+    out: dict[str, list[tuple[date, float]]] = {}
+    for row in session.execute(stmt):
+        out.setdefault(row.ticker, []).append((row.session_date, row.close))
+    return out
+
+
+def latest_forecast_models(session: Session, *, tickers: Sequence[str]) -> dict[str, RowMapping]:
+    """ticker -> (ticker, as_of_date, model_version_id, train_end, age_sessions) of its newest
+    stored forecast; age_sessions counts the ticker's candle sessions in (train_end, as_of_date].
+    Tickers whose newest forecast has no model version are absent.
+    """
+    if not tickers:
+        return {}
+    newest = (
+        select(_F.ticker, func.max(_F.as_of_date).label("as_of_date"))
+        .where(_F.ticker.in_(list(tickers)))
+        .group_by(_F.ticker)
+        .subquery()
+    )
+    made = (
+        select(_F.ticker, _F.as_of_date, _F.model_version_id)
+        .join(newest, and_(_F.ticker == newest.c.ticker, _F.as_of_date == newest.c.as_of_date))
+        .where(_F.horizon == 1, _F.model_version_id.is_not(None))
+        .subquery()
+    )
+    stmt = (
+        select(
+            made.c.ticker,
+            made.c.as_of_date,
+            made.c.model_version_id,
+            ModelVersion.train_end,
+            func.count(_C.session_date).label("age_sessions"),
+        )
+        .join(ModelVersion, ModelVersion.id == made.c.model_version_id)
+        .outerjoin(
+            Candle,
+            and_(
+                _C.ticker == made.c.ticker,
+                _C.session_date > ModelVersion.train_end,
+                _C.session_date <= made.c.as_of_date,
+            ),
+        )
+        .group_by(made.c.ticker, made.c.as_of_date, made.c.model_version_id, ModelVersion.train_end)
+    )
+    return {row.ticker: row for row in session.execute(stmt).mappings()}
+
+
+def runs_page(
+    session: Session, *, status: str | None, limit: int, offset: int
+) -> tuple[list[ForecastRun], int | None]:
+    """One page of runs, newest first, with their ticker outcomes (two queries), and how many
+    runs match `status` (None = any): the total comes with the page from a window count, or from
+    a count query when the page is past the end.
+    """
+    where = [ForecastRun.status == status] if status is not None else []
+    stmt = (
+        select(ForecastRun, func.count().over().label("total"))
+        .where(*where)
+        .options(selectinload(ForecastRun.tickers))
+        .order_by(ForecastRun.started_at.desc(), ForecastRun.id.desc())
+        .limit(limit)
+        .offset(offset)
+    )
+    rows = session.execute(stmt).all()
+    if rows:
+        return [row[0] for row in rows], int(rows[0].total)
+    if offset == 0:
+        return [], 0
+    return [], session.scalar(select(func.count()).select_from(ForecastRun).where(*where))
+
+
+def run_with_tickers(session: Session, *, run_id: int) -> ForecastRun | None:
+    """The run `run_id` with its per-ticker outcomes (by ticker), or None."""
+    stmt = (
+        select(ForecastRun)
+        .where(ForecastRun.id == run_id)
+        .options(selectinload(ForecastRun.tickers))
+    )
+    return session.scalars(stmt).first()
+
+
+# --- API paging and response caching (issue 12 parts 4 and 5) ---
+
+
+def forecast_history_page(
+    session: Session,
+    *,
+    ticker: str,
+    start: date | None,
+    end: date | None,
+    after: tuple[date, int] | None,
+    limit: int,
+) -> Sequence[RowMapping]:
+    """One page of forecast_history (newest as-of first, then horizon), keyset-paginated.
+
+    `after` is the (as_of_date, horizon) of the previous page's last row: only rows after it in
+    that order are returned (as_of_date < d, or as_of_date = d and horizon > h).
+    """
+    fa = forecast_accuracy.c
+    conditions = _accuracy_filter(ticker, start, end)
+    if after is not None:
+        day, horizon = after
+        conditions.append((fa.as_of_date < day) | ((fa.as_of_date == day) & (fa.horizon > horizon)))
+    stmt = (
+        select(forecast_accuracy)
+        .where(*conditions)
+        .order_by(fa.as_of_date.desc(), fa.horizon)
+        .limit(limit)
+    )
+    return session.execute(stmt).mappings().all()
+
+
+@lru_cache(maxsize=1)
+def _change_marker_stmt() -> Select[Any]:
+    """Built once: three primary-key maxima (each one index lookup)."""
+    runs = ForecastRun.__table__.c
+    return select(
+        select(func.max(runs.id)).where(runs.status != "running").scalar_subquery(),
+        select(func.max(runs.id)).scalar_subquery(),
+        select(func.max(_F.id)).scalar_subquery(),
+    )
+
+
+def change_marker(session: Session) -> tuple[int, int, int]:
+    """(latest finished run id, latest run id, max forecast id), 0 for none: it changes whenever
+    a run starts or finishes or a forecast row is added, so caches of rendered answers key on it.
+    """
+    row = session.execute(_change_marker_stmt()).one()
+    return (row[0] or 0, row[1] or 0, row[2] or 0)
+
+
+# --- ticker page: accuracy panel honouring as-of and window, paged history (issue 12 part 2) ---
+
+
+def _paired_columns(table: Any) -> list[Any]:
+    """n, model/naive MAE and the mean and mean square of the paired error difference."""
+    c = table.c
+    diff = c.abs_error - c.naive_abs_error
+    return [
+        func.count().label("n"),
+        func.avg(c.abs_error).label("model_mae"),
+        func.avg(c.naive_abs_error).label("naive_mae"),
+        func.avg(diff).label("mean_diff"),
+        func.avg(diff * diff).label("mean_diff2"),
+        *(
+            cast(func.avg(c[col]), Float).label(f"coverage_{lv}")
+            for lv, col in ((50, "in_interval_50"), (80, "in_interval"), (90, "in_interval_90"))
+        ),
+    ]
+
+
+def _scored(table: Any, ticker: str, start: date | None, end: date | None) -> list[Any]:
+    c = table.c
+    conditions: list[Any] = [
+        c.ticker == ticker,
+        c.actual_close.is_not(None),
+        c.abs_error.is_not(None),
+        c.naive_abs_error.is_not(None),
+    ]
+    if start is not None:
+        conditions.append(c.as_of_date >= start)
+    if end is not None:
+        conditions.append(c.as_of_date <= end)
+    return conditions
+
+
+def paired_accuracy(
+    session: Session, *, ticker: str, start: date | None, end: date | None
+) -> Sequence[RowMapping]:
+    """Per horizon over forecasts made in [start, end] with a known actual: n, model and naive
+    MAE, mean and mean square of (model - naive) absolute error, 50/80/90% coverage.
+    """
+    fa = forecast_accuracy
+    stmt = (
+        select(fa.c.horizon, *_paired_columns(fa))
+        .where(*_scored(fa, ticker, start, end))
+        .group_by(fa.c.horizon)
+        .order_by(fa.c.horizon)
+    )
+    return session.execute(stmt).mappings().all()
+
+
+def baseline_paired_accuracy(
+    session: Session, *, ticker: str, start: date | None, end: date | None
+) -> Sequence[RowMapping]:
+    """paired_accuracy for each stored baseline (baseline_accuracy), by model then horizon."""
+    ba = baseline_accuracy
+    stmt = (
+        select(ba.c.model, ba.c.horizon, *_paired_columns(ba))
+        .where(*_scored(ba, ticker, start, end))
+        .group_by(ba.c.model, ba.c.horizon)
+        .order_by(ba.c.model, ba.c.horizon)
+    )
+    return session.execute(stmt).mappings().all()
+
+
+def daily_mae(
+    session: Session, *, ticker: str, start: date | None, end: date | None
+) -> Sequence[RowMapping]:
+    """Per as-of date in [start, end]: the model's and naive's MAE over the horizons scored."""
+    fa = forecast_accuracy
+    stmt = (
+        select(
+            fa.c.as_of_date,
+            func.avg(fa.c.abs_error).label("model_mae"),
+            func.avg(fa.c.naive_abs_error).label("naive_mae"),
+        )
+        .where(*_scored(fa, ticker, start, end))
+        .group_by(fa.c.as_of_date)
+        .order_by(fa.c.as_of_date)
+    )
+    return session.execute(stmt).mappings().all()
+
+
+def scored_forecasts_page(
+    session: Session,
+    *,
+    ticker: str,
+    start: date | None,
+    end: date | None,
+    limit: int,
+    offset: int,
+) -> tuple[Sequence[RowMapping], int]:
+    """One page of scored forecasts (newest as-of first, then horizon) and how many there are."""
+    fa = forecast_accuracy
+    conditions = _scored(fa, ticker, start, end)
+    stmt = (
+        select(fa)
+        .where(*conditions)
+        .order_by(fa.c.as_of_date.desc(), fa.c.horizon)
+        .limit(limit)
+        .offset(offset)
+    )
+    rows = session.execute(stmt).mappings().all()
+    total = session.scalar(select(func.count()).select_from(fa).where(*conditions)) or 0
+    return rows, int(total)

@@ -4,24 +4,27 @@ from __future__ import annotations
 
 import gzip
 import threading
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from importlib.metadata import version
 from typing import Any
 
 from flask import Blueprint, Response, render_template, request
+from markupsafe import Markup
 
 from db import web_queries as q
+from db.models import RUN_STATUSES
 from db.repository import load_candles
 from web import charts, db_session, state
 from web.errors import ApiError
 from web.forecasts import ForecastView, check_ticker, find_forecast, latest_stored, parse_date
+from web.sparkline import FanStep, sparkline_svg
 
 bp = Blueprint("pages", __name__)
 
 CHART_DAYS = 183  # about six months of actual candles
 HISTORY_TABLE_ROWS = 40
-RUNS_SHOWN = 50
 ONE_YEAR = 365 * 24 * 3600
 _plotly_lock = threading.Lock()
 _plotly_js: dict[str, bytes] = {}
@@ -72,19 +75,85 @@ def plotly_js() -> Response:
     return response.make_conditional(request)
 
 
+SPARK_SESSIONS = 65  # about three months of closes in each index sparkline
+FILTER_ABOVE = 8  # the index shows its filter box above this many tickers (or with ?filter=1)
+
+
+@dataclass(frozen=True)
+class _IndexRow:
+    """One ticker's line on the index: price context, next-session forecast, model, last run."""
+
+    symbol: str
+    closes: list[tuple[date, float]]
+    change: float | None
+    change_pct: float | None
+    spark: Markup
+    view: ForecastView | None
+    model: Any
+    outcome: Any
+
+    @property
+    def last_close(self) -> float | None:
+        return self.closes[-1][1] if self.closes else None
+
+    @property
+    def direction(self) -> str:
+        """'up', 'down' or 'flat' by the day change (rounded to cents)."""
+        cents = self.change or 0.0
+        return "up" if cents > 0 else "down" if cents < 0 else "flat"
+
+
+def _fan(view: ForecastView) -> list[FanStep]:
+    steps = []
+    for c in view.candles:
+        lo50, hi50 = c.bounds(50)
+        steps.append(FanStep(c.close, c.close_lo, c.close_hi, lo50, hi50))
+    return steps
+
+
+def _index_row(
+    symbol: str,
+    closes: list[tuple[date, float]],
+    view: ForecastView | None,
+    model: Any,
+    outcome: Any,
+) -> _IndexRow:
+    change = change_pct = None
+    if len(closes) >= 2:
+        prev, last = closes[-2][1], closes[-1][1]
+        change = round(last - prev, 2) + 0.0  # + 0.0: never "-0.00"
+        change_pct = round(100 * (last - prev) / prev, 2) + 0.0 if prev else None
+    dates = [d for d, _ in closes]
+    anchor = dates.index(view.as_of) if view is not None and view.as_of in dates else None
+    spark = sparkline_svg(
+        [c for _, c in closes],
+        _fan(view) if view is not None and anchor is not None else (),
+        anchor=anchor,
+        label=f"{symbol}: last {len(closes)} closes and the forecast fan",
+    )
+    return _IndexRow(symbol, closes, change, change_pct, spark, view, model, outcome)
+
+
 @bp.get("/")
 def index() -> str:
-    """Every configured ticker with its latest stored forecast, model and last run outcome."""
+    """One row per configured ticker: last close and day change, a sparkline of ~3 months of
+    closes with the forecast fan, the next-session forecast, model age and last run status.
+    A constant number of queries, whatever the number of tickers.
+    """
     session = db_session()
     symbols = state().config.tickers.symbols
     latest = latest_stored(session, symbols)
-    ids = [v.model_version for v in latest.values() if v.model_version is not None]
+    closes = q.recent_closes(session, tickers=symbols, sessions=SPARK_SESSIONS)
+    models = q.latest_forecast_models(session, tickers=symbols)
+    outcomes = q.latest_ticker_outcomes(session, tickers=symbols)
+    rows = [
+        _index_row(s, closes.get(s, []), latest.get(s), models.get(s), outcomes.get(s))
+        for s in symbols
+    ]
     return render_template(
         "index.html",
-        symbols=symbols,
-        latest=latest,
-        models=q.model_versions_info(session, ids=ids),
-        outcomes=q.latest_ticker_outcomes(session, tickers=symbols),
+        rows=rows,
+        show_filter=len(symbols) > FILTER_ABOVE or request.args.get("filter") == "1",
         run=q.latest_run(session),
     )
 
@@ -154,7 +223,54 @@ def ticker_page(ticker: str) -> tuple[str, int]:
     return page, status
 
 
+RUNS_PER_PAGE = 20
+MAX_RUNS_PAGE = 1_000_000  # later pages are empty without asking the database
+MAX_RUN_ID = 2**31 - 1  # forecast_runs.id is a 32-bit integer
+
+
+def _runs_args() -> tuple[str | None, int]:
+    """(status or None for all, page >= 1) from the query string; ApiError 400 when invalid."""
+    status = request.args.get("status", "").strip().lower() or None
+    if status is not None and status not in RUN_STATUSES:
+        allowed = ", ".join(RUN_STATUSES)
+        raise ApiError(400, "invalid_parameter", f"status must be one of {allowed} (or omitted)")
+    raw = request.args.get("page", "").strip() or "1"
+    if not raw.isdigit() or int(raw) < 1:
+        raise ApiError(400, "invalid_parameter", "page must be a whole number from 1 up")
+    return status, int(raw)
+
+
 @bp.get("/runs")
 def runs() -> str:
-    """Job runs, newest first, with per-ticker status, duration and errors."""
-    return render_template("runs.html", runs=q.recent_runs(db_session(), limit=RUNS_SHOWN))
+    """Job runs, newest first, RUNS_PER_PAGE a page, one table row each, filterable by status."""
+    status, page = _runs_args()
+    found: list[Any] = []
+    total: int | None = None
+    if page <= MAX_RUNS_PAGE:
+        found, total = q.runs_page(
+            db_session(),
+            status=status,
+            limit=RUNS_PER_PAGE,
+            offset=(page - 1) * RUNS_PER_PAGE,
+        )
+    pages = max(1, -(-(total or 0) // RUNS_PER_PAGE))
+    return render_template(
+        "runs.html",
+        runs=found,
+        status=status,
+        statuses=RUN_STATUSES,
+        page=page,
+        pages=pages,
+        total=total,
+        newer=min(page - 1, pages) if page > 1 else None,
+        older=page + 1 if total is not None and page < pages else None,
+    )
+
+
+@bp.get("/runs/<int:run_id>")
+def run_detail(run_id: int) -> str:
+    """One run: its times, host and message, and every ticker's outcome with its full error."""
+    run = q.run_with_tickers(db_session(), run_id=run_id) if run_id <= MAX_RUN_ID else None
+    if run is None:
+        raise ApiError(404, "not_found", f"There is no job run #{run_id}.")
+    return render_template("run_detail.html", run=run)

@@ -50,7 +50,7 @@ def test_index_lists_the_tickers(page, live_server: str, sqlite_site: Site) -> N
     response = page.goto(live_server + "/")
     assert response is not None and response.status == 200
     for ticker in sqlite_site.config.tickers.symbols:
-        assert page.locator(f"#ticker-{ticker} h2").inner_text() == ticker
+        assert page.locator(f"#ticker-{ticker} .ix-ticker a").inner_text() == ticker
     assert page.errors == []
 
 

@@ -25,13 +25,13 @@ def test_index_lists_every_configured_ticker(client: FlaskClient, site: Site) ->
     for ticker in site.config.tickers.symbols:
         assert f'id="ticker-{ticker}"' in page
         assert f'href="/tickers/{ticker}"' in page
-    aapl = page.split('id="ticker-AAPL"')[1].split("</article>")[0]
+    aapl = page.split('id="ticker-AAPL"')[1].split("</tr>")[0]
     assert site.seed.stored_as_of[-1].isoformat() in aapl  # latest stored forecast
-    assert f"model v{site.seed.model_id} (trained to 2023-06-30)" in aapl
-    assert aapl.count('class="strong"') == 4  # four forecast candles with their interval
-    assert "–" in aapl and "failed" in aapl  # interval column; last run status of the ticker
-    googl = page.split('id="ticker-GOOGL"')[1].split("</article>")[0]
-    assert "No stored forecast yet" in googl
+    assert f"model v{site.seed.model_id} trained to 2023-06-30" in aapl
+    assert '<polyline class="median"' in aapl  # the forecast fan on the sparkline
+    assert "–" in aapl and "failed" in aapl  # 80% interval; last run status of the ticker
+    googl = page.split('id="ticker-GOOGL"')[1].split("</tr>")[0]
+    assert "no forecast yet" in googl
     assert f"#{site.seed.run_ids[-1]}" in page and "partial" in page  # the last run
 
 
