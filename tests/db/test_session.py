@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select, text
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError
 
 from db.models import Candle
-from db.session import make_engine, make_session_factory, sqlite_file_path
+from db.session import DatabaseFileMissing, make_engine, make_session_factory, sqlite_file_path
 
 INSERT_CANDLE = text(
     "INSERT INTO candles (ticker, session_date, open, high, low, close, volume, source, fetched_at)"
@@ -33,7 +33,7 @@ def test_sqlite_pragmas_and_parent_directory(tmp_path: Path) -> None:
 def test_read_only_sqlite_creates_nothing(tmp_path: Path) -> None:
     engine = make_engine(f"sqlite:///{tmp_path / 'missing' / 'x.db'}", read_only=True)
     try:
-        with pytest.raises(OperationalError):
+        with pytest.raises(DatabaseFileMissing, match="database file missing: .*x.db"):
             engine.connect()
     finally:
         engine.dispose()
