@@ -1,12 +1,26 @@
-"""Latency of POST /predict against the real server (web.serve: gunicorn), printed as a table.
+"""Throughput and latency of the web app against a trivial Flask app under the same gunicorn.
 
-    .venv/bin/python benchmarks/web_latency.py [--clients 16] [--requests 4000] [--workers N]
+    .venv/bin/python benchmarks/web_latency.py [--connections 16] [--duration 10] [--workers 2]
+                                              [--client auto|wrk|threads] [--live]
+                                              [--app-root PATH]
 
-Builds a temporary SQLite database (bundled candles of the five tickers, stored forecasts for
-their last --stored sessions, one small AAPL model trained to 2023-06-30), starts the server on a
-free loopback port in a subprocess, then measures with concurrent clients (threads, http.client):
-  stored - forecasts read from the database (target p50 <= 10 ms)
-  live   - AAPL dates without a stored forecast, inferred with a warm model cache (p50 <= 150 ms)
+Builds a temporary SQLite database (bundled candles of five tickers, stored forecasts for their
+last --stored sessions, two finished runs), then, one after the other, serves with web.serve's
+gunicorn settings (gunicorn_options: CandlecastWorker, gthread, [web] threads, --workers):
+
+  ceiling         - a trivial Flask app answering every request with the stored /predict JSON
+                    bytes (the best any view could do under these settings)
+  POST /predict   - stored forecasts (rotating over every stored (ticker, date))
+  GET /api/forecasts/AAPL, /tickers/AAPL, /, /runs
+  live (--live)   - POST /predict of AAPL dates without a stored forecast (trains a small model)
+
+and measures each with `wrk -t1 -c<connections> -d<duration>s --latency` (POST bodies via a Lua
+script) when wrk is installed, else with its own threaded keep-alive client. It prints req/s,
+p50 and p99 latency and the ratios to the ceiling (req/s ratio, p50 ratio). The machine's load
+average is printed too: numbers taken while other work runs on the same cores are noisy.
+
+`--app-root` serves the app from another checkout (e.g. a `git worktree` of an older commit) to
+compare before/after with the same client and database; the ceiling always runs from there too.
 """
 
 from __future__ import annotations
@@ -15,6 +29,8 @@ import argparse
 import http.client
 import json
 import os
+import re
+import shutil
 import signal
 import socket
 import statistics
@@ -23,7 +39,8 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import UTC, date, datetime
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -32,49 +49,107 @@ sys.path.insert(0, str(ROOT))
 
 TICKERS = ("AAPL", "AMZN", "GOOGL", "MSFT", "TSLA")
 MODEL_AS_OF = date(2023, 6, 30)
-SERVE = (
-    "import sys; from jobs.config import load_config; from web.serve import serve; "
-    "serve(load_config(sys.argv[1]), workers=int(sys.argv[2]))"
-)
+# Runs the app (argv: config path, workers) or the ceiling app (argv: ..., body file) with
+# web.serve's gunicorn options and worker class.
+SERVE = """
+import sys
+from jobs.config import load_config
+from web.serve import serve
+serve(load_config(sys.argv[1]), workers=int(sys.argv[2]))
+"""
+SERVE_CEILING = """
+import sys
+from flask import Flask, Response
+from jobs import logs
+from jobs.config import load_config
+from web.serve import CandlecastServer, gunicorn_options
+
+config = load_config(sys.argv[1])
+body = open(sys.argv[3], "rb").read()
+
+class CeilingServer(CandlecastServer):
+    def load(self):
+        app = Flask("ceiling")
+
+        @app.route("/", defaults={"path": ""}, methods=["GET", "POST"])
+        @app.route("/<path:path>", methods=["GET", "POST"])
+        def answer(path):
+            return Response(body, mimetype="application/json")
+
+        return app
+
+logs.configure(config.logging, keep=True)
+CeilingServer(config, gunicorn_options(config, int(sys.argv[2]))).run()
+"""
 
 
-def build_database(url: str, stored: int) -> tuple[list[tuple[str, str]], list[str]]:
-    """Fill `url`; return (ticker, date) bodies with stored forecasts and live AAPL dates."""
+@dataclass(frozen=True)
+class Target:
+    name: str
+    method: str
+    path: str
+    bodies: tuple[bytes, ...] = ()
+    expect: bytes = b""  # a byte string every answer must contain (threaded client only)
+
+
+@dataclass(frozen=True)
+class Result:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    errors: int
+
+
+def build_database(url: str, stored: int, *, live: bool) -> tuple[list[tuple[str, str]], list[str]]:
+    """Fill `url`; return (ticker, date) pairs with stored forecasts and (if `live`) live dates."""
     from db.migrate import upgrade
-    from db.model_store import add_model_version
-    from db.models import Forecast, ForecastRun
+    from db.models import Forecast, ForecastRun, ForecastRunTicker
     from db.repository import upsert_candles
     from db.session import make_engine, make_session_factory
-    from forecasting.artifact import trained_to_record
     from forecasting.calendar import next_sessions
-    from forecasting.params import ModelParams
     from forecasting.providers import make_provider
-    from forecasting.train import train_model
 
     upgrade(url)
     provider = make_provider("bundled")
     frames = {t: provider.fetch(t) for t in TICKERS}
-    trained = train_model(
-        frames["AAPL"], ModelParams(units=8, epochs=2, patience=1), ticker="AAPL", as_of=MODEL_AS_OF
-    )
     engine = make_engine(url)
-    stored_bodies: list[tuple[str, str]] = []
+    stored_pairs: list[tuple[str, str]] = []
     with make_session_factory(engine).begin() as session:
-        model = add_model_version(session, record=trained_to_record(trained))
-        run = ForecastRun(trigger="manual", status="succeeded", finished_at=datetime.now(UTC))
-        session.add(run)
-        session.flush()
+        model_id = None
+        if live:
+            from db.model_store import add_model_version
+            from forecasting.artifact import trained_to_record
+            from forecasting.params import ModelParams
+            from forecasting.train import train_model
+
+            params = ModelParams(units=8, epochs=2, patience=1)
+            trained = train_model(frames["AAPL"], params, ticker="AAPL", as_of=MODEL_AS_OF)
+            model_id = add_model_version(session, record=trained_to_record(trained)).id
+        now = datetime.now(UTC)
+        for i, status in enumerate(("partial", "succeeded")):
+            started = now - timedelta(days=1 - i, minutes=5)
+            run = ForecastRun(
+                trigger="schedule", status=status, started_at=started, finished_at=started
+            )
+            session.add(run)
+            session.flush()
+            for ticker in TICKERS:
+                session.add(
+                    ForecastRunTicker(run_id=run.id, ticker=ticker, status="succeeded",
+                                      duration_s=3.0)
+                )  # fmt: skip
         for ticker, frame in frames.items():
             upsert_candles(session, ticker=ticker, frame=frame, source="bundled")
             closes = frame["close"]
             for ts in frame.index[-stored:]:
                 as_of, last = ts.date(), float(closes.loc[ts])
-                stored_bodies.append((ticker, as_of.isoformat()))
+                stored_pairs.append((ticker, as_of.isoformat()))
                 for h, target in enumerate(next_sessions(as_of, 4), start=1):
                     close = last * (1 + 0.001 * h)
                     session.add(
                         Forecast(
-                            run_id=run.id, model_version_id=model.id, ticker=ticker,
+                            run_id=run.id, model_version_id=model_id, ticker=ticker,
                             as_of_date=as_of, horizon=h, target_date=target, open=last,
                             high=close * 1.01, low=last * 0.99, close=close,
                             close_lo=close * 0.98, close_hi=close * 1.02,
@@ -83,72 +158,16 @@ def build_database(url: str, stored: int) -> tuple[list[tuple[str, str]], list[s
                     )  # fmt: skip
     engine.dispose()
     index = frames["AAPL"].index
-    live = [ts.date().isoformat() for ts in index[(index > "2023-07-01") & (index < "2023-10-01")]]
-    return stored_bodies, live
+    live_days = [
+        ts.date().isoformat() for ts in index[(index > "2023-07-01") & (index < "2023-10-01")]
+    ]
+    return stored_pairs, live_days if live else []
 
 
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-HEADERS = {"Content-Type": "application/json"}
-
-
-def post(conn: http.client.HTTPConnection, body: bytes) -> tuple[float, int, bytes]:
-    """One POST /predict; (seconds until the whole response is read, status, body)."""
-    started = time.perf_counter()
-    conn.request("POST", "/predict", body, HEADERS)
-    response = conn.getresponse()
-    data = response.read()
-    return time.perf_counter() - started, response.status, data
-
-
-def load(
-    port: int, requests: list[tuple[str, str]], clients: int, total: int, source: str
-) -> dict[str, float]:
-    """`total` requests over `clients` threads; latency percentiles in ms.
-
-    Bodies are encoded up front and responses only checked for their source after timing, so
-    the clients (which share the machine with the server) spend as little CPU as possible.
-    """
-    bodies = [json.dumps({"stock_symbol": t, "input_date": d}).encode() for t, d in requests]
-    expected = f'"source":"{source}"'.encode()
-    latencies: list[float] = []
-    failures: list[str] = []
-    lock = threading.Lock()
-
-    def client(worker: int) -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-        mine: list[float] = []
-        for i in range(worker, total, clients):
-            elapsed, status, data = post(conn, bodies[i % len(bodies)])
-            mine.append(elapsed)
-            if status != 200 or expected not in data:
-                failures.append(f"{status} {data[:200]!r}")
-        conn.close()
-        with lock:
-            latencies.extend(mine)
-
-    threads = [threading.Thread(target=client, args=(w,)) for w in range(clients)]
-    began = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    wall = time.perf_counter() - began
-    ordered = sorted(latencies)
-    pct = lambda p: ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] * 1000  # noqa: E731
-    return {
-        "requests": len(ordered),
-        "p50": statistics.median(ordered) * 1000,
-        "p90": pct(90),
-        "p99": pct(99),
-        "max": ordered[-1] * 1000,
-        "rps": len(ordered) / wall,
-        "errors": len(failures),
-    }
 
 
 def wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float = 90.0) -> None:
@@ -159,74 +178,229 @@ def wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float = 90.0) 
         try:
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
             conn.request("GET", "/healthz")
-            if conn.getresponse().status == 200:
-                return
+            conn.getresponse().read()
+            return
         except OSError:
             time.sleep(0.2)
     raise SystemExit("server did not become ready")
 
 
+def fetch(port: int, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        conn.request(method, path, body, {"Content-Type": "application/json"} if body else {})
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+# --- clients ---------------------------------------------------------------------------------
+
+LUA = """
+local bodies = {%s}
+local i = 0
+request = function()
+  i = i %% #bodies + 1
+  return wrk.format("%s", "%s", {["Content-Type"] = "application/json"}, bodies[i])
+end
+"""
+UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
+
+
+def _ms(text: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text.strip())
+    if match is None:
+        raise ValueError(f"unexpected wrk latency {text!r}")
+    return float(match.group(1)) * UNITS[match.group(2)]
+
+
+def run_wrk(port: int, target: Target, connections: int, duration: float, folder: Path) -> Result:
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{duration:g}s", "--latency"]
+    if target.bodies:
+        script = folder / "post.lua"
+        items = ", ".join(json.dumps(b.decode()) for b in target.bodies)
+        script.write_text(LUA % (items, target.method, target.path), encoding="utf-8")
+        command += ["-s", str(script)]
+    command.append(f"http://127.0.0.1:{port}{target.path}")
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    out = done.stdout
+    if "Requests/sec" not in out or "Latency Distribution" not in out:
+        raise SystemExit(f"unexpected wrk output:\n{out}\n{done.stderr}")
+    latency = dict(re.findall(r"^[ \t]*(\d+)%[ \t]+(\S+)[ \t]*$", out, re.MULTILINE))
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    count = int(bad.group(1)) if bad else 0
+    count += sum(int(x) for x in errors.groups()) if errors else 0
+    return Result(
+        rps=float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
+        p50_ms=_ms(latency["50"]),
+        p99_ms=_ms(latency["99"]),
+        requests=requests,
+        errors=count,
+    )
+
+
+def run_threads(port: int, target: Target, connections: int, duration: float) -> Result:
+    """`connections` keep-alive clients (threads, http.client) for `duration` seconds."""
+    latencies: list[float] = []
+    errors = [0]
+    lock = threading.Lock()
+    stop = time.perf_counter() + duration
+    headers = {"Content-Type": "application/json"} if target.bodies else {}
+
+    def client(worker: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        mine: list[float] = []
+        bad = 0
+        i = worker
+        while time.perf_counter() < stop:
+            body = target.bodies[i % len(target.bodies)] if target.bodies else None
+            i += connections
+            started = time.perf_counter()
+            conn.request(target.method, target.path, body, headers)
+            response = conn.getresponse()
+            data = response.read()
+            mine.append(time.perf_counter() - started)
+            if response.status != 200 or target.expect not in data:
+                bad += 1
+        conn.close()
+        with lock:
+            latencies.extend(mine)
+            errors[0] += bad
+
+    threads = [threading.Thread(target=client, args=(w,)) for w in range(connections)]
+    began = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - began
+    ordered = sorted(latencies)
+    return Result(
+        rps=len(ordered) / wall,
+        p50_ms=statistics.median(ordered) * 1000,
+        p99_ms=ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] * 1000,
+        requests=len(ordered),
+        errors=errors[0],
+    )
+
+
+# --- servers ---------------------------------------------------------------------------------
+
+
+class Server:
+    """A gunicorn server in a subprocess (the app, or the ceiling app with `body_file`)."""
+
+    def __init__(self, config: Path, port: int, workers: int, app_root: Path,
+                 body_file: Path | None = None) -> None:  # fmt: skip
+        code = SERVE if body_file is None else SERVE_CEILING
+        argv = [sys.executable, "-c", code, str(config), str(workers)]
+        if body_file is not None:
+            argv.append(str(body_file))
+        env = {k: v for k, v in os.environ.items() if k != "CANDLECAST_DATABASE_URL"}
+        env["PYTHONPATH"] = str(app_root)
+        self.port = port
+        self.proc = subprocess.Popen(
+            argv, cwd=app_root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+
+    def __enter__(self) -> Server:
+        wait_ready(self.port, self.proc)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--clients", type=int, default=16)
-    parser.add_argument("--requests", type=int, default=4000, help="stored requests per run")
-    parser.add_argument("--live-requests", type=int, default=800)
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per target")
+    parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--stored", type=int, default=60, help="stored sessions per ticker")
+    parser.add_argument("--client", choices=("auto", "wrk", "threads"), default="auto")
+    parser.add_argument("--live", action="store_true", help="also POST /predict served live")
+    parser.add_argument("--app-root", type=Path, default=ROOT, help="checkout to serve from")
     args = parser.parse_args(argv)
+    use_wrk = args.client == "wrk" or (args.client == "auto" and shutil.which("wrk"))
+    app_root = args.app_root.resolve()
 
-    with tempfile.TemporaryDirectory(prefix="candlecast-bench-") as folder:
-        url = f"sqlite:///{Path(folder) / 'bench.db'}"
-        print("building the database (bundled candles, stored forecasts, one model) ...")
-        stored, live = build_database(url, args.stored)
+    with tempfile.TemporaryDirectory(prefix="candlecast-bench-") as name:
+        folder = Path(name)
+        url = f"sqlite:///{folder / 'bench.db'}"
+        print("building the database (bundled candles, stored forecasts) ...", flush=True)
+        stored, live = build_database(url, args.stored, live=args.live)
         port = free_port()
-        config = Path(folder) / "bench.toml"
+        config = folder / "bench.toml"
         config.write_text(
-            f'[database]\nurl = "{url}"\n[web]\nhost = "127.0.0.1"\nport = {port}\n',
+            f'[database]\nurl = "{url}"\n[tickers]\nsymbols = {json.dumps(list(TICKERS))}\n'
+            f'[web]\nhost = "127.0.0.1"\nport = {port}\n[logging]\nlevel = "WARNING"\n',
             encoding="utf-8",
         )
-        env = {k: v for k, v in os.environ.items() if k != "CANDLECAST_DATABASE_URL"}
-        proc = subprocess.Popen(
-            [sys.executable, "-c", SERVE, str(config), str(args.workers)],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            wait_ready(port, proc)
-            live_bodies = [("AAPL", d) for d in live]
-            results = []
-            load(
-                port, stored, args.clients, 400, "stored"
-            )  # warm-up: connections, caches, code paths
-            results.append(("stored", 1, load(port, stored, 1, min(1000, args.requests), "stored")))
-            results.append(
-                ("stored", args.clients, load(port, stored, args.clients, args.requests, "stored"))
+        bodies = tuple(json.dumps({"stock_symbol": t, "input_date": d}).encode() for t, d in stored)
+        stored_json = b'"source":"stored"'
+        targets = [
+            Target("POST /predict (stored)", "POST", "/predict", bodies, stored_json),
+            Target("GET /api/forecasts/AAPL", "GET", "/api/forecasts/AAPL", (), stored_json),
+            Target("GET /tickers/AAPL", "GET", "/tickers/AAPL"),
+            Target("GET /", "GET", "/"),
+            Target("GET /runs", "GET", "/runs"),
+        ]
+        if args.live:
+            live_bodies = tuple(
+                json.dumps({"stock_symbol": "AAPL", "input_date": d}).encode() for d in live
             )
-            # Warm every worker's model cache (TensorFlow import, model load, tracing).
-            for _ in range(3):
-                load(port, live_bodies, args.clients, 4 * args.clients, "live")
-            results.append(("live (warm cache)", 1, load(port, live_bodies, 1, 200, "live")))
-            results.append(
-                ("live (warm cache)", args.clients, load(port, live_bodies, args.clients,
-                                                         args.live_requests, "live"))
-            )  # fmt: skip
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=30)
+            targets.append(
+                Target("POST /predict (live)", "POST", "/predict", live_bodies, b'"live"')
+            )
+
+        def measure(target: Target) -> Result:
+            if use_wrk:
+                return run_wrk(port, target, args.connections, args.duration, folder)
+            return run_threads(port, target, args.connections, args.duration)
+
+        results: list[tuple[str, Result]] = []
+        with Server(config, port, args.workers, app_root):
+            status, sample = fetch(port, "POST", "/predict", bodies[0])
+            if status != 200:
+                raise SystemExit(f"POST /predict answered {status}: {sample[:300]!r}")
+            for target in targets:
+                warm = Target(target.name, target.method, target.path, target.bodies)
+                if target.name.endswith("(live)"):
+                    run_threads(port, warm, args.connections, 20.0)  # model loads, tracing
+                run_threads(port, warm, args.connections, 1.0)  # connections, caches
+                print(f"measuring {target.name} ...", flush=True)
+                results.append((target.name, measure(target)))
+        body_file = folder / "body.json"
+        body_file.write_bytes(sample)
+        ceiling_target = Target("ceiling (trivial Flask app)", "POST", "/predict", bodies)
+        with Server(config, port, args.workers, app_root, body_file):
+            run_threads(port, ceiling_target, args.connections, 1.0)
+            print("measuring the ceiling ...", flush=True)
+            ceiling = measure(ceiling_target)
 
     load1, load5, _ = os.getloadavg()
+    client = "wrk -t1" if use_wrk else "threaded http.client"
     print(
-        f"\nPOST /predict via web.serve (gunicorn, {args.workers} sync workers), loopback, SQLite; "
+        f"\nweb.serve gunicorn ({args.workers} workers, gthread), {client}, "
+        f"{args.connections} connections, {args.duration:g} s per target, loopback, SQLite; "
         f"os.cpu_count() = {os.cpu_count()}, load average {load1:.1f} / {load5:.1f} (1 / 5 min)"
+        f"{'; app from ' + str(app_root) if app_root != ROOT else ''}"
     )
-    header = f"{'path':<20}{'clients':>8}{'requests':>9}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}"
-    print(header + f"{'max ms':>9}{'req/s':>8}{'errors':>7}")
-    for name, clients, r in results:
+    head = f"{'target':<30}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'xceil rps':>10}{'xceil p50':>10}"
+    print(head + f"{'requests':>10}{'errors':>8}")
+    for name, r in [("ceiling (trivial Flask app)", ceiling), *results]:
         print(
-            f"{name:<20}{clients:>8}{r['requests']:>9}{r['p50']:>9.2f}{r['p90']:>9.2f}"
-            f"{r['p99']:>9.2f}{r['max']:>9.1f}{r['rps']:>8.0f}{r['errors']:>7}"
+            f"{name:<30}{r.rps:>9.0f}{r.p50_ms:>9.2f}{r.p99_ms:>9.2f}"
+            f"{r.rps / ceiling.rps:>10.2f}{r.p50_ms / ceiling.p50_ms:>10.2f}"
+            f"{r.requests:>10}{r.errors:>8}"
         )
     return 0
 

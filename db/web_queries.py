@@ -5,12 +5,13 @@ Functions take a Session and keyword arguments, return plain rows or ORM objects
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date
 from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import (
+    Engine,
     Float,
     Row,
     RowMapping,
@@ -503,3 +504,37 @@ def scored_forecasts_page(
     rows = session.execute(stmt).mappings().all()
     total = session.scalar(select(func.count()).select_from(fa).where(*conditions)) or 0
     return rows, int(total)
+
+
+_MARKER_SQL: dict[str, str] = {}
+
+
+def change_marker_fast(engine: Engine, session: Callable[[], Session]) -> tuple[int, int, int]:
+    """change_marker over a pooled DBAPI connection (no Session, no ORM: the hot path of cached
+    answers). Any failure falls back to change_marker(session()), which raises the usual
+    errors (DBAPIError, DatabaseFileMissing) for the app's error handlers.
+    """
+    sql = _MARKER_SQL.get(engine.dialect.name)
+    if sql is None:
+        compiled = _change_marker_stmt().compile(
+            dialect=engine.dialect, compile_kwargs={"literal_binds": True}
+        )
+        sql = _MARKER_SQL.setdefault(engine.dialect.name, str(compiled))
+    try:
+        raw = engine.raw_connection()
+    except Exception:  # noqa: BLE001 - re-raised properly by the Session path
+        return change_marker(session())
+    try:
+        cursor = raw.cursor()
+        try:
+            cursor.execute(sql)
+            row = cursor.fetchone()
+        finally:
+            cursor.close()
+        raw.rollback()  # end the read transaction (PostgreSQL), as a Session would
+    except Exception:  # noqa: BLE001
+        raw.invalidate()
+        return change_marker(session())
+    finally:
+        raw.close()  # back to the pool
+    return (row[0] or 0, row[1] or 0, row[2] or 0)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import logging
 from datetime import UTC, date, datetime
 from typing import Any
@@ -14,13 +17,15 @@ from db.models import ForecastRun
 from db.session import DatabaseFileMissing
 from forecasting.quantiles import DEFAULT_LEVEL
 from web import db_session, state
+from web.cache import response_cache
 from web.errors import ApiError
-from web.forecasts import check_ticker, find_forecast, parse_date, parse_level
+from web.forecasts import check_ticker, find_forecast, parse_date, parse_level, price
 
 bp = Blueprint("api", __name__)
 log = logging.getLogger(__name__)
 
-MAX_HISTORY_ROWS = 10_000
+DEFAULT_HISTORY_ROWS = 100
+MAX_HISTORY_ROWS = 500
 DEFAULT_RUNS = 50
 MAX_RUNS = 500
 # The forecast_accuracy columns a history row had before migration 0003 (the level-80 body).
@@ -48,6 +53,22 @@ HISTORY_KEYS = (
     "in_interval",
 )
 LEVEL_BOUNDS = {50: ("close_q25", "close_q75"), 90: ("close_q05", "close_q95")}
+# History columns that are prices or price errors: rounded to 4 places in the body.
+PRICE_KEYS = (
+    "open",
+    "high",
+    "low",
+    "close",
+    "close_lo",
+    "close_hi",
+    "actual_open",
+    "actual_high",
+    "actual_low",
+    "actual_close",
+    "abs_error",
+    "naive_close",
+    "naive_abs_error",
+)
 
 
 def _iso(value: date | datetime | None) -> str | None:
@@ -91,22 +112,35 @@ def predict() -> Response:
         level = query
     elif request.args.get("level") and query != level:
         raise ApiError(400, "invalid_parameter", "level in the body and ?level= disagree")
-    return _forecast_json(ticker, day, level)
+    return _forecast_json(ticker, day, level, conditional=False)
 
 
 @bp.get("/api/forecasts/<ticker>")
 def forecast(ticker: str) -> Response:
-    """Same body as /predict; `as_of` defaults to today (i.e. the latest session)."""
+    """Same body as /predict; `as_of` defaults to today (i.e. the latest session).
+
+    Has an ETag when stored: If-None-Match with it answers 304 until the database changes.
+    """
     symbol = check_ticker(state().config, ticker)
     day = _optional_date("as_of") or datetime.now(UTC).date()
-    return _forecast_json(symbol, day, _query_level())
+    return _forecast_json(symbol, day, _query_level(), conditional=True)
 
 
-def _forecast_json(ticker: str, day: date, level: int = DEFAULT_LEVEL) -> Response:
+def _forecast_json(
+    ticker: str, day: date, level: int = DEFAULT_LEVEL, *, conditional: bool = False
+) -> Response:
     """The forecast as of the latest session on or before `day` (stored, else live).
 
+    Stored answers are rendered once per (ticker, day, level) and database change marker
+    (web.cache); `conditional` answers If-None-Match with 304 (GET only: never for POST).
     404 `no_quantiles` when a level other than 80 is asked of a forecast without quantiles.
     """
+    cache = response_cache()
+    key = ("forecast", ticker, day, level)
+    marker = cache.marker(state().engine, db_session)
+    entry = cache.get(key, marker)
+    if entry is not None:
+        return entry.response(conditional=conditional)
     view = find_forecast(
         db_session(),
         config=state().config,
@@ -122,7 +156,11 @@ def _forecast_json(ticker: str, day: date, level: int = DEFAULT_LEVEL) -> Respon
             f"the forecast of {ticker} as of {view.as_of.isoformat()} has no {level}% interval "
             f"(its model made no close quantiles); level 80 is always available",
         )
-    return jsonify(view.to_json(level))
+    if view.source != "stored":  # live answers depend on the model cache: never cached
+        return jsonify(view.to_json(level))
+    rendered = jsonify(view.to_json(level))  # the same bytes as an uncached answer
+    entry = cache.put(key, marker, rendered.get_data(), rendered.mimetype)
+    return entry.response(conditional=conditional)
 
 
 def _flag(value: Any) -> bool | None:
@@ -134,12 +172,14 @@ def _history_row(row: Any, level: int) -> dict[str, Any]:
     out = {key: row[key] for key in HISTORY_KEYS}
     for key in ("as_of_date", "target_date"):
         out[key] = _iso(out[key])
+    for key in PRICE_KEYS:
+        out[key] = price(out[key])
     out["in_interval"] = _flag(out["in_interval"])
     if level != DEFAULT_LEVEL:
         lo, hi = LEVEL_BOUNDS[level]
-        out["close_lo"], out["close_hi"] = row[lo], row[hi]
+        out["close_lo"], out["close_hi"] = price(row[lo]), price(row[hi])
         out["in_interval"] = _flag(row[f"in_interval_{level}"])
-        out["winkler"] = row[f"winkler_{level}"]
+        out["winkler"] = price(row[f"winkler_{level}"])
         out["model_mix"] = row["model_mix"]
     return out
 
@@ -149,40 +189,73 @@ def _summary_row(row: Any, level: int) -> dict[str, Any]:
     out = {
         "horizon": row["horizon"],
         "n": row["n"],
-        "model_mae": model,
-        "naive_mae": naive,
+        "model_mae": price(model),
+        "naive_mae": price(naive),
         "mae_ratio": model / naive if model is not None and naive else None,
     }
     if level == DEFAULT_LEVEL:
         out["coverage_80"] = row["coverage"]
     else:
         out[f"coverage_{level}"] = row[f"coverage_{level}"]
-        out[f"winkler_{level}"] = row[f"winkler_{level}"]
+        out[f"winkler_{level}"] = price(row[f"winkler_{level}"])
     return out
+
+
+def encode_cursor(row: Any) -> str:
+    """The opaque cursor after a history row: URL-safe base64 of its [as_of_date, horizon]."""
+    raw = json.dumps([_iso(row["as_of_date"]), row["horizon"]], separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(raw: str) -> tuple[date, int]:
+    """(as_of_date, horizon) from a cursor made by encode_cursor, or ApiError 400."""
+    try:
+        padded = raw + "=" * (-len(raw) % 4)
+        day, horizon = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
+        if not isinstance(horizon, int) or isinstance(horizon, bool) or not 1 <= horizon <= 4:
+            raise ValueError("bad horizon")
+        return parse_date(day, "cursor"), horizon
+    except (ValueError, TypeError, UnicodeError, binascii.Error, ApiError):
+        raise ApiError(400, "invalid_cursor", "cursor is not one this API returned") from None
+
+
+def _history_limit() -> int:
+    raw = request.args.get("limit", str(DEFAULT_HISTORY_ROWS))
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_HISTORY_ROWS:
+        raise ApiError(400, "invalid_parameter", f"limit must be an integer 1..{MAX_HISTORY_ROWS}")
+    return int(raw)
 
 
 @bp.get("/api/forecasts/<ticker>/history")
 def history(ticker: str) -> Response:
     """Past forecasts with actuals and errors, plus model vs naive MAE per horizon.
 
+    Paged newest as-of first: `limit` rows (default 100, at most 500) after `cursor` (the
+    previous page's `next_cursor`; null on the last page). `truncated` is true when more rows
+    follow. The summary covers every row between `start` and `end`, on every page.
     `level` 50 or 90 scores that interval instead of the 80% one (and adds Winkler scores).
     """
     symbol = check_ticker(state().config, ticker)
     start, end = _optional_date("start"), _optional_date("end")
     level = _query_level()
+    limit = _history_limit()
+    raw_cursor = request.args.get("cursor")
+    after = decode_cursor(raw_cursor) if raw_cursor else None
     if start and end and start > end:
         raise ApiError(400, "invalid_date", "start must not be after end")
     session = db_session()
-    rows = q.forecast_history(
-        session, ticker=symbol, start=start, end=end, limit=MAX_HISTORY_ROWS + 1
+    rows = q.forecast_history_page(
+        session, ticker=symbol, start=start, end=end, after=after, limit=limit + 1
     )
     summary = q.accuracy_by_horizon(session, ticker=symbol, start=start, end=end)
     body: dict[str, Any] = {"ticker": symbol, "start": _iso(start), "end": _iso(end)}
     if level != DEFAULT_LEVEL:
         body["level"] = level
-    body["truncated"] = len(rows) > MAX_HISTORY_ROWS
-    body["forecasts"] = [_history_row(r, level) for r in rows[:MAX_HISTORY_ROWS]]
+    more = len(rows) > limit
+    body["truncated"] = more
+    body["forecasts"] = [_history_row(r, level) for r in rows[:limit]]
     body["summary"] = [_summary_row(r, level) for r in summary]
+    body["next_cursor"] = encode_cursor(rows[limit - 1]) if more else None
     return jsonify(body)
 
 

@@ -22,6 +22,12 @@ from web.live import ModelCache, ModelUnavailable, NoForecast, live_forecast
 DATE_PATTERN = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
 HORIZONS = (1, 2, 3, 4)
 LEVELS = tuple(sorted(INTERVAL_LEVELS))
+PRICE_DECIMALS = 4  # prices (and price errors) in JSON bodies are rounded to this many places
+
+
+def price(value: float | None) -> float | None:
+    """A price for a JSON body: rounded to PRICE_DECIMALS places (None stays None)."""
+    return None if value is None else round(value, PRICE_DECIMALS)
 
 
 def parse_level(raw: object) -> int:
@@ -64,20 +70,24 @@ class CandleView:
         return self.quantiles[lo], self.quantiles[hi]
 
     def to_json(self, level: int = DEFAULT_LEVEL) -> dict[str, Any]:
-        """The candle; at another level than 80 with that level's bounds and the quantiles."""
+        """The candle (prices rounded to 4 places); at another level than 80 with that level's
+        bounds and the quantiles."""
         out: dict[str, Any] = {
             "date": self.date.isoformat(),
-            "open": self.open,
-            "high": self.high,
-            "low": self.low,
-            "close": self.close,
-            "close_lo": self.close_lo,
-            "close_hi": self.close_hi,
+            "open": price(self.open),
+            "high": price(self.high),
+            "low": price(self.low),
+            "close": price(self.close),
+            "close_lo": price(self.close_lo),
+            "close_hi": price(self.close_hi),
         }
         if level != DEFAULT_LEVEL:
-            out["close_lo"], out["close_hi"] = self.bounds(level)
+            lo, hi = self.bounds(level)
+            out["close_lo"], out["close_hi"] = price(lo), price(hi)
             out["quantiles"] = (
-                dict(zip(QUANTILE_NAMES, self.quantiles, strict=True)) if self.quantiles else None
+                {name: price(v) for name, v in zip(QUANTILE_NAMES, self.quantiles, strict=True)}
+                if self.quantiles
+                else None
             )
         return out
 
@@ -120,7 +130,7 @@ class ForecastView:
         if level != DEFAULT_LEVEL:
             out["level"] = level
         out["candles"] = [c.to_json(level) for c in self.candles]
-        out["predictions"] = {c.date.isoformat(): c.close for c in self.candles}
+        out["predictions"] = {c.date.isoformat(): price(c.close) for c in self.candles}
         if level != DEFAULT_LEVEL:
             out["model_mix"] = self.model_mix
         if self.staleness is not None:

@@ -1,0 +1,197 @@
+"""web.cache: rendered stored forecasts per change marker, ETag / If-None-Match, invalidation."""
+
+from __future__ import annotations
+
+import http.client
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from flask import Flask, g
+from flask.testing import FlaskClient
+from sqlalchemy import delete
+
+from db.models import Forecast, ForecastRun
+from db.repository import upsert_candles
+from db.session import make_engine, make_session_factory
+from tests.web.conftest import Site, state_of, web_config
+from tests.web.seed import bundled_candles, forecast_rows
+from web import api, create_app
+from web.cache import CACHE_KEY, cached_page
+
+
+def http_get(base: str, path: str, headers: dict[str, str] | None = None) -> Any:
+    parts = urlsplit(base)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    try:
+        conn.request("GET", path, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        conn.close()
+
+
+def test_etag_and_if_none_match_304_over_http(live_server: str, sqlite_site: Site) -> None:
+    path = f"/api/forecasts/AAPL?as_of={sqlite_site.seed.stored_as_of[4].isoformat()}"
+    status, headers, body = http_get(live_server, path)
+    assert status == 200 and json.loads(body)["source"] == "stored"
+    etag = headers["ETag"]
+    assert etag.startswith('"') and etag.endswith('"') and len(etag) > 10
+    assert headers["Cache-Control"] == "no-cache"
+    status, again, cached = http_get(live_server, path)
+    assert (status, again["ETag"], cached) == (200, etag, body)
+    for match in (etag, f"W/{etag}", f'"nope", {etag}', "*"):
+        status, headers304, empty = http_get(live_server, path, {"If-None-Match": match})
+        assert status == 304 and empty == b"" and headers304["ETag"] == etag, match
+    status, _, full = http_get(live_server, path, {"If-None-Match": '"something-else"'})
+    assert status == 200 and full == body
+    # another level, another ticker: other tags
+    other_level = http_get(live_server, path + "&level=90")[1]["ETag"]
+    msft = http_get(live_server, "/api/forecasts/MSFT?as_of=2023-12-29")[1]["ETag"]
+    assert len({etag, other_level, msft}) == 3
+
+
+def test_post_predict_is_never_304(live_server: str, sqlite_site: Site) -> None:
+    parts = urlsplit(live_server)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    body = json.dumps(
+        {"stock_symbol": "AAPL", "input_date": sqlite_site.seed.stored_as_of[4].isoformat()}
+    )
+    try:
+        conn.request("POST", "/predict", body, {"Content-Type": "application/json"})
+        first = conn.getresponse()
+        first.read()
+        conn.request(
+            "POST",
+            "/predict",
+            body,
+            {"Content-Type": "application/json", "If-None-Match": "*"},
+        )
+        second = conn.getresponse()
+        assert second.status == 200 and json.loads(second.read())["source"] == "stored"
+    finally:
+        conn.close()
+
+
+def test_levels_and_tickers_do_not_collide(
+    client: FlaskClient, site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    day = site.seed.stored_as_of[7].isoformat()
+    urls = [
+        f"/api/forecasts/AAPL?as_of={day}",
+        f"/api/forecasts/AAPL?as_of={day}&level=50",
+        f"/api/forecasts/AAPL?as_of={day}&level=90",
+        f"/api/forecasts/AAPL?as_of={site.seed.stored_as_of[8].isoformat()}",
+        f"/api/forecasts/MSFT?as_of={site.seed.msft_as_of.isoformat()}",
+    ]
+    first = {url: client.get(url) for url in urls}
+    assert all(r.status_code == 200 for r in first.values())
+    assert len({r.get_data() for r in first.values()}) == len(urls)
+    assert len({r.headers["ETag"] for r in first.values()}) == len(urls)
+    assert first[urls[2]].get_json()["level"] == 90
+    assert first[urls[4]].get_json()["ticker"] == "MSFT"
+
+    def no_lookup(*_args: Any, **_kwargs: Any) -> Any:
+        raise AssertionError("answered from the database, not the cache")
+
+    monkeypatch.setattr(api, "find_forecast", no_lookup)
+    for url in reversed(urls):  # from the cache now, each its own body
+        again = client.get(url)
+        assert again.status_code == 200 and again.get_data() == first[url].get_data()
+    predicted = client.post("/predict", json={"stock_symbol": "AAPL", "input_date": day})
+    assert predicted.get_json() == first[urls[0]].get_json()
+
+
+def _app(url: str, tmp_path: Path) -> Flask:
+    app = create_app(web_config(url, tmp_path))
+    app.config["TESTING"] = True
+    return app
+
+
+def test_new_forecast_set_is_served_on_the_next_request(migrated_url: str, tmp_path: Path) -> None:
+    candles = bundled_candles("AAPL")
+    sessions = [ts.date() for ts in candles.index]
+    old_day, new_day = sessions[-2], sessions[-1]
+    writer = make_engine(migrated_url)
+    factory = make_session_factory(writer)
+    app = _app(migrated_url, tmp_path)
+    try:
+        with factory.begin() as session:
+            upsert_candles(session, ticker="AAPL", frame=candles, source="bundled")
+            run = ForecastRun(trigger="schedule", status="succeeded", as_of_date=old_day)
+            run.finished_at = datetime.now(UTC)
+            session.add(run)
+            session.flush()
+            rows = forecast_rows(
+                candles, ticker="AAPL", as_of=old_day, run_id=run.id, model_id=None
+            )
+            session.add_all(rows)
+        client = app.test_client()
+        path = f"/api/forecasts/AAPL?as_of={old_day.isoformat()}"
+        before = client.get(path)
+        assert before.status_code == 200 and before.get_json()["source"] == "stored"
+        assert client.get(path).get_data() == before.get_data()  # cached
+        late = client.post("/predict", json={"stock_symbol": "AAPL", "input_date": str(new_day)})
+        assert late.status_code == 404  # no model, no stored forecast of the last session yet
+
+        # The next night's run replaces the old forecast and stores one of the new session.
+        with factory.begin() as session:
+            session.execute(delete(Forecast).where(Forecast.as_of_date == old_day))
+            run = ForecastRun(trigger="schedule", status="succeeded", as_of_date=new_day)
+            run.finished_at = datetime.now(UTC)
+            session.add(run)
+            session.flush()
+            for day in (old_day, new_day):
+                fresh = forecast_rows(
+                    candles, ticker="AAPL", as_of=day, run_id=run.id, model_id=None
+                )
+                for row in fresh:
+                    row.close = row.close_lo = row.close_hi = row.open  # different values
+                    row.high, row.low = row.open * 1.01, row.open * 0.99
+                session.add_all(fresh)
+
+        after = client.get(path, headers={"If-None-Match": before.headers["ETag"]})
+        assert after.status_code == 200 and after.headers["ETag"] != before.headers["ETag"]
+        assert [c["close"] for c in after.get_json()["candles"]] != [
+            c["close"] for c in before.get_json()["candles"]
+        ]
+        assert all(c["close"] == c["open"] for c in after.get_json()["candles"])
+        late = client.post("/predict", json={"stock_symbol": "AAPL", "input_date": str(new_day)})
+        assert late.status_code == 200 and late.get_json()["as_of"] == new_day.isoformat()
+    finally:
+        state_of(app).engine.dispose()
+        writer.dispose()
+
+
+def test_cached_page_helper(site: Site, tmp_path: Path) -> None:
+    """The generic decorator for pages: body cached per marker, ETag, 304, None skips it."""
+    app = Flask(__name__)
+    app.extensions.update(site.app.extensions)  # the site's state (engine, config)
+    app.extensions.pop(CACHE_KEY, None)
+    calls: list[str] = []
+
+    @app.teardown_appcontext
+    def _close(_exc: BaseException | None) -> None:
+        session = g.pop("db_session", None)
+        if session is not None:
+            session.close()
+
+    @app.get("/page/<name>")
+    @cached_page(lambda name: None if name == "nocache" else name)
+    def page(name: str) -> str:
+        calls.append(name)
+        return f"<p>{name} {len(calls)}</p>"
+
+    client = app.test_client()
+    first = client.get("/page/a")
+    assert first.status_code == 200 and first.mimetype == "text/html"
+    assert client.get("/page/a").get_data() == first.get_data() == b"<p>a 1</p>"
+    assert client.get("/page/b").get_data() == b"<p>b 2</p>"
+    assert (
+        client.get("/page/a", headers={"If-None-Match": first.headers["ETag"]}).status_code == 304
+    )
+    assert client.get("/page/nocache").get_data() != client.get("/page/nocache").get_data()
+    assert calls == ["a", "b", "nocache", "nocache"]

@@ -1,0 +1,212 @@
+"""Per-process cache of rendered responses, invalidated by the database's change marker.
+
+The web app only reads; the nightly job writes. Every answer the app renders from stored rows is
+therefore a pure function of (what was asked, the database's contents). The contents are
+summarised by a *change marker* (db.web_queries.change_marker: the latest finished run id, the
+latest run id and the largest forecast id - three primary-key lookups in one tiny query). A
+rendered body is cached under (key, marker); when the marker differs from the one the cache was
+filled under, the whole cache is dropped, so an answer is never served from before a change
+beyond one marker check. By default the marker is read once per request (`check_every_s=0`);
+a positive `check_every_s` reads it at most that often per process (answers may then lag a change
+by that long).
+
+What the marker does not see: rows written inside a run before the run finishes without a new
+forecast id (e.g. candles ingested mid-run) show up at the latest when that run finishes, and a
+SQLite file swapped for another one clears the cache (db.session.on_file_change).
+
+Each cached entry has an ETag (a hash of the marker and the key): a GET with a matching
+If-None-Match is answered 304 without a body.
+
+Each app (hence each gunicorn worker) has its own ResponseCache, made on first use
+(`response_cache()`), bounded to `maxsize` entries (least recently used dropped first).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from flask import Response, current_app, g, make_response, request
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from db import web_queries as q
+from db.session import on_file_change
+
+CACHE_KEY = "candlecast.response_cache"
+DEFAULT_MAXSIZE = 4096
+Marker = tuple[int, ...]
+F = TypeVar("F", bound=Callable[..., Any])
+
+_create_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A rendered 200 body with its content type and ETag (unquoted)."""
+
+    etag: str
+    body: bytes
+    mimetype: str
+
+    def response(self, *, conditional: bool = True) -> Response:
+        """The body (200) or, when `conditional` and If-None-Match matches the ETag, a 304."""
+        if conditional and request.if_none_match.contains_weak(self.etag):
+            response = Response(status=304)
+        else:
+            response = Response(self.body, mimetype=self.mimetype)
+        response.set_etag(self.etag)
+        response.headers["Cache-Control"] = "no-cache"  # revalidate (cheaply) every time
+        return response
+
+
+def make_etag(marker: Marker, key: Hashable) -> str:
+    """A short stable hash of the marker and the key."""
+    return hashlib.blake2b(repr((marker, key)).encode(), digest_size=12).hexdigest()
+
+
+class ResponseCache:
+    """Rendered bodies keyed by a hashable key, valid for one change marker. Thread-safe."""
+
+    def __init__(
+        self,
+        *,
+        maxsize: int = DEFAULT_MAXSIZE,
+        check_every_s: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.maxsize = maxsize
+        self.check_every_s = check_every_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[Hashable, Entry] = OrderedDict()
+        self._marker: Marker | None = None
+        self._marker_read_at: float | None = None
+
+    def marker(self, engine: Engine, session: Callable[[], Session]) -> Marker:
+        """The database's change marker: read with one query at most once per request (and at
+        most once per `check_every_s` when that is positive); a new marker empties the cache.
+
+        The query runs on a pooled connection of `engine`; `session()` (e.g. web.db_session)
+        is only used to report a failure the way every other query does.
+        """
+        cached = g.get("candlecast_marker")
+        if cached is not None:
+            return cached
+        now = self._clock()
+        fresh = (
+            self.check_every_s > 0
+            and self._marker is not None
+            and self._marker_read_at is not None
+            and now - self._marker_read_at < self.check_every_s
+        )
+        if fresh and self._marker is not None:
+            marker = self._marker
+        else:
+            marker = q.change_marker_fast(engine, session)
+        with self._lock:
+            if marker != self._marker:
+                self._entries.clear()
+                self._marker = marker
+            self._marker_read_at = now
+        g.candlecast_marker = marker
+        return marker
+
+    def get(self, key: Hashable, marker: Marker) -> Entry | None:
+        with self._lock:
+            if marker != self._marker:
+                return None
+            entry = self._entries.get(key)
+            if entry is not None:
+                self._entries.move_to_end(key)
+            return entry
+
+    def put(self, key: Hashable, marker: Marker, body: bytes, mimetype: str) -> Entry:
+        """Store `body` under `key` if `marker` is still current; the entry either way."""
+        entry = Entry(make_etag(marker, key), body, mimetype)
+        with self._lock:
+            if marker == self._marker:
+                self._entries[key] = entry
+                self._entries.move_to_end(key)
+                while len(self._entries) > self.maxsize:
+                    self._entries.popitem(last=False)
+        return entry
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._marker = None
+            self._marker_read_at = None
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def response_cache() -> ResponseCache:
+    """The current app's ResponseCache (made on first use; cleared when its SQLite file is
+    replaced by another one)."""
+    cache = current_app.extensions.get(CACHE_KEY)
+    if cache is None:
+        from web import state
+
+        with _create_lock:
+            cache = current_app.extensions.get(CACHE_KEY)
+            if cache is None:
+                cache = ResponseCache()
+                on_file_change(state().engine, cache.clear)
+                current_app.extensions[CACHE_KEY] = cache
+    return cache
+
+
+def cached_page(key_fn: Callable[..., Hashable | None]) -> Callable[[F], F]:
+    """Decorate a page view so its rendered 200 body is cached per change marker, with an ETag.
+
+    `key_fn` gets the view's arguments and returns a hashable key of everything *besides the
+    database* the page depends on (query arguments, the date if the page shows "today", ...), or
+    None to render without the cache (e.g. for arguments you do not want to cache). The key is
+    prefixed by the endpoint name. Only the body and its mimetype are cached (headers set by the
+    view are not; after_request hooks still run on every response). A GET/HEAD whose
+    If-None-Match matches the ETag gets a 304. Example (web/pages.py):
+
+        from web.cache import cached_page
+
+        @bp.get("/tickers/<ticker>")
+        @cached_page(lambda ticker: (ticker.upper(), request.args.get("level", "")))
+        def ticker_page(ticker: str) -> str:
+            ...
+
+    Pages that show ages relative to the wall clock ("updated 3 h ago") should put a coarse
+    time bucket in the key, or not use the cache.
+    """
+
+    def decorate(view: F) -> F:
+        @functools.wraps(view)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            key = key_fn(*args, **kwargs)
+            if key is None:
+                return view(*args, **kwargs)
+            from web import db_session, state
+
+            cache = response_cache()
+            full_key = ("page", request.endpoint, key)
+            marker = cache.marker(state().engine, db_session)
+            entry = cache.get(full_key, marker)
+            if entry is None:
+                response = make_response(view(*args, **kwargs))
+                if response.status_code != 200 or response.is_streamed:
+                    return response
+                entry = cache.put(full_key, marker, response.get_data(), response.mimetype)
+            return entry.response(conditional=request.method in ("GET", "HEAD"))
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+__all__ = ["Entry", "ResponseCache", "cached_page", "make_etag", "response_cache"]
