@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session, selectinload, undefer
 
 from db.models import QUANTILE_COLUMNS, Candle, ForecastRun, ForecastRunTicker, ModelVersion
 from db.models import Forecast as ForecastRow
-from db.views import forecast_accuracy
+from db.views import baseline_accuracy, forecast_accuracy
 
 _F = ForecastRow.__table__.c
 _C = Candle.__table__.c

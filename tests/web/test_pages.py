@@ -38,7 +38,7 @@ def test_index_lists_every_configured_ticker(client: FlaskClient, site: Site) ->
 def test_ticker_page_charts_accuracy_and_attention(client: FlaskClient, site: Site) -> None:
     page = html(client, "/tickers/AAPL")
     assert re.search(r'<script src="/static/plotly\.min\.js\?v=[\d.]+"></script>', page)
-    assert page.count("Plotly.newPlot(") == 3  # candles, history, attention
+    assert page.count("Plotly.newPlot(") == 4  # candles, rolling MAE, history, attention
     assert '"type":"candlestick"' in page and '"type":"bar"' in page
     assert '"fill":"tonexty"' in page  # the close interval band
     assert f'data-as-of="{site.seed.stored_as_of[-1].isoformat()}"' in page

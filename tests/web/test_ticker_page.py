@@ -1,0 +1,229 @@
+"""The ticker page (issue 12 part 2): chart zoom, holidays, fan, as-of offsets, accuracy, paging."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+
+from forecasting.calendar import next_sessions
+from tests.web.conftest import Site
+from tests.web.seed import bundled_candles
+from web import pages
+
+SHOTS = Path("/tmp/shots")
+CHROMIUM = "/usr/bin/chromium"
+LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+
+def get(client: FlaskClient, path: str) -> str:
+    response = client.get(path)
+    assert response.status_code == 200, response.data[:300]
+    return response.get_data(as_text=True)
+
+
+def figure(page: str, div_id: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """(data, layout) of the plotly figure embedded in the element `div_id`."""
+    chunk = page.split(f'id="{div_id}"', 1)[1]
+    rest = chunk[chunk.index("Plotly.newPlot(") + len("Plotly.newPlot(") :]
+    decoder, pos, args = json.JSONDecoder(), 0, []
+    for _ in range(3):  # the div id, data, layout
+        while rest[pos] in " \n\t,":
+            pos += 1
+        value, pos = decoder.raw_decode(rest, pos)
+        args.append(value)
+    return args[1], args[2]
+
+
+def sessions() -> list[date]:
+    return [ts.date() for ts in bundled_candles("AAPL").index]
+
+
+def test_default_view_zooms_on_three_months_and_the_forecast(client: FlaskClient, site: Site):
+    data, layout = figure(get(client, "/tickers/AAPL"), "candles-chart")
+    as_of = site.seed.stored_as_of[-1]
+    days = [d for d in sessions() if d <= as_of]
+    start, end = layout["xaxis"]["range"]
+    assert start[:10] == days[-64].isoformat()  # the session before the 63 shown
+    assert end[:10] == next_sessions(as_of, 4)[-1].isoformat()
+    labels = [b["label"] for b in layout["xaxis"]["rangeselector"]["buttons"]]
+    assert labels == ["3M", "6M", "1Y", "all"]
+    actual = next(t for t in data if t.get("name") == "actual")["x"]
+    assert 240 <= len(actual) <= 270  # about a year of candles, not the whole history
+    low, high = layout["yaxis"]["range"]
+    shown = bundled_candles("AAPL").loc[days[-63].isoformat() :]
+    assert low <= shown["low"].min() and high >= shown["high"].max()
+    assert high - low < 2 * (shown["high"].max() - shown["low"].min())  # zoomed, not the year
+
+
+def test_rangebreaks_remove_weekends_and_exchange_holidays(client: FlaskClient) -> None:
+    _, layout = figure(get(client, "/tickers/AAPL"), "candles-chart")
+    breaks = layout["xaxis"]["rangebreaks"]
+    assert {"bounds": ["sat", "mon"]} in breaks
+    values = next(b["values"] for b in breaks if "values" in b)
+    assert {"2023-12-25", "2023-11-23", "2023-07-04", "2024-01-01"} <= set(values)
+    assert not set(values) & {d.isoformat() for d in sessions()}  # never a trading session
+
+
+def test_fan_has_a_band_per_stored_level(client: FlaskClient) -> None:
+    data, _ = figure(get(client, "/tickers/AAPL"), "candles-chart")
+    bands = {t.get("name", "") for t in data if t.get("fill") == "tonexty"}
+    assert bands == {"50% close interval", "80% close interval", "90% close interval"}
+    names = {t.get("name", "") for t in data}
+    assert {"actual up (close ≥ open)", "actual down (close < open)"} <= names
+    assert "forecast median close" in names and "forecast candles (stored)" in names
+    msft, _ = figure(get(client, "/tickers/MSFT"), "candles-chart")  # no quantiles stored
+    assert {t.get("name", "") for t in msft if t.get("fill") == "tonexty"} == {"80% close interval"}
+
+
+def test_as_of_page_puts_forecast_candles_beside_the_actuals(client: FlaskClient, site: Site):
+    as_of = site.seed.stored_as_of[3]
+    data, layout = figure(get(client, f"/tickers/AAPL?as_of={as_of}"), "candles-chart")
+    kinds = [t.get("name") for t in data if t["type"] == "candlestick"]
+    assert kinds == ["actual", "forecast candles (stored)"]  # slot order: actual left
+    actual = next(t for t in data if t.get("name") == "actual")["x"]
+    forecast = next(t for t in data if t.get("name", "").startswith("forecast candles"))["x"]
+    targets = [d.isoformat() for d in next_sessions(as_of, 4)]
+    assert forecast == targets and set(targets) <= set(actual)  # same days drawn by both ...
+    assert layout["boxmode"] == "group"  # ... side by side in each day's slot, never on top
+    assert layout["xaxis"]["range"][1][:10] == targets[-1]
+    msft, msft_layout = figure(get(client, "/tickers/MSFT"), "candles-chart")
+    assert msft_layout["boxmode"] == "overlay"  # a forecast of future days needs no offset
+
+
+def accuracy_counts(page: str) -> dict[int, int]:
+    table = page.split('id="accuracy"', 1)[1].split("</table>", 1)[0]
+    return {int(h): int(n) for h, n in re.findall(r'data-horizon="(\d)" data-n="(\d+)"', table)}
+
+
+def test_accuracy_summary_honours_as_of_and_window(client: FlaskClient, site: Site) -> None:
+    latest = get(client, "/tickers/AAPL")
+    earlier = get(client, f"/tickers/AAPL?as_of={site.seed.stored_as_of[12]}")
+    assert accuracy_counts(latest) and accuracy_counts(earlier)
+    assert sum(accuracy_counts(earlier).values()) < sum(accuracy_counts(latest).values())
+    assert accuracy_counts(earlier)[1] == 13  # as-of dates 0..12 all have their h1 actual
+    verdicts = re.findall(r'data-verdict="([^"]+)"', latest)
+    assert verdicts and set(verdicts) <= {"better", "worse", "within noise"}
+    assert 'id="accuracy-rule"' in latest and "2 standard errors" in latest
+    assert 'id="rolling-chart"' in latest
+    small = get(client, f"/tickers/AAPL?as_of={site.seed.stored_as_of[-1]}&window=60")
+    assert accuracy_counts(small) == accuracy_counts(latest)  # all 30 stored are in 60 sessions
+    history, _ = figure(latest, "history-chart")
+    assert all(t.get("visible", True) is True for t in history)  # every horizon shown
+
+
+def past_rows(page: str) -> list[str]:
+    body = page.split('id="past">', 1)[1].split("<tbody>", 1)[1].split("</tbody>", 1)[0]
+    return re.findall(r"<tr>(.*?)</tr>", body, re.S)
+
+
+def test_recent_forecasts_are_paged_by_twenty(client: FlaskClient) -> None:
+    first = get(client, "/tickers/AAPL")
+    rows = past_rows(first)
+    assert len(rows) == 20
+    total = int(re.search(r"\((\d+) forecasts\)", first).group(1))
+    pages_count = -(-total // 20)
+    assert total > 40 and f"page 1 of {pages_count}" in first
+    assert 'rel="next" href="/tickers/AAPL?window=250&amp;page=2#past-title"' in first
+    second = get(client, "/tickers/AAPL?page=2")
+    assert len(past_rows(second)) == 20 and past_rows(second)[0] != rows[0]
+    assert f"page 2 of {pages_count}" in second and 'rel="prev"' in second
+    last = get(client, f"/tickers/AAPL?page={pages_count}")
+    assert len(past_rows(last)) == total - 20 * (pages_count - 1)
+    for cell in re.findall(r"<td>([\d,]+\.\d+)</td>", "".join(rows)):
+        assert re.fullmatch(r"[\d,]+\.\d{2}", cell)  # rounded to cents
+
+
+def test_attention_sentence_only_when_near_uniform(
+    client: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    page = get(client, "/tickers/AAPL")  # the seed's weights rise linearly (entropy ~0.94)
+    assert 'id="attention-entropy">0.943<' in page and "near-uniform" not in page
+    data, _ = figure(page, "attention-chart")
+    assert any(t.get("name", "") == "uniform (1/20)" for t in data)
+
+    original = pages._page_forecast
+
+    def flat(ticker: str, raw: str) -> Any:
+        view, message, status = original(ticker, raw)
+        weights = tuple(1 / 60 + (0.003 if i % 2 else -0.003) for i in range(60))
+        return dataclasses.replace(view, attention=weights, attention_dates=()), message, status
+
+    monkeypatch.setattr(pages, "_page_forecast", flat)
+    flat_page = get(client, "/tickers/AAPL")
+    assert "Attention is near-uniform: the model weighs the last 60 sessions about equally" in (
+        flat_page
+    )
+
+    def none(ticker: str, raw: str) -> Any:
+        view, message, status = original(ticker, raw)
+        return dataclasses.replace(view, attention=(), attention_dates=()), message, status
+
+    monkeypatch.setattr(pages, "_page_forecast", none)
+    assert 'id="attention-chart"' not in get(client, "/tickers/AAPL")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    assert os.access(CHROMIUM, os.X_OK), f"{CHROMIUM} is missing: apt-get install -y chromium"
+    os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+CANDLE_TRACES = """() => {
+  const gd = document.querySelector('#candles-chart .plotly-graph-div');
+  return gd.calcdata.filter(cd => cd[0].trace.type === 'candlestick').map(cd => ({
+    name: cd[0].trace.name, x: cd[0].trace.x, offset: cd[0].t.bPos, half: cd[0].t.bdPos}));
+}"""
+
+
+def test_as_of_page_in_a_browser(browser, live_server: str, sqlite_site: Site) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    as_of = sqlite_site.seed.stored_as_of[3].isoformat()
+    errors: list[str] = []
+    for width in (1280, 1920):
+        context = browser.new_context(viewport={"width": width, "height": 900})
+        page = context.new_page()
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        try:
+            for name, path in (
+                ("latest", "/tickers/AAPL"),
+                ("asof", f"/tickers/AAPL?as_of={as_of}"),
+            ):
+                page.goto(live_server + path)
+                page.wait_for_selector("#candles-chart .main-svg", timeout=15_000)
+                page.wait_for_selector("#attention-chart .main-svg")
+                page.screenshot(path=str(SHOTS / f"ticker-{name}-{width}.png"), full_page=True)
+                assert page.evaluate("document.documentElement.scrollWidth") <= width + 1
+            traces = page.evaluate(CANDLE_TRACES)  # the as-of page
+            actual, forecast = traces  # both drawn, on the same days ...
+            assert actual["name"] == "actual" and forecast["name"].startswith("forecast")
+            assert len(forecast["x"]) == 4 and set(forecast["x"]) <= set(actual["x"])
+            # ... at x offsets that keep the boxes apart (forecast right of the actual)
+            assert forecast["offset"] - forecast["half"] >= actual["offset"] + actual["half"] - 1
+            assert page.locator("#candles-chart g.trace.boxes").count() == 2
+            y_range = "() => document.querySelector('#candles-chart .plotly-graph-div')" + (
+                ".layout.yaxis.range.slice()"
+            )
+            zoomed = page.evaluate(y_range)
+            page.locator("#candles-chart .rangeselector .button").nth(3).click()  # "all"
+            page.wait_for_function(f"z => ({y_range})()[0] < z[0]", arg=zoomed, timeout=5_000)
+        finally:
+            context.close()
+    assert errors == []
