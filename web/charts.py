@@ -206,8 +206,8 @@ def candle_chart(
     # Same-day actual and forecast candles share the day's slot side by side (left, right).
     _layout(fig, xaxis=xaxis, yaxis=yaxis, boxmode="group" if beside else "overlay", boxgap=0.2)
     fig.update_layout(
-        legend={"orientation": "h", "yanchor": "top", "y": -0.08, "x": 0},
-        margin={"l": 48, "r": 12, "t": 36, "b": 36},
+        legend={"orientation": "h", "yanchor": "top", "y": -0.14, "x": 0},
+        margin={"l": 48, "r": 12, "t": 36, "b": 48},
     )
     return fig
 

@@ -227,3 +227,35 @@ def test_as_of_page_in_a_browser(browser, live_server: str, sqlite_site: Site) -
         finally:
             context.close()
     assert errors == []
+
+
+def paired(n: int, model: float, naive: float, diffs: list[float]) -> dict[str, Any]:
+    mean = sum(diffs) / len(diffs)
+    return {
+        "n": n,
+        "model_mae": model,
+        "naive_mae": naive,
+        "mean_diff": mean,
+        "mean_diff2": sum(d * d for d in diffs) / len(diffs),
+    }
+
+
+def test_ratio_is_coloured_only_beyond_two_paired_standard_errors() -> None:
+    noisy = pages._versus_naive(paired(4, 1.0, 1.1, [-1.0, 1.0, -1.0, 0.6]))
+    assert noisy["verdict"] == "within noise" and noisy["noise"] > 0.1
+    better = pages._versus_naive(paired(4, 1.0, 1.1, [-0.1, -0.11, -0.09, -0.1]))
+    assert better["verdict"] == "better" and abs(better["ratio"] - 1 / 1.1) < 1e-9
+    assert pages._versus_naive(paired(4, 1.2, 1.0, [0.2, 0.21, 0.19, 0.2]))["verdict"] == "worse"
+    assert pages._versus_naive(paired(1, 1.0, 1.0, [0.0]))["verdict"] == "within noise"
+
+
+def test_stored_baselines_appear_beside_the_model(
+    client: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    row = {"model": "har_range", "horizon": 1, **paired(30, 1.0, 1.3, [-0.3, -0.31, -0.29])}
+    monkeypatch.setattr(pages.q, "baseline_paired_accuracy", lambda *a, **k: [row])
+    page = get(client, "/tickers/AAPL")
+    table = page.split('id="accuracy"', 1)[1].split("</table>", 1)[0]
+    assert "<th>har_range / naive</th>" in table
+    first = table.split('data-horizon="1"', 1)[1].split("</tr>", 1)[0]
+    assert 'class="better" data-verdict="better"' in first and "0.769" in first
