@@ -531,10 +531,9 @@ def change_marker_fast(engine: Engine, session: Callable[[], Session]) -> tuple[
             row = cursor.fetchone()
         finally:
             cursor.close()
-        raw.rollback()  # end the read transaction (PostgreSQL), as a Session would
     except Exception:  # noqa: BLE001
         raw.invalidate()
         return change_marker(session())
     finally:
-        raw.close()  # back to the pool
+        raw.close()  # back to the pool, which rolls the read transaction back
     return (row[0] or 0, row[1] or 0, row[2] or 0)

@@ -57,12 +57,17 @@ class Entry:
 
     def response(self, *, conditional: bool = True) -> Response:
         """The body (200) or, when `conditional` and If-None-Match matches the ETag, a 304."""
-        if conditional and request.if_none_match.contains_weak(self.etag):
+        if (
+            conditional
+            and "HTTP_IF_NONE_MATCH" in request.environ
+            and request.if_none_match.contains_weak(self.etag)
+        ):
             response = Response(status=304)
         else:
             response = Response(self.body, mimetype=self.mimetype)
-        response.set_etag(self.etag)
-        response.headers["Cache-Control"] = "no-cache"  # revalidate (cheaply) every time
+        headers = response.headers
+        headers["ETag"] = f'"{self.etag}"'
+        headers["Cache-Control"] = "no-cache"  # clients revalidate (cheaply) every time
         return response
 
 

@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from flask import Flask, Response, g, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
@@ -210,14 +211,22 @@ def install_metrics(
     def _start_timer() -> None:
         g.metrics_started = time.perf_counter()
 
+    # (endpoint, method, status) -> its counter and histogram children: labels() validates and
+    # locks on every call, a dict lookup is all the hot path needs (the label sets are bounded).
+    children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
     @app.after_request
     def _count_request(response: Response) -> Response:
         rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
-        labels = (rule, request.method, str(response.status_code))
-        requests.labels(*labels).inc()
+        key = (rule, request.method, response.status_code)
+        pair = children.get(key)
+        if pair is None:
+            labels = (rule, request.method, str(response.status_code))
+            pair = children.setdefault(key, (requests.labels(*labels), latency.labels(*labels)))
+        pair[0].inc()
         started = g.get("metrics_started")
         if started is not None:
-            latency.labels(*labels).observe(time.perf_counter() - started)
+            pair[1].observe(time.perf_counter() - started)
         return response
 
     def metrics() -> Response:
