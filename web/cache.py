@@ -6,9 +6,14 @@ summarised by a *change marker* (db.web_queries.change_marker: the latest finish
 latest run id and the largest forecast id - three primary-key lookups in one tiny query). A
 rendered body is cached under (key, marker); when the marker differs from the one the cache was
 filled under, the whole cache is dropped, so an answer is never served from before a change
-beyond one marker check. By default the marker is read once per request (`check_every_s=0`);
+beyond one marker check. By default the marker is checked on every request (`check_every_s=0`);
 a positive `check_every_s` reads it at most that often per process (answers may then lag a change
 by that long).
+
+On SQLite the check is first a stat of the database file and its `-wal` file (every commit
+writes to one of them): while neither changed, and neither was modified within the last
+`recent_s` seconds (file times are coarse, so a file written moments ago is always re-queried),
+the query is skipped. A missing file always goes to the query (which answers 503 as usual).
 
 What the marker does not see: rows written inside a run before the run finishes without a new
 forecast id (e.g. candles ingested mid-run) show up at the latest when that run finishes, and a
@@ -25,11 +30,13 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from flask import Response, current_app, g, make_response, request
@@ -37,10 +44,11 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from db import web_queries as q
-from db.session import on_file_change
+from db.session import on_file_change, sqlite_file_path
 
 CACHE_KEY = "candlecast.response_cache"
 DEFAULT_MAXSIZE = 4096
+RECENT_S = 2.0  # files modified this recently are re-queried on every request
 Marker = tuple[int, ...]
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -85,9 +93,14 @@ class ResponseCache:
         maxsize: int = DEFAULT_MAXSIZE,
         check_every_s: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
+        files: tuple[Path, ...] = (),
+        recent_s: float = RECENT_S,
     ) -> None:
         self.maxsize = maxsize
         self.check_every_s = check_every_s
+        self.files = files  # SQLite: the database file and its -wal file
+        self.recent_s = recent_s
+        self._files_seen: tuple[tuple[int, int, int, int] | None, ...] | None = None
         self._clock = clock
         self._lock = threading.Lock()
         self._entries: OrderedDict[Hashable, Entry] = OrderedDict()
@@ -111,6 +124,9 @@ class ResponseCache:
             and self._marker_read_at is not None
             and now - self._marker_read_at < self.check_every_s
         )
+        seen = self._stat_files() if self.files else None
+        if self.files:  # no commit since the marker was read, and the file is there
+            fresh = seen is not None and (fresh or seen == self._files_seen)
         if fresh and self._marker is not None:
             marker = self._marker
         else:
@@ -120,8 +136,25 @@ class ResponseCache:
                 self._entries.clear()
                 self._marker = marker
             self._marker_read_at = now
+            self._files_seen = seen  # taken before the query: a later commit differs from it
         g.candlecast_marker = marker
         return marker
+
+    def _stat_files(self) -> tuple[tuple[int, int, int, int] | None, ...] | None:
+        """(dev, inode, size, mtime) of each file (None if absent), or None when the database
+        file is missing or a file was modified within `recent_s` (then always query)."""
+        recent = time.time_ns() - int(self.recent_s * 1e9)
+        out: list[tuple[int, int, int, int] | None] = []
+        for path in self.files:
+            try:
+                st = os.stat(path)
+            except FileNotFoundError:
+                out.append(None)
+                continue
+            if st.st_mtime_ns >= recent:
+                return None
+            out.append((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns))
+        return None if out[0] is None else tuple(out)
 
     def get(self, key: Hashable, marker: Marker) -> Entry | None:
         with self._lock:
@@ -148,6 +181,7 @@ class ResponseCache:
             self._entries.clear()
             self._marker = None
             self._marker_read_at = None
+            self._files_seen = None
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -163,8 +197,11 @@ def response_cache() -> ResponseCache:
         with _create_lock:
             cache = current_app.extensions.get(CACHE_KEY)
             if cache is None:
-                cache = ResponseCache()
-                on_file_change(state().engine, cache.clear)
+                engine = state().engine
+                path = sqlite_file_path(state().config.database.url)  # (the engine's is a URI)
+                files = (path, path.with_name(path.name + "-wal")) if path is not None else ()
+                cache = ResponseCache(files=files)
+                on_file_change(engine, cache.clear)
                 current_app.extensions[CACHE_KEY] = cache
     return cache
 

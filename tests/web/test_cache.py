@@ -13,6 +13,7 @@ import pytest
 from flask import Flask, g
 from flask.testing import FlaskClient
 from sqlalchemy import delete
+from sqlalchemy.engine import make_url
 
 from db.models import Forecast, ForecastRun
 from db.repository import upsert_candles
@@ -20,7 +21,7 @@ from db.session import make_engine, make_session_factory
 from tests.web.conftest import Site, state_of, web_config
 from tests.web.seed import bundled_candles, forecast_rows
 from web import api, create_app
-from web.cache import CACHE_KEY, cached_page
+from web.cache import CACHE_KEY, cached_page, response_cache
 
 
 def http_get(base: str, path: str, headers: dict[str, str] | None = None) -> Any:
@@ -129,6 +130,9 @@ def test_new_forecast_set_is_served_on_the_next_request(migrated_url: str, tmp_p
                 candles, ticker="AAPL", as_of=old_day, run_id=run.id, model_id=None
             )
             session.add_all(rows)
+        if make_url(migrated_url).get_backend_name() == "sqlite":
+            with app.app_context():  # a commit moments ago must be seen by the file check too
+                response_cache().recent_s = 0.0
         client = app.test_client()
         path = f"/api/forecasts/AAPL?as_of={old_day.isoformat()}"
         before = client.get(path)
@@ -195,3 +199,27 @@ def test_cached_page_helper(site: Site, tmp_path: Path) -> None:
     )
     assert client.get("/page/nocache").get_data() != client.get("/page/nocache").get_data()
     assert calls == ["a", "b", "nocache", "nocache"]
+
+
+def test_sqlite_unchanged_files_skip_the_marker_query(
+    sqlite_site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On SQLite a quiet database (its files unchanged) is not queried for the marker."""
+    app = _app(sqlite_site.url, Path(sqlite_site.url.removeprefix("sqlite:///")).parent)
+    try:
+        with app.app_context():
+            response_cache().recent_s = 0.0
+        client = app.test_client()
+        path = f"/api/forecasts/AAPL?as_of={sqlite_site.seed.stored_as_of[2].isoformat()}"
+        first = client.get(path)
+        assert first.status_code == 200
+        # the first connection may create the -wal file: the next request reads the marker again
+        assert client.get(path).get_data() == first.get_data()
+
+        def no_query(*_args: Any, **_kwargs: Any) -> Any:
+            raise AssertionError("the marker was queried although no file changed")
+
+        monkeypatch.setattr("db.web_queries.change_marker_fast", no_query)
+        assert client.get(path).get_data() == first.get_data()
+    finally:
+        state_of(app).engine.dispose()
