@@ -20,6 +20,7 @@ from db import web_queries as q
 from db.models import RUN_STATUSES
 from db.repository import load_candles
 from web import charts, db_session, state
+from web.cache import cached_page
 from web.errors import ApiError
 from web.forecasts import ForecastView, check_ticker, find_forecast, latest_stored, parse_date
 from web.sparkline import FanStep, sparkline_svg
@@ -63,6 +64,12 @@ def _plotly_bytes(encoding: str) -> bytes:
             raw = get_plotlyjs().encode("utf-8")
             _plotly_js.update(identity=raw, gzip=gzip.compress(raw, compresslevel=6))
         return _plotly_js[encoding]
+
+
+def _query_key() -> tuple[tuple[str, str], ...]:
+    """A page's query arguments as a cache key (web.cache.cached_page: the database part of the
+    key is the change marker)."""
+    return tuple(sorted(request.args.items(multi=True)))
 
 
 @bp.get("/static/plotly.min.js")
@@ -138,6 +145,7 @@ def _index_row(
 
 
 @bp.get("/")
+@cached_page(lambda: _query_key())
 def index() -> str:
     """One row per configured ticker: last close and day change, a sparkline of ~3 months of
     closes with the forecast fan, the next-session forecast, model age and last run status.
@@ -240,6 +248,7 @@ def _accuracy_panel(session: Any, symbol: str, start: date | None, end: date) ->
 
 
 @bp.get("/tickers/<ticker>")
+@cached_page(lambda ticker: (ticker.upper(), _query_key()))
 def ticker_page(ticker: str) -> tuple[str, int]:
     """Candles with the forecast fan beside them, accuracy vs naive and baselines as of the
     page's date over a window of sessions, a paged list of scored forecasts, attention.
@@ -338,6 +347,7 @@ def _runs_args() -> tuple[str | None, int]:
 
 
 @bp.get("/runs")
+@cached_page(lambda: _query_key())
 def runs() -> str:
     """Job runs, newest first, RUNS_PER_PAGE a page, one table row each, filterable by status."""
     status, page = _runs_args()
@@ -365,6 +375,7 @@ def runs() -> str:
 
 
 @bp.get("/runs/<int:run_id>")
+@cached_page(lambda run_id: (run_id, _query_key()))
 def run_detail(run_id: int) -> str:
     """One run: its times, host and message, and every ticker's outcome with its full error."""
     run = q.run_with_tickers(db_session(), run_id=run_id) if run_id <= MAX_RUN_ID else None

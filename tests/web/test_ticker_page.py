@@ -18,6 +18,7 @@ from forecasting.calendar import next_sessions
 from tests.web.conftest import Site
 from tests.web.seed import bundled_candles
 from web import pages
+from web.cache import response_cache
 
 SHOTS = Path("/tmp/shots")
 CHROMIUM = "/usr/bin/chromium"
@@ -45,6 +46,12 @@ def figure(page: str, div_id: str) -> tuple[list[dict[str, Any]], dict[str, Any]
 
 def sessions() -> list[date]:
     return [ts.date() for ts in bundled_candles("AAPL").index]
+
+
+def clear_page_cache(client: FlaskClient) -> None:
+    """Forget rendered pages: a test that patches the page code has not changed the database."""
+    with client.application.app_context():
+        response_cache().clear()
 
 
 def test_default_view_zooms_on_three_months_and_the_forecast(client: FlaskClient, site: Site):
@@ -158,6 +165,7 @@ def test_attention_sentence_only_when_near_uniform(
         return dataclasses.replace(view, attention=weights, attention_dates=()), message, status
 
     monkeypatch.setattr(pages, "_page_forecast", flat)
+    clear_page_cache(client)
     flat_page = get(client, "/tickers/AAPL")
     assert "Attention is near-uniform: the model weighs the last 60 sessions about equally" in (
         flat_page
@@ -168,6 +176,7 @@ def test_attention_sentence_only_when_near_uniform(
         return dataclasses.replace(view, attention=(), attention_dates=()), message, status
 
     monkeypatch.setattr(pages, "_page_forecast", none)
+    clear_page_cache(client)
     assert 'id="attention-chart"' not in get(client, "/tickers/AAPL")
 
 
@@ -254,6 +263,7 @@ def test_stored_baselines_appear_beside_the_model(
 ) -> None:
     row = {"model": "har_range", "horizon": 1, **paired(30, 1.0, 1.3, [-0.3, -0.31, -0.29])}
     monkeypatch.setattr(pages.q, "baseline_paired_accuracy", lambda *a, **k: [row])
+    clear_page_cache(client)
     page = get(client, "/tickers/AAPL")
     table = page.split('id="accuracy"', 1)[1].split("</table>", 1)[0]
     assert "<th>har_range / naive</th>" in table
