@@ -54,21 +54,7 @@ HISTORY_KEYS = (
 )
 LEVEL_BOUNDS = {50: ("close_q25", "close_q75"), 90: ("close_q05", "close_q95")}
 # History columns that are prices or price errors: rounded to 4 places in the body.
-PRICE_KEYS = (
-    "open",
-    "high",
-    "low",
-    "close",
-    "close_lo",
-    "close_hi",
-    "actual_open",
-    "actual_high",
-    "actual_low",
-    "actual_close",
-    "abs_error",
-    "naive_close",
-    "naive_abs_error",
-)
+PRICE_KEYS = HISTORY_KEYS[HISTORY_KEYS.index("open") : HISTORY_KEYS.index("in_interval")]
 
 
 def _iso(value: date | datetime | None) -> str | None:

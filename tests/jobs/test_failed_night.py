@@ -9,32 +9,17 @@ failed tickers.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 from jobs.config import DATABASE_URL_ENV, load_config
-from tests.jobs.conftest import ROOT, write_config
+from tests.jobs.conftest import write_config
 from tests.jobs.test_alerts import receiver  # noqa: F401 - the webhook receiver fixture
-from tests.web.conftest import state_of
-from tests.web.test_readyz_metrics import get, sample, scrape, serving
+from tests.jobs.test_one_line_errors import candlecast
+from tests.web.conftest import serving, state_of
+from tests.web.test_readyz_metrics import get, sample, scrape
 from web import create_app
 
 TICKERS = ["AAPL", "MSFT"]
-
-
-def candlecast(config: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != DATABASE_URL_ENV}
-    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
-    return subprocess.run(
-        [sys.executable, "-m", "jobs.cli", "--config", str(config), *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
 
 
 def test_a_failed_night_shows_in_status_readyz_metrics_and_one_alert(

@@ -14,6 +14,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import threading  # noqa: E402
 import uuid  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
@@ -145,10 +146,10 @@ def client(site: Site) -> FlaskClient:
     return site.app.test_client()
 
 
-@pytest.fixture(scope="session")
-def live_server(sqlite_site: Site) -> Iterator[str]:
-    """The SQLite site served over real HTTP on a free loopback port (werkzeug, a thread)."""
-    server: BaseWSGIServer = make_server("127.0.0.1", 0, sqlite_site.app, threaded=True)
+@contextmanager
+def serving(app: Flask) -> Iterator[str]:
+    """`app` over real HTTP on a free loopback port (werkzeug, a thread); yields its base URL."""
+    server: BaseWSGIServer = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, name="web-test-server", daemon=True)
     thread.start()
     try:
@@ -157,3 +158,29 @@ def live_server(sqlite_site: Site) -> Iterator[str]:
         server.shutdown()
         thread.join(timeout=10)
         server.server_close()
+
+
+@pytest.fixture(scope="session")
+def live_server(sqlite_site: Site) -> Iterator[str]:
+    """The SQLite site served over real HTTP on a free loopback port."""
+    with serving(sqlite_site.app) as base:
+        yield base
+
+
+# Debian's chromium, driven headless by playwright (never a downloaded browser).
+CHROMIUM = "/usr/bin/chromium"
+LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    assert os.access(CHROMIUM, os.X_OK), f"{CHROMIUM} is missing: apt-get install -y chromium"
+    os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()

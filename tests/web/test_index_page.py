@@ -4,9 +4,7 @@ the next-session forecast, model age and last run; sortable and filterable in a 
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +14,6 @@ from sqlalchemy import create_engine, event, text
 from sqlalchemy.pool import NullPool
 
 from tests.web.conftest import Site, state_of
-from tests.web.test_browser import CHROMIUM, LAUNCH_ARGS
 from web.pages import SPARK_SESSIONS
 
 SHOTS = Path("/tmp/shots")
@@ -137,20 +134,6 @@ def test_index_query_count_does_not_grow_per_ticker(client: FlaskClient, site: S
         event.remove(engine, "before_cursor_execute", count)
     queries = [s for s in statements if s.lstrip().upper().startswith(("SELECT", "WITH"))]
     assert len(queries) <= 5, queries  # forecasts, closes, models, run outcomes, last run
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    assert os.access(CHROMIUM, os.X_OK), f"{CHROMIUM} is missing: apt-get install -y chromium"
-    os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 OVERFLOW_JS = """() => {

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -19,12 +18,11 @@ from typing import Any
 import pytest
 from flask import Flask
 from sqlalchemy import update
-from werkzeug.serving import make_server
 
 from db.models import Forecast
 from db.session import make_engine, make_session_factory
 from tests.conftest import DB_BACKENDS
-from tests.web.conftest import Site, _seeded_site
+from tests.web.conftest import Site, _seeded_site, serving
 from web import FiniteJSONProvider
 
 INF = float("inf")
@@ -75,15 +73,8 @@ def bad_site(
 @pytest.fixture(scope="module")
 def bad_server(bad_site: Site) -> Iterator[str]:
     """bad_site's app served over real HTTP on a free loopback port."""
-    server = make_server("127.0.0.1", 0, bad_site.app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name="nonfinite-server", daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)
-        server.server_close()
+    with serving(bad_site.app) as base:
+        yield base
 
 
 def post_predict(base: str, body: dict[str, Any], query: str = "") -> tuple[int, str, str]:

@@ -4,11 +4,9 @@ whose values are what the database holds), over real HTTP against a real (werkze
 from __future__ import annotations
 
 import json
-import threading
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,29 +15,14 @@ import pytest
 from flask import Flask
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
-from werkzeug.serving import make_server
 
 from db import health
 from db.models import ForecastRun, ForecastRunTicker
 from db.session import make_engine, make_session_factory
-from tests.web.conftest import Site, state_of, web_config
+from tests.web.conftest import Site, serving, state_of, web_config
 from web import create_app
 
 NOW = datetime.now(UTC)
-
-
-@contextmanager
-def serving(app: Flask) -> Iterator[str]:
-    """`app` on a free loopback port (werkzeug in a thread); yields its base URL."""
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name="readyz-test", daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)
-        server.server_close()
 
 
 def get(url: str) -> tuple[int, str, str]:

@@ -24,7 +24,6 @@ from db.models import ForecastRun, ForecastRunTicker, ModelVersion
 from db.session import make_engine, make_session_factory
 from tests.conftest import DB_BACKENDS
 from tests.web.conftest import _drop_schema, _postgres_schema_url, state_of, web_config
-from tests.web.test_browser import browser  # noqa: F401  (the module-scoped chromium fixture)
 
 RUNS = 27
 TICKERS = ("AAPL", "GOOGL", "MSFT")

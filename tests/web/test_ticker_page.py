@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
-from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -21,8 +19,6 @@ from web import pages
 from web.cache import response_cache
 
 SHOTS = Path("/tmp/shots")
-CHROMIUM = "/usr/bin/chromium"
-LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
 
 def get(client: FlaskClient, path: str) -> str:
@@ -178,20 +174,6 @@ def test_attention_sentence_only_when_near_uniform(
     monkeypatch.setattr(pages, "_page_forecast", none)
     clear_page_cache(client)
     assert 'id="attention-chart"' not in get(client, "/tickers/AAPL")
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    assert os.access(CHROMIUM, os.X_OK), f"{CHROMIUM} is missing: apt-get install -y chromium"
-    os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 CANDLE_TRACES = """() => {
