@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/web_latency.py [--connections 16] [--duration 10] [--workers 2]
                                               [--client auto|wrk|threads] [--live]
-                                              [--app-root PATH]
+                                              [--app-root PATH] [--cold-repeats 20]
 
 Builds a temporary SQLite database (bundled candles of five tickers, stored forecasts for their
 last --stored sessions, two finished runs), then, one after the other, serves with web.serve's
@@ -20,6 +20,10 @@ run side by side (the idle one costs nothing) and each target's rounds are inter
 of the ceiling, so both see the same load. It prints req/s, p50 and p99 latency and the ratios to
 that paired ceiling (req/s ratio, p50 ratio). The machine's load average is printed too: numbers
 taken while other work runs on the same cores are noisy.
+
+Then it renders each page of COLD_PAGES in-process (`--cold-repeats` times, the page cache
+emptied before each request) and prints the median and worst time: the cost of the first request
+after the database changed.
 
 `--app-root` serves the app from another checkout (e.g. a `git worktree` of an older commit) to
 compare before/after with the same client and database; the ceiling always runs from there too.
@@ -164,6 +168,34 @@ def build_database(url: str, stored: int, *, live: bool) -> tuple[list[tuple[str
         ts.date().isoformat() for ts in index[(index > "2023-07-01") & (index < "2023-10-01")]
     ]
     return stored_pairs, live_days if live else []
+
+
+COLD_PAGES = ("/", "/tickers/AAPL", "/tickers/AAPL?as_of=2023-11-20", "/runs", "/runs/1")
+
+
+def cold_renders(config_path: Path, repeats: int) -> list[tuple[str, float, float]]:
+    """(path, median ms, max ms) of rendering each page in-process with the page cache emptied
+    before every request: the cost of the first request after a database change."""
+    from jobs.config import load_config
+    from web import create_app
+    from web.cache import response_cache
+
+    app = create_app(load_config(config_path))
+    client = app.test_client()
+    out = []
+    for path in COLD_PAGES:
+        client.get(path)  # imports, plotly templates, connection
+        times = []
+        for _ in range(repeats):
+            with app.app_context():
+                response_cache().clear()
+            started = time.perf_counter()
+            response = client.get(path)
+            times.append((time.perf_counter() - started) * 1000)
+            if response.status_code != 200:
+                raise SystemExit(f"GET {path} answered {response.status_code}")
+        out.append((path, statistics.median(times), max(times)))
+    return out
 
 
 def free_port() -> int:
@@ -344,6 +376,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--client", choices=("auto", "wrk", "threads"), default="auto")
     parser.add_argument("--live", action="store_true", help="also POST /predict served live")
     parser.add_argument("--app-root", type=Path, default=ROOT, help="checkout to serve from")
+    parser.add_argument(
+        "--cold-repeats", type=int, default=20, help="cold renders per page (0: skip them)"
+    )
     args = parser.parse_args(argv)
     use_wrk = args.client == "wrk" or (args.client == "auto" and shutil.which("wrk"))
     app_root = args.app_root.resolve()
@@ -411,6 +446,7 @@ def main(argv: list[str] | None = None) -> int:
                         mine.append(measure(port, target, seconds))
                     results.append((target.name, combine(mine), combine(ceiling_rounds)))
         ceiling = combine([c for _, _, c in results])
+        cold = cold_renders(config, args.cold_repeats) if args.cold_repeats > 0 else []
 
     load1, load5, _ = os.getloadavg()
     client = "wrk -t1" if use_wrk else "threaded http.client"
@@ -433,6 +469,11 @@ def main(argv: list[str] | None = None) -> int:
         "xceil: against the ceiling measured in the rounds interleaved with that target "
         "(the ceiling row: all its rounds)"
     )
+    if cold:
+        print(f"\ncold render (in-process, page cache emptied first, {args.cold_repeats} times)")
+        print(f"{'page':<36}{'median ms':>10}{'max ms':>9}")
+        for path, median, worst in cold:
+            print(f"{path:<36}{median:>10.1f}{worst:>9.1f}")
     return 0
 
 

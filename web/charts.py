@@ -1,14 +1,22 @@
-"""Plotly figures for the pages, built in Python and embedded as <div>s (local plotly.js)."""
+"""Plotly figures for the pages, embedded as <div>s that draw with the local plotly.js.
+
+Figures are plain plotly JSON dicts ({"data": [traces], "layout": {...}}) handed to
+plotly.io.to_html without validation: building them as plotly.graph_objects validated and
+deep-copied the template on every update and cost ~40 ms of a ~60 ms ticker page. The template is
+plotly_white's, read once and trimmed to the trace types used here (scatter, bar), so each figure
+carries ~3 KB of template instead of ~7 KB. The figures' shape is checked by tests/web (the JSON
+embedded in the page) and drawn by a real browser in the page tests.
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
 from datetime import date, timedelta
+from functools import lru_cache
 from typing import Any
 
 import pandas as pd
-import plotly.graph_objects as go
 from markupsafe import Markup
 
 from forecasting.calendar import off_calendar
@@ -33,25 +41,45 @@ RANGE_BUTTONS = [
     {"label": "all", "step": "all"},
 ]
 NEAR_UNIFORM = 0.98  # normalised attention entropy above which attention is called near-uniform
+TEMPLATE_TRACES = ("scatter", "bar")  # the template's per-trace defaults kept (the types used)
+Figure = dict[str, Any]  # plotly JSON: {"data": [trace dicts], "layout": {...}}
 
 
-def to_div(fig: go.Figure, height: int) -> Markup:
+@lru_cache(maxsize=1)
+def _template() -> dict[str, Any]:
+    """plotly_white as JSON, with only the trace defaults of TEMPLATE_TRACES (read once)."""
+    import plotly.io as pio
+
+    template = pio.templates["plotly_white"].to_plotly_json()
+    data = {name: template["data"][name] for name in TEMPLATE_TRACES if name in template["data"]}
+    return {"layout": template["layout"], "data": data}
+
+
+def to_div(fig: Figure, height: int) -> Markup:
     """The figure as an HTML fragment that expects window.Plotly (no <script src>, no CDN)."""
-    html = fig.to_html(
-        include_plotlyjs=False, full_html=False, config=PLOTLY_CONFIG, default_height=height
+    import plotly.io as pio
+
+    html = pio.to_html(
+        fig,
+        include_plotlyjs=False,
+        full_html=False,
+        config=PLOTLY_CONFIG,
+        default_height=height,
+        validate=False,
     )
     return Markup(html)  # plotly's markup around JSON of our own numbers and dates
 
 
-def _layout(fig: go.Figure, **extra: Any) -> go.Figure:
-    fig.update_layout(
-        template="plotly_white",
-        margin={"l": 48, "r": 12, "t": 28, "b": 36},
-        legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "x": 0},
-        hovermode="x unified",
-        **extra,
-    )
-    return fig
+def _figure(traces: list[dict[str, Any]], **layout: Any) -> Figure:
+    """A figure of `traces` on the common layout (white template, top legend, unified hover);
+    `layout` keys replace the common ones."""
+    base: dict[str, Any] = {
+        "template": _template(),
+        "margin": {"l": 48, "r": 12, "t": 28, "b": 36},
+        "legend": {"orientation": "h", "yanchor": "bottom", "y": 1.0, "x": 0},
+        "hovermode": "x unified",
+    }
+    return {"data": traces, "layout": {**base, **layout}}
 
 
 def _iso(days: Sequence[date]) -> list[str]:
@@ -72,36 +100,41 @@ def non_sessions(first: date, last: date, exchange: str) -> list[str]:
     return [ts.date().isoformat() for ts in weekdays[off_calendar(weekdays, exchange)]]
 
 
-def _actual_traces(candles: pd.DataFrame) -> list[Any]:
+def _actual_traces(candles: pd.DataFrame) -> list[dict[str, Any]]:
     """One candlestick trace of the actuals plus legend-only entries for its up/down colours."""
-    trace = go.Candlestick(
-        x=[ts.date().isoformat() for ts in candles.index],
-        open=candles["open"].tolist(),
-        high=candles["high"].tolist(),
-        low=candles["low"].tolist(),
-        close=candles["close"].tolist(),
-        name="actual",
-        legendgroup="actual",
-        showlegend=False,
-        increasing={"line": {"color": UP}, "fillcolor": UP},
-        decreasing={"line": {"color": DOWN}, "fillcolor": DOWN},
-    )
+    trace = {
+        "type": "candlestick",
+        "x": [ts.date().isoformat() for ts in candles.index],
+        "open": candles["open"].tolist(),
+        "high": candles["high"].tolist(),
+        "low": candles["low"].tolist(),
+        "close": candles["close"].tolist(),
+        "name": "actual",
+        "legendgroup": "actual",
+        "showlegend": False,
+        "increasing": {"line": {"color": UP}, "fillcolor": UP},
+        "decreasing": {"line": {"color": DOWN}, "fillcolor": DOWN},
+    }
     keys = [
-        go.Scatter(
-            x=[None],
-            y=[None],
-            mode="markers",
-            marker={"color": color, "symbol": "square", "size": 11},
-            name=name,
-            legendgroup="actual",
-        )
+        {
+            "type": "scatter",
+            "x": [None],
+            "y": [None],
+            "mode": "markers",
+            "marker": {"color": color, "symbol": "square", "size": 11},
+            "name": name,
+            "legendgroup": "actual",
+        }
         for color, name in ((UP, "actual up (close ≥ open)"), (DOWN, "actual down (close < open)"))
     ]
     return [trace, *keys]
 
 
-def _fan(fig: go.Figure, view: ForecastView, x: list[str], anchor: float | None) -> list[float]:
-    """One shaded band per stored interval level plus the median close line; returns the y's."""
+def _fan(
+    traces: list[dict[str, Any]], view: ForecastView, x: list[str], anchor: float | None
+) -> list[float]:
+    """Append one shaded band per stored interval level plus the median close line to `traces`;
+    returns the y's."""
     ys: list[float] = []
     lead = [anchor] if anchor is not None else []
     for level in sorted(INTERVAL_LEVELS, reverse=True):
@@ -111,31 +144,38 @@ def _fan(fig: go.Figure, view: ForecastView, x: list[str], anchor: float | None)
         lo = lead + [float(b[0]) for b in bounds]  # type: ignore[arg-type]
         hi = lead + [float(b[1]) for b in bounds]  # type: ignore[arg-type]
         ys += lo + hi
-        common = {"x": x, "mode": "lines", "legendgroup": f"band{level}", "hoverinfo": "skip"}
-        fig.add_trace(go.Scatter(y=hi, line={"width": 0}, showlegend=False, **common))
-        fig.add_trace(
-            go.Scatter(
-                y=lo,
-                line={"width": 0},
-                fill="tonexty",
-                fillcolor=FAN_FILL[level],
-                name=f"{level}% close interval",
+        common = {
+            "type": "scatter",
+            "x": x,
+            "mode": "lines",
+            "legendgroup": f"band{level}",
+            "hoverinfo": "skip",
+            "line": {"width": 0},
+        }
+        traces.append({**common, "y": hi, "showlegend": False})
+        traces.append(
+            {
                 **common,
-            )
+                "y": lo,
+                "fill": "tonexty",
+                "fillcolor": FAN_FILL[level],
+                "name": f"{level}% close interval",
+            }
         )
     median = [
         c.quantiles[3] if c.quantiles and c.quantiles[3] is not None else c.close
         for c in view.candles
     ]
-    fig.add_trace(
-        go.Scatter(
-            x=x,
-            y=lead + [float(v) for v in median],
-            mode="lines+markers",
-            line={"color": FORECAST, "width": 2, "dash": "dot"},
-            marker={"size": 5},
-            name="forecast median close",
-        )
+    traces.append(
+        {
+            "type": "scatter",
+            "x": x,
+            "y": lead + [float(v) for v in median],
+            "mode": "lines+markers",
+            "line": {"color": FORECAST, "width": 2, "dash": "dot"},
+            "marker": {"size": 5},
+            "name": "forecast median close",
+        }
     )
     return ys
 
@@ -146,7 +186,7 @@ def candle_chart(
     *,
     exchange: str,
     visible_from: date | None = None,
-) -> go.Figure:
+) -> Figure:
     """Actual candles (up/down), the forecast's fan, median and candles beside them.
 
     The x axis starts at `visible_from` (about three months back) with buttons for 3M/6M/1Y/all;
@@ -155,7 +195,7 @@ def candle_chart(
     (actual left, forecast right, both narrower), never on top of each other.
     """
     days = [ts.date() for ts in candles.index]
-    fig = go.Figure(_actual_traces(candles))
+    traces = _actual_traces(candles)
     all_days = list(days)
     ys: list[float] = []
     end_x: str | None = None
@@ -168,19 +208,24 @@ def candle_chart(
         anchor = None
         if view.as_of in days:
             anchor = float(candles["close"].iloc[days.index(view.as_of)])
-        ys += _fan(fig, view, ([view.as_of.isoformat()] if anchor is not None else []) + x, anchor)
-        fig.add_trace(
-            go.Candlestick(
-                x=x,
-                open=[c.open for c in fc],
-                high=[c.high for c in fc],
-                low=[c.low for c in fc],
-                close=[c.close for c in fc],
-                text=[f"forecast h{c.horizon} for {c.date.isoformat()}" for c in fc],
-                name=f"forecast candles ({view.source})",
-                increasing={"line": {"color": FORECAST}, "fillcolor": "rgba(111, 66, 193, 0.25)"},
-                decreasing={"line": {"color": FORECAST}, "fillcolor": FORECAST},
-            )
+        fan_x = ([view.as_of.isoformat()] if anchor is not None else []) + x
+        ys += _fan(traces, view, fan_x, anchor)
+        traces.append(
+            {
+                "type": "candlestick",
+                "x": x,
+                "open": [c.open for c in fc],
+                "high": [c.high for c in fc],
+                "low": [c.low for c in fc],
+                "close": [c.close for c in fc],
+                "text": [f"forecast h{c.horizon} for {c.date.isoformat()}" for c in fc],
+                "name": f"forecast candles ({view.source})",
+                "increasing": {
+                    "line": {"color": FORECAST},
+                    "fillcolor": "rgba(111, 66, 193, 0.25)",
+                },
+                "decreasing": {"line": {"color": FORECAST}, "fillcolor": FORECAST},
+            }
         )
         ys += [c.low for c in fc] + [c.high for c in fc]
         end_x = _x(fc[-1].date, timedelta(hours=16))
@@ -204,70 +249,74 @@ def candle_chart(
         pad = (max(finite) - min(finite)) * 0.04 or 1.0
         yaxis["range"] = [min(finite) - pad, max(finite) + pad]
     # Same-day actual and forecast candles share the day's slot side by side (left, right).
-    _layout(fig, xaxis=xaxis, yaxis=yaxis, boxmode="group" if beside else "overlay", boxgap=0.2)
-    fig.update_layout(
+    return _figure(
+        traces,
+        xaxis=xaxis,
+        yaxis=yaxis,
+        boxmode="group" if beside else "overlay",  # same-day actual and forecast side by side
+        boxgap=0.2,
         legend={"orientation": "h", "yanchor": "top", "y": -0.14, "x": 0},
         margin={"l": 48, "r": 12, "t": 36, "b": 48},
     )
-    return fig
 
 
-def history_chart(rows: Sequence[Any]) -> go.Figure:
+def history_chart(rows: Sequence[Any]) -> Figure:
     """Forecast closes per horizon against the actual close, by target date (all horizons on)."""
-    fig = go.Figure()
     actual = sorted(
         {r["target_date"]: r["actual_close"] for r in rows if r["actual_close"]}.items()
     )
-    fig.add_trace(
-        go.Scatter(
-            x=_iso([d for d, _ in actual]),
-            y=[v for _, v in actual],
-            mode="lines",
-            name="actual close",
-            line={"color": "#333", "width": 2},
-        )
-    )
+    traces: list[dict[str, Any]] = [
+        {
+            "type": "scatter",
+            "x": _iso([d for d, _ in actual]),
+            "y": [v for _, v in actual],
+            "mode": "lines",
+            "name": "actual close",
+            "line": {"color": "#333", "width": 2},
+        }
+    ]
     for horizon, color in HORIZON_COLORS.items():
         points = sorted((r["target_date"], r["close"]) for r in rows if r["horizon"] == horizon)
-        fig.add_trace(
-            go.Scatter(
-                x=_iso([d for d, _ in points]),
-                y=[v for _, v in points],
-                mode="markers",
-                marker={"color": color, "size": 6},
-                name=f"h{horizon} forecast",
-            )
+        traces.append(
+            {
+                "type": "scatter",
+                "x": _iso([d for d, _ in points]),
+                "y": [v for _, v in points],
+                "mode": "markers",
+                "marker": {"color": color, "size": 6},
+                "name": f"h{horizon} forecast",
+            }
         )
-    return _layout(fig, xaxis={"type": "date"}, yaxis={"title": {"text": "close"}})
+    return _figure(traces, xaxis={"type": "date"}, yaxis={"title": {"text": "close"}})
 
 
-def rolling_mae_chart(daily: pd.DataFrame, sessions: int) -> go.Figure:
+def rolling_mae_chart(daily: pd.DataFrame, sessions: int) -> Figure:
     """Rolling `sessions`-session MAE of the model and of the naive forecast, by as-of date.
 
     `daily` has one row per as-of date (index) with columns model_mae and naive_mae.
     """
     rolled = daily.rolling(sessions, min_periods=min(5, sessions)).mean().dropna()
     x = _iso([ts.date() if hasattr(ts, "date") else ts for ts in rolled.index])
-    fig = go.Figure(
-        [
-            go.Scatter(
-                x=x,
-                y=rolled["model_mae"].tolist(),
-                mode="lines",
-                name="model MAE",
-                line={"color": FORECAST, "width": 2},
-            ),
-            go.Scatter(
-                x=x,
-                y=rolled["naive_mae"].tolist(),
-                mode="lines",
-                name="naive MAE",
-                line={"color": "#555", "width": 2, "dash": "dash"},
-            ),
-        ]
-    )
-    return _layout(
-        fig, xaxis={"type": "date"}, yaxis={"title": {"text": "MAE"}, "rangemode": "tozero"}
+    traces = [
+        {
+            "type": "scatter",
+            "x": x,
+            "y": rolled["model_mae"].tolist(),
+            "mode": "lines",
+            "name": "model MAE",
+            "line": {"color": FORECAST, "width": 2},
+        },
+        {
+            "type": "scatter",
+            "x": x,
+            "y": rolled["naive_mae"].tolist(),
+            "mode": "lines",
+            "name": "naive MAE",
+            "line": {"color": "#555", "width": 2, "dash": "dash"},
+        },
+    ]
+    return _figure(
+        traces, xaxis={"type": "date"}, yaxis={"title": {"text": "MAE"}, "rangemode": "tozero"}
     )
 
 
@@ -281,24 +330,25 @@ def attention_entropy(weights: Sequence[float]) -> float | None:
     return -sum(v * math.log(v) for v in p) / math.log(len(weights))
 
 
-def attention_chart(view: ForecastView) -> go.Figure:
+def attention_chart(view: ForecastView) -> Figure:
     """Attention weight per past session of the input window against the uniform 1/n line."""
     labels = _iso(view.attention_dates) or [str(i + 1) for i in range(len(view.attention))]
     weights = list(view.attention)
     uniform = 1.0 / len(weights)
-    fig = go.Figure(go.Bar(x=labels, y=weights, marker={"color": FC_UP}, name="attention"))
-    fig.add_trace(
-        go.Scatter(
-            x=[labels[0], labels[-1]],
-            y=[uniform, uniform],
-            mode="lines",
-            line={"color": "#333", "width": 1.5, "dash": "dash"},
-            name=f"uniform (1/{len(weights)})",
-        )
-    )
+    traces = [
+        {"type": "bar", "x": labels, "y": weights, "marker": {"color": FC_UP}, "name": "attention"},
+        {
+            "type": "scatter",
+            "x": [labels[0], labels[-1]],
+            "y": [uniform, uniform],
+            "mode": "lines",
+            "line": {"color": "#333", "width": 1.5, "dash": "dash"},
+            "name": f"uniform (1/{len(weights)})",
+        },
+    ]
     top = max([*weights, uniform]) * 1.15
-    return _layout(
-        fig,
+    return _figure(
+        traces,
         xaxis={"type": "category", "nticks": 8},
         yaxis={"title": {"text": "weight"}, "range": [0, top]},
         showlegend=True,
