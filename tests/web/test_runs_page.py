@@ -280,6 +280,14 @@ def test_runs_page_in_a_browser(browser, runs_server: tuple[str, RunsSite]) -> N
         overflow = "document.documentElement.scrollWidth <= document.documentElement.clientWidth"
         assert page.evaluate(overflow)
         page.screenshot(path=str(SHOTS / "runs-1280.png"), full_page=True)
+        with page.expect_navigation():
+            page.click("#older")  # the second page holds the 7 oldest runs
+        assert page.inner_text(".pager .pages") == "page 2 of 2"
+        ids = page.locator("table.runs tbody tr").evaluate_all("rows => rows.map(r => r.id)")
+        assert ids == [f"run-{i}" for i in newest_first(site)[20:]]
+        with page.expect_navigation():
+            page.click("#newer")
+        assert page.locator("table.runs tbody tr").count() == 20
 
         with page.expect_navigation():
             page.select_option("#status", "failed")  # submits itself on change

@@ -15,7 +15,7 @@ from flask.testing import FlaskClient
 from forecasting.calendar import next_sessions
 from tests.web.conftest import Site
 from tests.web.seed import bundled_candles
-from web import pages
+from web import ticker_view
 from web.cache import response_cache
 
 SHOTS = Path("/tmp/shots")
@@ -153,14 +153,14 @@ def test_attention_sentence_only_when_near_uniform(
     data, _ = figure(page, "attention-chart")
     assert any(t.get("name", "") == "uniform (1/20)" for t in data)
 
-    original = pages._page_forecast
+    original = ticker_view.page_forecast
 
     def flat(ticker: str, raw: str) -> Any:
         view, message, status = original(ticker, raw)
         weights = tuple(1 / 60 + (0.003 if i % 2 else -0.003) for i in range(60))
         return dataclasses.replace(view, attention=weights, attention_dates=()), message, status
 
-    monkeypatch.setattr(pages, "_page_forecast", flat)
+    monkeypatch.setattr(ticker_view, "page_forecast", flat)
     clear_page_cache(client)
     flat_page = get(client, "/tickers/AAPL")
     assert "Attention is near-uniform: the model weighs the last 60 sessions about equally" in (
@@ -171,7 +171,7 @@ def test_attention_sentence_only_when_near_uniform(
         view, message, status = original(ticker, raw)
         return dataclasses.replace(view, attention=(), attention_dates=()), message, status
 
-    monkeypatch.setattr(pages, "_page_forecast", none)
+    monkeypatch.setattr(ticker_view, "page_forecast", none)
     clear_page_cache(client)
     assert 'id="attention-chart"' not in get(client, "/tickers/AAPL")
 
@@ -209,12 +209,30 @@ def test_as_of_page_in_a_browser(browser, live_server: str, sqlite_site: Site) -
             # ... at x offsets that keep the boxes apart (forecast right of the actual)
             assert forecast["offset"] - forecast["half"] >= actual["offset"] + actual["half"] - 1
             assert page.locator("#candles-chart g.trace.boxes").count() == 2
+            # the fan: one drawn (non-empty) filled band per stored level, 50/80/90
+            fills = page.eval_on_selector_all(
+                "#candles-chart g.scatterlayer path.js-fill",
+                "paths => paths.filter(p => (p.getAttribute('d') || '').length > 10).length",
+            )
+            assert fills == 3
             y_range = "() => document.querySelector('#candles-chart .plotly-graph-div')" + (
                 ".layout.yaxis.range.slice()"
             )
             zoomed = page.evaluate(y_range)
             page.locator("#candles-chart .rangeselector .button").nth(3).click()  # "all"
             page.wait_for_function(f"z => ({y_range})()[0] < z[0]", arg=zoomed, timeout=5_000)
+            if width == 1280:  # paging the recent forecasts: older, then back to newer
+                page.goto(live_server + "/tickers/AAPL")
+                first = page.inner_text("#past tbody tr:first-child td:first-child")
+                with page.expect_navigation():
+                    page.click('#past-pager a[rel="next"]')
+                assert "page=2" in page.url
+                assert page.inner_text("#past-pager .pages").startswith("page 2 of ")
+                assert page.inner_text("#past tbody tr:first-child td:first-child") <= first
+                page.screenshot(path=str(SHOTS / "ticker-page2-1280.png"), full_page=True)
+                with page.expect_navigation():
+                    page.click('#past-pager a[rel="prev"]')
+                assert page.inner_text("#past-pager .pages").startswith("page 1 of ")
         finally:
             context.close()
     assert errors == []
@@ -232,19 +250,21 @@ def paired(n: int, model: float, naive: float, diffs: list[float]) -> dict[str, 
 
 
 def test_ratio_is_coloured_only_beyond_two_paired_standard_errors() -> None:
-    noisy = pages._versus_naive(paired(4, 1.0, 1.1, [-1.0, 1.0, -1.0, 0.6]))
+    noisy = ticker_view.versus_naive(paired(4, 1.0, 1.1, [-1.0, 1.0, -1.0, 0.6]))
     assert noisy["verdict"] == "within noise" and noisy["noise"] > 0.1
-    better = pages._versus_naive(paired(4, 1.0, 1.1, [-0.1, -0.11, -0.09, -0.1]))
+    better = ticker_view.versus_naive(paired(4, 1.0, 1.1, [-0.1, -0.11, -0.09, -0.1]))
     assert better["verdict"] == "better" and abs(better["ratio"] - 1 / 1.1) < 1e-9
-    assert pages._versus_naive(paired(4, 1.2, 1.0, [0.2, 0.21, 0.19, 0.2]))["verdict"] == "worse"
-    assert pages._versus_naive(paired(1, 1.0, 1.0, [0.0]))["verdict"] == "within noise"
+    assert (
+        ticker_view.versus_naive(paired(4, 1.2, 1.0, [0.2, 0.21, 0.19, 0.2]))["verdict"] == "worse"
+    )
+    assert ticker_view.versus_naive(paired(1, 1.0, 1.0, [0.0]))["verdict"] == "within noise"
 
 
 def test_stored_baselines_appear_beside_the_model(
     client: FlaskClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     row = {"model": "har_range", "horizon": 1, **paired(30, 1.0, 1.3, [-0.3, -0.31, -0.29])}
-    monkeypatch.setattr(pages.q, "baseline_paired_accuracy", lambda *a, **k: [row])
+    monkeypatch.setattr(ticker_view.q, "baseline_paired_accuracy", lambda *a, **k: [row])
     clear_page_cache(client)
     page = get(client, "/tickers/AAPL")
     table = page.split('id="accuracy"', 1)[1].split("</table>", 1)[0]
