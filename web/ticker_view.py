@@ -14,7 +14,7 @@ import pandas as pd
 
 from db import web_queries as q
 from db.repository import load_candles
-from web import charts, db_session, state
+from web import candle_chart, charts, db_session, state
 from web.errors import ApiError
 from web.forecasts import ForecastView, find_forecast, latest_stored, parse_date
 
@@ -117,7 +117,7 @@ def ticker_context(symbol: str, raw: str, window: str, page_no: int) -> tuple[di
             session, ticker=symbol, start=ref - timedelta(days=TICKER_CANDLE_DAYS), end=end
         )
         visible = q.nth_session_before(session, ticker=symbol, day=ref, n=VISIBLE_SESSIONS)
-        fig = charts.candle_chart(
+        fig = candle_chart.candle_chart(
             candles, view, exchange=config.tickers.exchange_for(symbol), visible_from=visible
         )
         chart = charts.to_div(fig, 480)
