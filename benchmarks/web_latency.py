@@ -1,7 +1,7 @@
 """Throughput and latency of the web app against a trivial Flask app under the same gunicorn.
 
-    .venv/bin/python benchmarks/web_latency.py [--connections 16] [--duration 10] [--workers 2]
-                                              [--client auto|wrk|threads] [--live]
+    .venv/bin/python benchmarks/web_latency.py [--connections 16] [--duration 20] [--rounds 4]
+                                              [--workers 2] [--client auto|wrk|threads] [--live]
                                               [--app-root PATH] [--cold-repeats 20]
 
 Builds a temporary SQLite database (bundled candles of five tickers, stored forecasts for their
@@ -367,9 +367,9 @@ class Server:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds per target")
+    parser.add_argument("--duration", type=float, default=20.0, help="seconds per target")
     parser.add_argument(
-        "--rounds", type=int, default=2, help="rounds per target, interleaved with the ceiling"
+        "--rounds", type=int, default=4, help="rounds per target, interleaved with the ceiling"
     )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--stored", type=int, default=60, help="stored sessions per ticker")

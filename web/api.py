@@ -77,8 +77,9 @@ def _optional_date(name: str) -> date | None:
 
 
 def _query_level() -> int:
-    """`?level=` (50, 80 or 90; default 80)."""
-    return parse_level(request.args.get("level"))
+    """`?level=` (50, 80 or 90; default 80). No query string: nothing to parse (the common
+    POST /predict)."""
+    return parse_level(request.args.get("level") if request.query_string else None)
 
 
 @bp.post("/predict")
