@@ -1,7 +1,8 @@
 """Throughput and latency of the web app against a trivial Flask app under the same gunicorn.
 
     .venv/bin/python benchmarks/web_latency.py [--connections 16] [--duration 20] [--rounds 4]
-                                              [--workers 2] [--client auto|wrk|threads] [--live]
+                                              [--workers 2] [--client auto|wrk-spread|wrk|threads]
+                                              [--live]
                                               [--app-root PATH] [--cold-repeats 20]
 
 Builds a temporary SQLite database (bundled candles of five tickers, stored forecasts for their
@@ -14,8 +15,12 @@ gunicorn settings (gunicorn_options: CandlecastWorker, gthread, [web] threads, -
   GET /api/forecasts/AAPL, /tickers/AAPL, /, /runs
   live (--live)   - POST /predict of AAPL dates without a stored forecast (trains a small model)
 
-and measures each with `wrk -t1 -c<connections> -d<duration/rounds>s --latency` (POST bodies via
-a Lua script) when wrk is installed, else with its own threaded keep-alive client. Both servers
+and measures each with wrk when it is installed (POST bodies via a Lua script), else with its own
+threaded keep-alive client. By default (`--client wrk-spread`) the connections come from
+<connections> single-connection `wrk -t1 -c1` processes started 20 ms apart: a single
+`wrk -c16` opens all 16 at once, the first gunicorn worker to wake often accepts all of them, and
+the same server then measured 2,000 or 8,000 req/s from one round to the next (`--client wrk`
+keeps that single process). Both servers
 run side by side (the idle one costs nothing) and each target's rounds are interleaved with rounds
 of the ceiling, so both see the same load. It prints req/s, p50 and p99 latency and the ratios to
 that paired ceiling (req/s ratio, p50 ratio). The machine's load average is printed too: numbers
@@ -249,7 +254,8 @@ def _ms(text: str) -> float:
     return float(match.group(1)) * UNITS[match.group(2)]
 
 
-def run_wrk(port: int, target: Target, connections: int, duration: float, folder: Path) -> Result:
+def _wrk_command(port: int, target: Target, connections: int, duration: float,
+                 folder: Path) -> list[str]:  # fmt: skip
     command = ["wrk", "-t1", f"-c{connections}", f"-d{duration:g}s", "--latency"]
     if target.bodies:
         script = folder / "post.lua"
@@ -257,10 +263,50 @@ def run_wrk(port: int, target: Target, connections: int, duration: float, folder
         script.write_text(LUA % (items, target.method, target.path), encoding="utf-8")
         command += ["-s", str(script)]
     command.append(f"http://127.0.0.1:{port}{target.path}")
+    return command
+
+
+def run_wrk(port: int, target: Target, connections: int, duration: float, folder: Path) -> Result:
+    """One `wrk -t1 -c<connections>`: it opens every connection at once."""
+    command = _wrk_command(port, target, connections, duration, folder)
     done = subprocess.run(command, capture_output=True, text=True, check=True)
-    out = done.stdout
+    return _parse_wrk(done.stdout, done.stderr)
+
+
+SPREAD_GAP_S = 0.02
+
+
+def run_wrk_spread(
+    port: int, target: Target, connections: int, duration: float, folder: Path
+) -> Result:
+    """`connections` single-connection wrk processes started SPREAD_GAP_S apart, so gunicorn's
+    workers each take a share of the connections (with one wrk opening all of them at once, the
+    first gthread worker to wake often accepts every one, and rounds differ by up to 4x).
+    req/s is the sum; p50 and p99 are the medians of the processes' own."""
+    command = _wrk_command(port, target, 1, duration, folder)
+    procs = []
+    for _ in range(connections):
+        procs.append(subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True))  # fmt: skip
+        time.sleep(SPREAD_GAP_S)
+    parts = []
+    for proc in procs:
+        out, err = proc.communicate()
+        if proc.returncode != 0:
+            raise SystemExit(f"wrk failed:\n{out}\n{err}")
+        parts.append(_parse_wrk(out, err))
+    return Result(
+        rps=sum(r.rps for r in parts),
+        p50_ms=statistics.median(r.p50_ms for r in parts),
+        p99_ms=statistics.median(r.p99_ms for r in parts),
+        requests=sum(r.requests for r in parts),
+        errors=sum(r.errors for r in parts),
+    )
+
+
+def _parse_wrk(out: str, err: str) -> Result:
     if "Requests/sec" not in out or "Latency Distribution" not in out:
-        raise SystemExit(f"unexpected wrk output:\n{out}\n{done.stderr}")
+        raise SystemExit(f"unexpected wrk output:\n{out}\n{err}")
     latency = dict(re.findall(r"^[ \t]*(\d+)%[ \t]+(\S+)[ \t]*$", out, re.MULTILINE))
     requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
@@ -373,14 +419,21 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--stored", type=int, default=60, help="stored sessions per ticker")
-    parser.add_argument("--client", choices=("auto", "wrk", "threads"), default="auto")
+    parser.add_argument(
+        "--client",
+        choices=("auto", "wrk-spread", "wrk", "threads"),
+        default="auto",
+        help="auto: wrk-spread when wrk is installed, else threads",
+    )
     parser.add_argument("--live", action="store_true", help="also POST /predict served live")
     parser.add_argument("--app-root", type=Path, default=ROOT, help="checkout to serve from")
     parser.add_argument(
         "--cold-repeats", type=int, default=20, help="cold renders per page (0: skip them)"
     )
     args = parser.parse_args(argv)
-    use_wrk = args.client == "wrk" or (args.client == "auto" and shutil.which("wrk"))
+    client = args.client
+    if client == "auto":
+        client = "wrk-spread" if shutil.which("wrk") else "threads"
     app_root = args.app_root.resolve()
 
     with tempfile.TemporaryDirectory(prefix="candlecast-bench-") as name:
@@ -413,7 +466,9 @@ def main(argv: list[str] | None = None) -> int:
             )
 
         def measure(on: int, target: Target, seconds: float) -> Result:
-            if use_wrk:
+            if client == "wrk-spread":
+                return run_wrk_spread(on, target, args.connections, seconds, folder)
+            if client == "wrk":
                 return run_wrk(on, target, args.connections, seconds, folder)
             return run_threads(on, target, args.connections, seconds)
 
@@ -426,7 +481,8 @@ def main(argv: list[str] | None = None) -> int:
         ceiling_target = Target("ceiling (trivial Flask app)", "POST", "/predict", bodies)
         body_file = folder / "body.json"
         seconds = args.duration / args.rounds
-        results: list[tuple[str, Result, Result]] = []  # target, its result, paired ceiling
+        # target, its result, the paired ceiling's, and per round (its req/s / ceiling req/s)
+        results: list[tuple[str, Result, Result, list[float]]] = []
         with Server(config, port, args.workers, app_root):
             status, sample = fetch(port, "POST", "/predict", bodies[0])
             if status != 200:
@@ -444,30 +500,41 @@ def main(argv: list[str] | None = None) -> int:
                     for _ in range(args.rounds):  # interleaved: both see the same load drift
                         ceiling_rounds.append(measure(ceiling_port, ceiling_target, seconds))
                         mine.append(measure(port, target, seconds))
-                    results.append((target.name, combine(mine), combine(ceiling_rounds)))
-        ceiling = combine([c for _, _, c in results])
+                    ratios = [m.rps / c.rps for m, c in zip(mine, ceiling_rounds, strict=True)]
+                    results.append((target.name, combine(mine), combine(ceiling_rounds), ratios))
+        ceiling = combine([c for _, _, c, _ in results])
         cold = cold_renders(config, args.cold_repeats) if args.cold_repeats > 0 else []
 
     load1, load5, _ = os.getloadavg()
-    client = "wrk -t1" if use_wrk else "threaded http.client"
+    described = {
+        "wrk-spread": f"{args.connections} x wrk -t1 -c1 started {SPREAD_GAP_S * 1000:g} ms apart",
+        "wrk": f"wrk -t1 -c{args.connections}",
+        "threads": "threaded http.client",
+    }[client]
     print(
-        f"\nweb.serve gunicorn ({args.workers} workers, gthread), {client}, "
+        f"\nweb.serve gunicorn ({args.workers} workers, gthread), {described}, "
         f"{args.connections} connections, {args.duration:g} s per target in {args.rounds} rounds, "
         "loopback, SQLite; "
         f"os.cpu_count() = {os.cpu_count()}, load average {load1:.1f} / {load5:.1f} (1 / 5 min)"
         f"{'; app from ' + str(app_root) if app_root != ROOT else ''}"
     )
     head = f"{'target':<30}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'xceil rps':>10}{'xceil p50':>10}"
-    print(head + f"{'requests':>10}{'errors':>8}")
-    for name, r, c in [("ceiling (trivial Flask app)", ceiling, ceiling), *results]:
+    print(head + f"{'xceil rps by round':>22}{'requests':>10}{'errors':>8}")
+    for name, r, c, ratios in [("ceiling (trivial Flask app)", ceiling, ceiling, []), *results]:
+        spread = (
+            f"{statistics.median(ratios):.2f} [{min(ratios):.2f}, {max(ratios):.2f}]"
+            if ratios
+            else ""
+        )
         print(
             f"{name:<30}{r.rps:>9.0f}{r.p50_ms:>9.2f}{r.p99_ms:>9.2f}"
-            f"{r.rps / c.rps:>10.2f}{r.p50_ms / c.p50_ms:>10.2f}"
+            f"{r.rps / c.rps:>10.2f}{r.p50_ms / c.p50_ms:>10.2f}{spread:>22}"
             f"{r.requests:>10}{r.errors:>8}"
         )
     print(
         "xceil: against the ceiling measured in the rounds interleaved with that target "
-        "(the ceiling row: all its rounds)"
+        "(the ceiling row: all its rounds); by round: median [min, max] of each round's "
+        "req/s over its paired ceiling round's"
     )
     if cold:
         print(f"\ncold render (in-process, page cache emptied first, {args.cold_repeats} times)")

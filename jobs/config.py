@@ -106,6 +106,7 @@ class WebConfig:
     keepalive_s: int = 5  # an idle kept-alive connection is closed after this
     read_timeout_s: int = 10  # a client stalled this long mid-request (or mid-response) is cut
     access_log: bool = False  # one timestamped stderr line per request (gunicorn access log)
+    change_check_ms: int = 50  # rendered answers may lag a database commit by this long
 
 
 @dataclass(frozen=True)

@@ -124,6 +124,10 @@ def _check_web_timeouts(web: WebConfig) -> None:
             f"web.keepalive_s must be >= 0 (0 disables keep-alive), got {web.keepalive_s}"
         )
     _positive("web.read_timeout_s", web.read_timeout_s)
+    if not 0 <= web.change_check_ms <= 60_000:
+        raise ConfigError(
+            f"web.change_check_ms must be between 0 and 60000, got {web.change_check_ms}"
+        )
     if web.read_timeout_s > web.timeout_s:
         raise ConfigError(
             f"web.read_timeout_s ({web.read_timeout_s}) must not exceed "

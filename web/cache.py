@@ -5,15 +5,20 @@ therefore a pure function of (what was asked, the database's contents). The cont
 summarised by a *change marker* (db.web_queries.change_marker: the latest finished run id, the
 latest run id and the largest forecast id - three primary-key lookups in one tiny query). A
 rendered body is cached under (key, marker); when the marker differs from the one the cache was
-filled under, the whole cache is dropped, so an answer is never served from before a change
-beyond one marker check. By default the marker is checked on every request (`check_every_s=0`);
-a positive `check_every_s` reads it at most that often per process (answers may then lag a change
-by that long).
+filled under, the whole cache is dropped.
 
-On SQLite the check is first a stat of the database file and its `-wal` file (every commit
+How often the marker is checked: once per `check_every_s` per process (`[web] change_check_ms`,
+default 50 ms); requests in between reuse the last check without a system call or a lock, so an
+answer may lag a commit by that long (0: check on every request). A check that could not be
+trusted (a file modified within `recent_s`, a missing file) is not reused: the next request
+checks again.
+
+On SQLite a check is first a stat of the database file and its `-wal` file (every commit
 writes to one of them): while neither changed, and neither was modified within the last
 `recent_s` seconds (file times are coarse, so a file written moments ago is always re-queried),
 the query is skipped. A missing file always goes to the query (which answers 503 as usual).
+Under load the stat mattered: with 16 threads per worker each stat releases the GIL, and checking
+on every request cost about 8% of stored /predict throughput (benchmarks/web_latency.py).
 
 What the marker does not see: rows written inside a run before the run finishes without a new
 forecast id (e.g. candles ingested mid-run) show up at the latest when that run finishes, and a
@@ -106,10 +111,11 @@ class ResponseCache:
         self._entries: OrderedDict[Hashable, Entry] = OrderedDict()
         self._marker: Marker | None = None
         self._marker_read_at: float | None = None
+        self._reusable = False  # the last check may serve requests until check_every_s passes
 
     def marker(self, engine: Engine, session: Callable[[], Session]) -> Marker:
-        """The database's change marker: read with one query at most once per request (and at
-        most once per `check_every_s` when that is positive); a new marker empties the cache.
+        """The database's change marker: checked at most once per request and at most once per
+        `check_every_s` per process (see the module docstring); a new marker empties the cache.
 
         The query runs on a pooled connection of `engine`; `session()` (e.g. web.db_session)
         is only used to report a failure the way every other query does.
@@ -118,17 +124,20 @@ class ResponseCache:
         if cached is not None:
             return cached
         now = self._clock()
-        fresh = (
-            self.check_every_s > 0
-            and self._marker is not None
-            and self._marker_read_at is not None
-            and now - self._marker_read_at < self.check_every_s
-        )
+        last, read_at = self._marker, self._marker_read_at
+        if (
+            self._reusable
+            and last is not None
+            and read_at is not None
+            and now - read_at < self.check_every_s
+        ):
+            g.candlecast_marker = last
+            return last
         seen = self._stat_files() if self.files else None
-        if self.files:  # no commit since the marker was read, and the file is there
-            fresh = seen is not None and (fresh or seen == self._files_seen)
-        if fresh and self._marker is not None:
-            marker = self._marker
+        # SQLite: no commit since the marker was read, and the file is there
+        unchanged = bool(self.files) and seen is not None and seen == self._files_seen
+        if unchanged and last is not None:
+            marker = last
         else:
             marker = q.change_marker_fast(engine, session)
         with self._lock:
@@ -137,6 +146,7 @@ class ResponseCache:
                 self._marker = marker
             self._marker_read_at = now
             self._files_seen = seen  # taken before the query: a later commit differs from it
+            self._reusable = not self.files or seen is not None
         g.candlecast_marker = marker
         return marker
 
@@ -182,6 +192,7 @@ class ResponseCache:
             self._marker = None
             self._marker_read_at = None
             self._files_seen = None
+            self._reusable = False
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -200,7 +211,8 @@ def response_cache() -> ResponseCache:
                 engine = state().engine
                 path = sqlite_file_path(state().config.database.url)  # (the engine's is a URI)
                 files = (path, path.with_name(path.name + "-wal")) if path is not None else ()
-                cache = ResponseCache(files=files)
+                check_every_s = state().config.web.change_check_ms / 1000
+                cache = ResponseCache(files=files, check_every_s=check_every_s)
                 on_file_change(engine, cache.clear)
                 current_app.extensions[CACHE_KEY] = cache
     return cache

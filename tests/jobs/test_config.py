@@ -72,6 +72,8 @@ def test_environment_selects_config_and_overrides_database_url(tmp_path, monkeyp
         ("[web]\nkeepalive_s = -1\n", "web.keepalive_s must be >= 0"),
         ("[web]\nread_timeout_s = 0\n", "web.read_timeout_s must be positive"),
         ("[web]\ntimeout_s = 5\nread_timeout_s = 10\n", "must not exceed web.timeout_s (5)"),
+        ("[web]\nchange_check_ms = -1\n", "web.change_check_ms must be between 0 and 60000"),
+        ('[web]\nchange_check_ms = "50"\n', "web.change_check_ms must be an integer"),
         ('[tickers]\nexchange = "XXXX"\n', "tickers.exchange: unknown exchange calendar"),
         ('[tickers]\nexchanges = { "IBM" = "XNYS" }\n', "tickers.exchanges: 'IBM' is not in"),
         ("[data\n", "not valid TOML"),

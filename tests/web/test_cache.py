@@ -223,3 +223,53 @@ def test_sqlite_unchanged_files_skip_the_marker_query(
         assert client.get(path).get_data() == first.get_data()
     finally:
         state_of(app).engine.dispose()
+
+
+def test_a_commit_is_seen_once_the_change_check_window_has_passed(
+    migrated_url: str, tmp_path: Path
+) -> None:
+    """Within [web] change_check_ms of a check, requests reuse it (no stat, no query); the first
+    request after the window sees a commit made in the meantime."""
+    candles = bundled_candles("AAPL")
+    day = candles.index[-2].date()
+    writer = make_engine(migrated_url)
+    factory = make_session_factory(writer)
+    app = create_app(web_config(migrated_url, tmp_path, web={"change_check_ms": 50}))
+    now = [1000.0]
+    try:
+        with factory.begin() as session:
+            upsert_candles(session, ticker="AAPL", frame=candles, source="bundled")
+            run = ForecastRun(trigger="schedule", status="succeeded", as_of_date=day)
+            run.finished_at = datetime.now(UTC)
+            session.add(run)
+            session.flush()
+            session.add_all(forecast_rows(candles, ticker="AAPL", as_of=day, run_id=run.id,
+                                          model_id=None))  # fmt: skip
+        with app.app_context():
+            cache = response_cache()
+            assert cache.check_every_s == 0.05  # from the config
+            cache.recent_s = 0.0
+            cache._clock = lambda: now[0]
+        client = app.test_client()
+        path = f"/api/forecasts/AAPL?as_of={day.isoformat()}"
+        before = client.get(path).get_json()
+        now[0] += 3.0
+        assert client.get(path).get_json() == before  # a fresh check: nothing changed
+        with factory.begin() as session:  # another night's set replaces this one
+            session.execute(delete(Forecast).where(Forecast.as_of_date == day))
+            run = ForecastRun(trigger="schedule", status="succeeded", as_of_date=day)
+            run.finished_at = datetime.now(UTC)
+            session.add(run)
+            session.flush()
+            fresh = forecast_rows(candles, ticker="AAPL", as_of=day, run_id=run.id, model_id=None)
+            for row in fresh:
+                row.close = row.close_lo = row.close_hi = row.open
+            session.add_all(fresh)
+        now[0] += 0.03  # inside the window: the last check still answers
+        assert client.get(path).get_json() == before
+        now[0] += 0.03  # past it: checked again, the new set is served
+        after = client.get(path).get_json()
+        assert after != before and all(c["close"] == c["open"] for c in after["candles"])
+    finally:
+        state_of(app).engine.dispose()
+        writer.dispose()
