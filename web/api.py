@@ -6,6 +6,7 @@ import base64
 import binascii
 import json
 import logging
+from collections.abc import Hashable
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -82,12 +83,27 @@ def _query_level() -> int:
     return parse_level(request.args.get("level") if request.query_string else None)
 
 
+RAW_KEY_MAX_BYTES = 256  # /predict bodies up to this size are also cached by their bytes
+
+
 @bp.post("/predict")
 def predict() -> Response:
     """The seed's endpoint: {"stock_symbol", "input_date"[, "level"]} -> forecast as of input_date.
 
     `level` may also be given as `?level=`; when both are given they must agree.
+    A stored answer is also kept under the request's exact body bytes (and query string), so a
+    body seen before is answered without parsing or validating it again (a pure function of the
+    bytes and the database; only 200 answers are kept).
     """
+    raw = request.get_data()  # kept on the request: _json_body parses these bytes
+    raw_key = ("predict", raw, request.query_string) if len(raw) <= RAW_KEY_MAX_BYTES else None
+    cache = response_cache()
+    # Only a body already answered (hence valid) is looked up before validation: bad input stays
+    # a 400/404 without touching the database, even while the database is down.
+    if raw_key is not None and raw_key in cache:
+        entry = cache.get(raw_key, cache.marker(state().engine, db_session))
+        if entry is not None:
+            return entry.response(conditional=False)
     body = _json_body()
     for name in ("stock_symbol", "input_date"):
         if name not in body:
@@ -99,7 +115,7 @@ def predict() -> Response:
         level = query
     elif request.args.get("level") and query != level:
         raise ApiError(400, "invalid_parameter", "level in the body and ?level= disagree")
-    return _forecast_json(ticker, day, level, conditional=False)
+    return _forecast_json(ticker, day, level, conditional=False, also_key=raw_key)
 
 
 @bp.get("/api/forecasts/<ticker>")
@@ -114,12 +130,18 @@ def forecast(ticker: str) -> Response:
 
 
 def _forecast_json(
-    ticker: str, day: date, level: int = DEFAULT_LEVEL, *, conditional: bool = False
+    ticker: str,
+    day: date,
+    level: int = DEFAULT_LEVEL,
+    *,
+    conditional: bool = False,
+    also_key: Hashable | None = None,
 ) -> Response:
     """The forecast as of the latest session on or before `day` (stored, else live).
 
     Stored answers are rendered once per (ticker, day, level) and database change marker
-    (web.cache); `conditional` answers If-None-Match with 304 (GET only: never for POST).
+    (web.cache), and kept under `also_key` too when given; `conditional` answers If-None-Match
+    with 304 (GET only: never for POST).
     404 `no_quantiles` when a level other than 80 is asked of a forecast without quantiles.
     """
     cache = response_cache()
@@ -127,6 +149,8 @@ def _forecast_json(
     marker = cache.marker(state().engine, db_session)
     entry = cache.get(key, marker)
     if entry is not None:
+        if also_key is not None:
+            cache.put(also_key, marker, entry.body, entry.mimetype)
         return entry.response(conditional=conditional)
     view = find_forecast(
         db_session(),
@@ -147,6 +171,8 @@ def _forecast_json(
         return jsonify(view.to_json(level))
     rendered = jsonify(view.to_json(level))  # the same bytes as an uncached answer
     entry = cache.put(key, marker, rendered.get_data(), rendered.mimetype)
+    if also_key is not None:
+        cache.put(also_key, marker, entry.body, entry.mimetype)
     return entry.response(conditional=conditional)
 
 

@@ -197,6 +197,10 @@ class ResponseCache:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def __contains__(self, key: Hashable) -> bool:
+        """Whether `key` has an entry under the last marker read (without reading it again)."""
+        return key in self._entries
+
 
 def response_cache() -> ResponseCache:
     """The current app's ResponseCache (made on first use; cleared when its SQLite file is

@@ -77,6 +77,38 @@ def test_post_predict_is_never_304(live_server: str, sqlite_site: Site) -> None:
         conn.close()
 
 
+def test_a_predict_body_seen_before_is_answered_from_its_bytes(
+    client: FlaskClient, site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    day = site.seed.stored_as_of[5].isoformat()
+    body = json.dumps({"stock_symbol": "AAPL", "input_date": day})
+    level_90 = json.dumps({"stock_symbol": "AAPL", "input_date": day, "level": 90})
+    post = {"content_type": "application/json"}
+    first = client.post("/predict", data=body, **post)
+    first_90 = client.post("/predict", data=level_90, **post)
+    assert first.status_code == first_90.status_code == 200
+    bad = json.dumps({"stock_symbol": "AAPL", "input_date": "2023-02-30"})
+    assert client.post("/predict", data=bad, **post).status_code == 400
+
+    parsed: list[int] = []
+    original = api._json_body
+
+    def counting() -> Any:
+        parsed.append(1)
+        return original()
+
+    monkeypatch.setattr(api, "_json_body", counting)
+    again = client.post("/predict", data=body, **post)
+    assert again.status_code == 200 and again.get_data() == first.get_data()
+    assert client.post("/predict", data=level_90, **post).get_data() == first_90.get_data()
+    assert parsed == []  # both answered from their bytes
+    other = client.post("/predict", data=body, query_string={"level": "50"}, **post)
+    assert other.status_code == 200 and other.get_json()["level"] == 50
+    assert len(parsed) == 1  # another query string is another key
+    assert client.post("/predict", data=bad, **post).status_code == 400
+    assert len(parsed) == 2  # a 400 is never kept
+
+
 def test_levels_and_tickers_do_not_collide(
     client: FlaskClient, site: Site, monkeypatch: pytest.MonkeyPatch
 ) -> None:
