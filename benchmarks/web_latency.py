@@ -2,15 +2,16 @@
 
     .venv/bin/python benchmarks/web_latency.py [--connections 16] [--duration 20] [--rounds 4]
                                               [--workers 2] [--client auto|wrk-spread|wrk|threads]
-                                              [--live]
-                                              [--app-root PATH] [--cold-repeats 20]
+                                              [--live] [--app-root PATH] [--cold-repeats 20]
+                                              [--ceiling-reads-body]
 
 Builds a temporary SQLite database (bundled candles of five tickers, stored forecasts for their
 last --stored sessions, two finished runs), then, one after the other, serves with web.serve's
 gunicorn settings (gunicorn_options: CandlecastWorker, gthread, [web] threads, --workers):
 
   ceiling         - a trivial Flask app answering every request with the stored /predict JSON
-                    bytes (the best any view could do under these settings)
+                    bytes (the best any view could do under these settings); with
+                    --ceiling-reads-body it reads each request's body first, as /predict must
   POST /predict   - stored forecasts (rotating over every stored (ticker, date))
   GET /api/forecasts/AAPL, /tickers/AAPL, /, /runs
   live (--live)   - POST /predict of AAPL dates without a stored forecast (trains a small model)
@@ -60,8 +61,8 @@ sys.path.insert(0, str(ROOT))
 
 TICKERS = ("AAPL", "AMZN", "GOOGL", "MSFT", "TSLA")
 MODEL_AS_OF = date(2023, 6, 30)
-# Runs the app (argv: config path, workers) or the ceiling app (argv: ..., body file) with
-# web.serve's gunicorn options and worker class.
+# Runs the app (argv: config path, workers) or the ceiling app (argv: ..., body file, "read" to
+# read each request's body first) with web.serve's gunicorn options and worker class.
 SERVE = """
 import sys
 from jobs.config import load_config
@@ -70,13 +71,14 @@ serve(load_config(sys.argv[1]), workers=int(sys.argv[2]))
 """
 SERVE_CEILING = """
 import sys
-from flask import Flask, Response
+from flask import Flask, Response, request
 from jobs import logs
 from jobs.config import load_config
 from web.serve import CandlecastServer, gunicorn_options
 
 config = load_config(sys.argv[1])
 body = open(sys.argv[3], "rb").read()
+read_body = sys.argv[4:] == ["read"]
 
 class CeilingServer(CandlecastServer):
     def load(self):
@@ -85,6 +87,8 @@ class CeilingServer(CandlecastServer):
         @app.route("/", defaults={"path": ""}, methods=["GET", "POST"])
         @app.route("/<path:path>", methods=["GET", "POST"])
         def answer(path):
+            if read_body:
+                request.get_data()
             return Response(body, mimetype="application/json")
 
         return app
@@ -385,11 +389,11 @@ class Server:
     """A gunicorn server in a subprocess (the app, or the ceiling app with `body_file`)."""
 
     def __init__(self, config: Path, port: int, workers: int, app_root: Path,
-                 body_file: Path | None = None) -> None:  # fmt: skip
+                 body_file: Path | None = None, read_body: bool = False) -> None:  # fmt: skip
         code = SERVE if body_file is None else SERVE_CEILING
         argv = [sys.executable, "-c", code, str(config), str(workers)]
         if body_file is not None:
-            argv.append(str(body_file))
+            argv += [str(body_file), "read" if read_body else "ignore"]
         env = {k: v for k, v in os.environ.items() if k != "CANDLECAST_DATABASE_URL"}
         env["PYTHONPATH"] = str(app_root)
         self.port = port
@@ -427,6 +431,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--live", action="store_true", help="also POST /predict served live")
     parser.add_argument("--app-root", type=Path, default=ROOT, help="checkout to serve from")
+    parser.add_argument(
+        "--ceiling-reads-body",
+        action="store_true",
+        help="the ceiling app reads each request's body (as any view using a POST body must)",
+    )
     parser.add_argument(
         "--cold-repeats", type=int, default=20, help="cold renders per page (0: skip them)"
     )
@@ -478,7 +487,10 @@ def main(argv: list[str] | None = None) -> int:
             config.read_text(encoding="utf-8").replace(f"port = {port}", f"port = {ceiling_port}"),
             encoding="utf-8",
         )
-        ceiling_target = Target("ceiling (trivial Flask app)", "POST", "/predict", bodies)
+        ceiling_name = (
+            "ceiling (reads the body)" if args.ceiling_reads_body else "ceiling (trivial app)"
+        )
+        ceiling_target = Target(ceiling_name, "POST", "/predict", bodies)
         body_file = folder / "body.json"
         seconds = args.duration / args.rounds
         # target, its result, the paired ceiling's, and per round (its req/s / ceiling req/s)
@@ -488,7 +500,8 @@ def main(argv: list[str] | None = None) -> int:
             if status != 200:
                 raise SystemExit(f"POST /predict answered {status}: {sample[:300]!r}")
             body_file.write_bytes(sample)
-            with Server(ceiling_config, ceiling_port, args.workers, app_root, body_file):
+            with Server(ceiling_config, ceiling_port, args.workers, app_root, body_file,
+                        args.ceiling_reads_body):  # fmt: skip
                 run_threads(ceiling_port, ceiling_target, args.connections, 1.0)
                 for target in targets:
                     warm = Target(target.name, target.method, target.path, target.bodies)
@@ -520,7 +533,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     head = f"{'target':<30}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'xceil rps':>10}{'xceil p50':>10}"
     print(head + f"{'xceil rps by round':>22}{'requests':>10}{'errors':>8}")
-    for name, r, c, ratios in [("ceiling (trivial Flask app)", ceiling, ceiling, []), *results]:
+    for name, r, c, ratios in [(ceiling_target.name, ceiling, ceiling, []), *results]:
         spread = (
             f"{statistics.median(ratios):.2f} [{min(ratios):.2f}, {max(ratios):.2f}]"
             if ratios
