@@ -24,6 +24,7 @@ from apscheduler.events import (
 )
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.job import Job
+from apscheduler.jobstores.base import JobLookupError
 from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
@@ -231,14 +232,19 @@ def run_daemon(config: Config, config_path: str | None, *, run_now: bool = False
         if job is not None and job.next_run_time is not None:
             log.info("next run due at %s", job.next_run_time.isoformat())
 
+    stopping: list[threading.Thread] = []
+
     def stop(signum: int, _frame: object) -> None:
+        if stopping:  # a second signal: already stopping
+            return
         log.info(
             "received %s: finishing the ticker in progress, then stopping",
             signal.Signals(signum).name,
         )
         STOP.set()
         # shutdown(wait=True) waits for the running job; do it off the signal handler.
-        threading.Thread(target=scheduler.shutdown, daemon=True).start()
+        stopping.append(threading.Thread(target=scheduler.shutdown, daemon=True))
+        stopping[0].start()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
@@ -269,7 +275,17 @@ def run_daemon(config: Config, config_path: str | None, *, run_now: bool = False
         )
     scheduler.add_listener(lambda _e: log_next(), EVENT_SCHEDULER_STARTED)
     log.info("scheduler starting (cron %r, %s)", config.schedule.cron, config.schedule.timezone)
-    scheduler.start()  # blocks until shutdown
+    try:
+        scheduler.start()  # blocks until shutdown
+    except JobLookupError:
+        # APScheduler 3 race: shutdown() (from the signal's thread) marks the scheduler stopped
+        # while its main loop is removing a one-shot job it has just submitted (the resume job at
+        # start-up); that removal then fails. Only a stop makes it happen: anything else is a bug.
+        if not STOP.is_set():
+            raise
+        log.debug("stopping: a one-shot job was being removed (APScheduler shutdown race)")
+    for thread in stopping:  # the running job has finished, the job stores are closed
+        thread.join()
     log.info("scheduler stopped")
     return 0
 
