@@ -97,6 +97,7 @@ def create_app(config: Config | None = None, *, engine: Engine | None = None) ->
     """Build the Flask app for `config` (default: load_config()); `engine` overrides the URL's."""
     from web.api import bp as api_bp
     from web.errors import register_error_handlers
+    from web.fast_predict import PredictFastPath
     from web.health import bp as health_bp
     from web.metrics import install_metrics
     from web.pages import bp as pages_bp
@@ -125,6 +126,8 @@ def create_app(config: Config | None = None, *, engine: Engine | None = None) ->
     app.register_blueprint(health_bp)
     install_metrics(app, lambda: web_state.sessions, config.tickers.symbols)
     register_error_handlers(app)
+    # Repeated POST /predict bodies with a stored answer are answered before Flask.
+    app.wsgi_app = PredictFastPath(app, SECURITY_HEADER_ITEMS)  # type: ignore[method-assign]
 
     @app.teardown_appcontext
     def _close_session(_exc: BaseException | None) -> None:

@@ -20,6 +20,7 @@ from forecasting.quantiles import DEFAULT_LEVEL
 from web import db_session, state
 from web.cache import response_cache
 from web.errors import ApiError
+from web.fast_predict import RAW_KEY_MAX_BYTES, raw_key
 from web.forecasts import check_ticker, find_forecast, parse_date, parse_level, price
 
 bp = Blueprint("api", __name__)
@@ -83,9 +84,6 @@ def _query_level() -> int:
     return parse_level(request.args.get("level") if request.query_string else None)
 
 
-RAW_KEY_MAX_BYTES = 256  # /predict bodies up to this size are also cached by their bytes
-
-
 @bp.post("/predict")
 def predict() -> Response:
     """The seed's endpoint: {"stock_symbol", "input_date"[, "level"]} -> forecast as of input_date.
@@ -93,15 +91,16 @@ def predict() -> Response:
     `level` may also be given as `?level=`; when both are given they must agree.
     A stored answer is also kept under the request's exact body bytes (and query string), so a
     body seen before is answered without parsing or validating it again (a pure function of the
-    bytes and the database; only 200 answers are kept).
+    bytes and the database; only 200 answers are kept): here once the marker is due for a check,
+    else by web.fast_predict before Flask.
     """
     raw = request.get_data()  # kept on the request: _json_body parses these bytes
-    raw_key = ("predict", raw, request.query_string) if len(raw) <= RAW_KEY_MAX_BYTES else None
+    key = raw_key(raw, request.query_string) if len(raw) <= RAW_KEY_MAX_BYTES else None
     cache = response_cache()
     # Only a body already answered (hence valid) is looked up before validation: bad input stays
     # a 400/404 without touching the database, even while the database is down.
-    if raw_key is not None and raw_key in cache:
-        entry = cache.get(raw_key, cache.marker(state().engine, db_session))
+    if key is not None and key in cache:
+        entry = cache.get(key, cache.marker(state().engine, db_session))
         if entry is not None:
             return entry.response(conditional=False)
     body = _json_body()
@@ -115,7 +114,7 @@ def predict() -> Response:
         level = query
     elif request.args.get("level") and query != level:
         raise ApiError(400, "invalid_parameter", "level in the body and ?level= disagree")
-    return _forecast_json(ticker, day, level, conditional=False, also_key=raw_key)
+    return _forecast_json(ticker, day, level, conditional=False, also_key=key)
 
 
 @bp.get("/api/forecasts/<ticker>")
@@ -150,7 +149,7 @@ def _forecast_json(
     entry = cache.get(key, marker)
     if entry is not None:
         if also_key is not None:
-            cache.put(also_key, marker, entry.body, entry.mimetype)
+            cache.put_entry(also_key, marker, entry)  # the same body and ETag
         return entry.response(conditional=conditional)
     view = find_forecast(
         db_session(),
@@ -172,7 +171,7 @@ def _forecast_json(
     rendered = jsonify(view.to_json(level))  # the same bytes as an uncached answer
     entry = cache.put(key, marker, rendered.get_data(), rendered.mimetype)
     if also_key is not None:
-        cache.put(also_key, marker, entry.body, entry.mimetype)
+        cache.put_entry(also_key, marker, entry)  # the same body and ETag
     return entry.response(conditional=conditional)
 
 

@@ -124,15 +124,11 @@ class ResponseCache:
         if cached is not None:
             return cached
         now = self._clock()
-        last, read_at = self._marker, self._marker_read_at
-        if (
-            self._reusable
-            and last is not None
-            and read_at is not None
-            and now - read_at < self.check_every_s
-        ):
+        last = self.reusable_marker(now)
+        if last is not None:
             g.candlecast_marker = last
             return last
+        last = self._marker
         seen = self._stat_files() if self.files else None
         # SQLite: no commit since the marker was read, and the file is there
         unchanged = bool(self.files) and seen is not None and seen == self._files_seen
@@ -149,6 +145,16 @@ class ResponseCache:
             self._reusable = not self.files or seen is not None
         g.candlecast_marker = marker
         return marker
+
+    def reusable_marker(self, now: float | None = None) -> Marker | None:
+        """The last marker read, while that check may still answer (within `check_every_s`, and
+        trusted: see the module docstring); else None. No system call, no lock."""
+        last, read_at = self._marker, self._marker_read_at
+        now = self._clock() if now is None else now
+        if self._reusable and last is not None and read_at is not None:
+            if now - read_at < self.check_every_s:
+                return last
+        return None
 
     def _stat_files(self) -> tuple[tuple[int, int, int, int] | None, ...] | None:
         """(dev, inode, size, mtime) of each file (None if absent), or None when the database
@@ -177,7 +183,11 @@ class ResponseCache:
 
     def put(self, key: Hashable, marker: Marker, body: bytes, mimetype: str) -> Entry:
         """Store `body` under `key` if `marker` is still current; the entry either way."""
-        entry = Entry(make_etag(marker, key), body, mimetype)
+        return self.put_entry(key, marker, Entry(make_etag(marker, key), body, mimetype))
+
+    def put_entry(self, key: Hashable, marker: Marker, entry: Entry) -> Entry:
+        """Store `entry` (e.g. one already kept under another key) under `key` if `marker` is
+        still current; `entry` either way."""
         with self._lock:
             if marker == self._marker:
                 self._entries[key] = entry

@@ -35,6 +35,7 @@ from db.session import DatabaseFileError, DatabaseFileMissing
 
 CACHE_SECONDS = 5.0
 REGISTRY_KEY = "candlecast.metrics"
+RECORD_KEY = "candlecast.metrics.record"  # app.extensions: record(rule, method, status, seconds)
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 log = logging.getLogger("candlecast.web")
@@ -215,18 +216,25 @@ def install_metrics(
     # locks on every call, a dict lookup is all the hot path needs (the label sets are bounded).
     children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
+    def record(rule: str, method: str, status: int, seconds: float | None) -> None:
+        """Count one answered request (and its latency, when known)."""
+        key = (rule, method, status)
+        pair = children.get(key)
+        if pair is None:
+            labels = (rule, method, str(status))
+            pair = children.setdefault(key, (requests.labels(*labels), latency.labels(*labels)))
+        pair[0].inc()
+        if seconds is not None:
+            pair[1].observe(seconds)
+
+    app.extensions[RECORD_KEY] = record  # also used by web.fast_predict, which bypasses Flask
+
     @app.after_request
     def _count_request(response: Response) -> Response:
         rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
-        key = (rule, request.method, response.status_code)
-        pair = children.get(key)
-        if pair is None:
-            labels = (rule, request.method, str(response.status_code))
-            pair = children.setdefault(key, (requests.labels(*labels), latency.labels(*labels)))
-        pair[0].inc()
         started = g.get("metrics_started")
-        if started is not None:
-            pair[1].observe(time.perf_counter() - started)
+        seconds = time.perf_counter() - started if started is not None else None
+        record(rule, request.method, response.status_code, seconds)
         return response
 
     def metrics() -> Response:
@@ -236,4 +244,4 @@ def install_metrics(
     return registry
 
 
-__all__ = ["DatabaseCollector", "install_metrics"]
+__all__ = ["RECORD_KEY", "DatabaseCollector", "install_metrics"]
