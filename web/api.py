@@ -15,10 +15,11 @@ from sqlalchemy.exc import DBAPIError
 
 from db import web_queries as q
 from db.models import ForecastRun
+from db.repository import load_candles
 from db.session import DatabaseFileMissing
 from forecasting.quantiles import DEFAULT_LEVEL
 from web import db_session, state
-from web.cache import response_cache
+from web.cache import cached_page, response_cache
 from web.errors import ApiError
 from web.fast_predict import RAW_KEY_MAX_BYTES, raw_key
 from web.forecasts import check_ticker, find_forecast, parse_date, parse_level, price
@@ -299,6 +300,34 @@ def run_json(run: ForecastRun, *, with_tickers: bool = True) -> dict[str, Any]:
             for t in run.tickers
         ]
     return out
+
+
+MAX_CANDLE_DAYS = 3700  # about ten years of candles in one /api/candles answer
+
+
+@bp.get("/api/candles/<ticker>")
+@cached_page(lambda ticker: (ticker.upper(), request.args.get("start"), request.args.get("end")))
+def candles(ticker: str) -> Response:
+    """Stored daily candles of `ticker` from `start` to `end` (both required, inclusive, at most
+    MAX_CANDLE_DAYS apart), oldest first, prices rounded to 4 places. The ticker page's chart
+    fetches the sessions before its first three months from here when a range button asks."""
+    symbol = check_ticker(state().config, ticker)
+    start, end = _optional_date("start"), _optional_date("end")
+    if start is None or end is None:
+        raise ApiError(400, "missing_field", "start and end (YYYY-MM-DD) are both required")
+    if start > end:
+        raise ApiError(400, "invalid_date", "start must not be after end")
+    if (end - start).days > MAX_CANDLE_DAYS:
+        raise ApiError(400, "invalid_parameter", f"at most {MAX_CANDLE_DAYS} days per request")
+    frame = load_candles(db_session(), ticker=symbol, start=start, end=end)
+    rows = [
+        {
+            "date": ts.date().isoformat(),
+            **{k: price(float(getattr(row, k))) for k in ("open", "high", "low", "close")},
+        }
+        for ts, row in zip(frame.index, frame.itertuples(index=False), strict=True)
+    ]
+    return jsonify(ticker=symbol, start=start.isoformat(), end=end.isoformat(), candles=rows)
 
 
 @bp.get("/api/runs")

@@ -131,13 +131,15 @@ def candle_chart(
     *,
     exchange: str,
     visible_from: date | None = None,
+    axis_from: date | None = None,
 ) -> Figure:
     """Actual candles (up/down), the forecast's fan, median and candles beside them.
 
     The x axis starts at `visible_from` (about three months back) with buttons for 3M/6M/1Y/all;
-    weekends and the exchange's holidays are removed from the axis. When a forecast day already
-    has an actual candle (as-of pages) boxmode "group" puts the two side by side in the day's slot
-    (actual left, forecast right, both narrower), never on top of each other.
+    weekends and the exchange's holidays (from `axis_from`, or the first candle, on: candles
+    fetched later by the page fit the same axis) are removed from the axis. When a forecast day
+    already has an actual candle (as-of pages) boxmode "group" puts the two side by side in the
+    day's slot (actual left, forecast right, both narrower), never on top of each other.
     """
     days = [ts.date() for ts in candles.index]
     traces = _actual_traces(candles)
@@ -180,7 +182,8 @@ def candle_chart(
         "rangeselector": {"buttons": RANGE_BUTTONS, "x": 0, "y": 1.0, "yanchor": "bottom"},
     }
     if all_days:
-        holidays = non_sessions(min(all_days), max(all_days), exchange)
+        first = min(all_days) if axis_from is None else min(min(all_days), axis_from)
+        holidays = non_sessions(first, max(all_days), exchange)
         xaxis["rangebreaks"] = [{"bounds": ["sat", "mon"]}, {"values": holidays}]
     if visible_from is not None and days:
         shown = candles.loc[candles.index >= pd.Timestamp(visible_from)]

@@ -11,6 +11,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pandas as pd
+from flask import url_for
 
 from db import web_queries as q
 from db.repository import load_candles
@@ -39,7 +40,7 @@ def page_forecast(ticker: str, raw: str) -> tuple[ForecastView | None, str | Non
     return view, None, 200
 
 
-TICKER_CANDLE_DAYS = 370  # about a year of candles in the chart (its "all" button)
+TICKER_CANDLE_DAYS = 370  # about a year of candles behind the chart's "all" button
 VISIBLE_SESSIONS = 63  # the chart opens on about three months plus the forecast
 PAST_PER_PAGE = 20
 ACCURACY_WINDOWS = ("60", "250", "all")  # sessions of as-of dates scored; "all" = no limit
@@ -107,18 +108,31 @@ def ticker_context(symbol: str, raw: str, window: str, page_no: int) -> tuple[di
     view, message, status = page_forecast(symbol, raw)
     session = db_session()
     ref = view.as_of if view else q.session_on_or_before(session, ticker=symbol, day=date.max)
-    chart = attention = history_div = None
+    chart = attention = history_div = more_url = None
     panel: dict[str, Any] = {"summary": [], "baselines": {}, "rolling_div": None}
     past: Sequence[Any] = []
     total = 0
     if ref is not None:
         end = view.candles[-1].date if view else ref
-        candles = load_candles(
-            session, ticker=symbol, start=ref - timedelta(days=TICKER_CANDLE_DAYS), end=end
-        )
+        # The figure carries the shown sessions (and the one before them); the page fetches the
+        # rest of the year from /api/candles when a range button or a zoom-out asks for it.
+        axis_from = ref - timedelta(days=TICKER_CANDLE_DAYS)
         visible = q.nth_session_before(session, ticker=symbol, day=ref, n=VISIBLE_SESSIONS)
+        first = q.nth_session_before(session, ticker=symbol, day=ref, n=VISIBLE_SESSIONS + 1)
+        candles = load_candles(session, ticker=symbol, start=first or axis_from, end=end)
+        if first is not None and first > axis_from:
+            more_url = url_for(
+                "api.candles",
+                ticker=symbol,
+                start=axis_from.isoformat(),
+                end=(first - timedelta(days=1)).isoformat(),
+            )
         fig = candle_chart.candle_chart(
-            candles, view, exchange=config.tickers.exchange_for(symbol), visible_from=visible
+            candles,
+            view,
+            exchange=config.tickers.exchange_for(symbol),
+            visible_from=visible,
+            axis_from=axis_from,
         )
         chart = charts.to_div(fig, 480)
         start = None
@@ -157,6 +171,7 @@ def ticker_context(symbol: str, raw: str, window: str, page_no: int) -> tuple[di
         "ref": ref,
         "model": models.get(model_id) if model_id else None,
         "chart": chart,
+        "more_candles_url": more_url,
         "history_div": history_div,
         "attention": attention,
         "attention_entropy": entropy,

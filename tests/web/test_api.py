@@ -195,3 +195,35 @@ def test_stored_response_is_stable_across_requests(client: FlaskClient, site: Si
     day = site.seed.stored_as_of[10].isoformat()
     first = predict(client, "AAPL", day)
     assert all(predict(client, "AAPL", day) == first for _ in range(3))
+
+
+def test_candles_between_two_dates_oldest_first_rounded(client: FlaskClient) -> None:
+    body = client.get("/api/candles/aapl?start=2023-12-01&end=2023-12-08").get_json()
+    assert body["ticker"] == "AAPL" and (body["start"], body["end"]) == ("2023-12-01", "2023-12-08")
+    dates = [c["date"] for c in body["candles"]]
+    assert dates == ["2023-12-01", "2023-12-04", "2023-12-05", "2023-12-06", "2023-12-07",
+                     "2023-12-08"]  # fmt: skip
+    for candle in body["candles"]:
+        assert set(candle) == {"date", "open", "high", "low", "close"}
+        assert all(round(v, 4) == v for k, v in candle.items() if k != "date")
+        assert candle["low"] <= min(candle["open"], candle["close"]) <= candle["high"]
+
+
+@pytest.mark.parametrize(
+    ("query", "status", "code"),
+    [
+        ("start=2023-12-01", 400, "missing_field"),
+        ("end=2023-12-01", 400, "missing_field"),
+        ("start=2023-12-08&end=2023-12-01", 400, "invalid_date"),
+        ("start=2000-01-01&end=2023-12-01", 400, "invalid_parameter"),
+        ("start=2023-13-01&end=2023-12-01", 400, "invalid_date"),
+    ],
+)
+def test_candles_bad_ranges_are_400(client: FlaskClient, query: str, status: int, code: str):
+    response = client.get(f"/api/candles/AAPL?{query}")
+    assert response.status_code == status and response.get_json()["error"]["code"] == code
+
+
+def test_candles_of_an_unknown_ticker_are_404(client: FlaskClient) -> None:
+    response = client.get("/api/candles/ZZZZ?start=2023-12-01&end=2023-12-08")
+    assert response.status_code == 404

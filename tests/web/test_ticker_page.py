@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +60,18 @@ def test_default_view_zooms_on_three_months_and_the_forecast(client: FlaskClient
     labels = [b["label"] for b in layout["xaxis"]["rangeselector"]["buttons"]]
     assert labels == ["3M", "6M", "1Y", "all"]
     actual = next(t for t in data if t.get("name") == "actual")["x"]
-    assert 240 <= len(actual) <= 270  # about a year of candles, not the whole history
+    last = next_sessions(as_of, 4)[-1]  # actuals of forecast days are drawn too (as-of pages)
+    # only the shown sessions and the one before them
+    assert actual == [d.isoformat() for d in sessions() if days[-64] <= d <= last]
+    page = get(client, "/tickers/AAPL")
+    more = re.search(r'id="candles-chart" data-more-url="([^"]+)"', page).group(1)  # type: ignore[union-attr]
+    start = (as_of - timedelta(days=370)).isoformat()
+    assert more.replace("&amp;", "&") == (
+        f"/api/candles/AAPL?start={start}&end={(days[-64] - timedelta(days=1)).isoformat()}"
+    )
+    older = client.get(more.replace("&amp;", "&")).get_json()["candles"]
+    assert 180 <= len(older) <= 200 and older[-1]["date"] == days[-65].isoformat()
+    assert all(d >= start for d in (c["date"] for c in older))
     low, high = layout["yaxis"]["range"]
     shown = bundled_candles("AAPL").loc[days[-63].isoformat() :]
     assert low <= shown["low"].min() and high >= shown["high"].max()
@@ -176,6 +187,7 @@ def test_attention_sentence_only_when_near_uniform(
     assert 'id="attention-chart"' not in get(client, "/tickers/AAPL")
 
 
+GD = "document.querySelector('#candles-chart .plotly-graph-div')"
 CANDLE_TRACES = """() => {
   const gd = document.querySelector('#candles-chart .plotly-graph-div');
   return gd.calcdata.filter(cd => cd[0].trace.type === 'candlestick').map(cd => ({
@@ -219,7 +231,14 @@ def test_as_of_page_in_a_browser(browser, live_server: str, sqlite_site: Site) -
                 ".layout.yaxis.range.slice()"
             )
             zoomed = page.evaluate(y_range)
+            shown = page.evaluate(f"() => ({GD}).data[0].x.length")
             page.locator("#candles-chart .rangeselector .button").nth(3).click()  # "all"
+            # the rest of the year is fetched from /api/candles and put before the shown months
+            page.wait_for_function(
+                "() => document.getElementById('candles-chart').dataset.loaded", timeout=10_000
+            )
+            assert page.get_attribute("#candles-chart", "data-loaded") != "failed"
+            assert page.evaluate(f"() => ({GD}).data[0].x.length") > shown + 150
             page.wait_for_function(f"z => ({y_range})()[0] < z[0]", arg=zoomed, timeout=5_000)
             if width == 1280:  # paging the recent forecasts: older, then back to newer
                 page.goto(live_server + "/tickers/AAPL")
