@@ -9,7 +9,7 @@ sends that answer with the headers Flask would send (Content-Type, Content-Lengt
 Cache-Control and the security headers) and counts it in the request metrics like any other
 /predict. It costs a dict lookup instead of Flask's request handling: in
 benchmarks/web_latency.py stored /predict went from ~0.70 of a trivial Flask app's requests/s
-(p50 1.7x) to ~1.3x (p50 0.8x).
+(p50 1.7x) to 1.3-1.6x (p50 0.5-0.8x).
 
 Anything else goes to Flask unchanged: another method or path, a chunked or longer body, a body
 not answered before, a marker due for a check (Flask checks it, and may answer 503). The body read
