@@ -188,3 +188,28 @@ def test_index_in_a_browser_fits_sorts_and_filters(browser: Any, live_server: st
         assert errors == []
     finally:
         context.close()
+
+
+def test_recent_closes_are_each_tickers_last_sessions_in_any_chunking(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from db import web_queries as q
+    from tests.web.seed import bundled_candles
+
+    def tail(ticker: str, n: int) -> list[tuple[str, float]]:
+        closes = bundled_candles(ticker)["close"].tail(n)
+        return [(ts.date().isoformat(), round(float(v), 4)) for ts, v in closes.items()]
+
+    def as_text(found: dict[str, list[Any]]) -> dict[str, list[tuple[str, float]]]:
+        return {t: [(d.isoformat(), round(c, 4)) for d, c in rows] for t, rows in found.items()}
+
+    asked = ["MSFT", "AAPL", "MSFT", "NOPE"]  # a repeat and a ticker without candles
+    with state_of(site.app).sessions() as session:
+        one_query = as_text(q.recent_closes(session, tickers=asked, sessions=5))
+        monkeypatch.setattr(q, "RECENT_CLOSES_CHUNK", 1)  # one query per ticker
+        chunked = as_text(q.recent_closes(session, tickers=asked, sessions=5))
+        assert q.recent_closes(session, tickers=[], sessions=5) == {}
+    stored_msft = [d for d, _ in one_query["MSFT"]]
+    assert one_query == chunked and set(one_query) == {"AAPL", "MSFT"}
+    assert one_query["AAPL"] == tail("AAPL", 5)
+    assert stored_msft == sorted(stored_msft) and len(stored_msft) == 5
