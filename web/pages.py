@@ -140,7 +140,7 @@ def _index_row(
 
 
 @bp.get("/")
-@cached_page(lambda: _query_key())
+@cached_page(_query_key)
 def index() -> str:
     """One row per configured ticker: last close and day change, a sparkline of ~3 months of
     closes with the forecast fan, the next-session forecast, model age and last run status.
@@ -201,7 +201,7 @@ def _runs_args() -> tuple[str | None, int]:
 
 
 @bp.get("/runs")
-@cached_page(lambda: _query_key())
+@cached_page(_query_key)
 def runs() -> str:
     """Job runs, newest first, RUNS_PER_PAGE a page, one table row each, filterable by status."""
     status, page = _runs_args()

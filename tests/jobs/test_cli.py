@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 from pathlib import Path
 
 import pandas as pd
@@ -156,15 +155,6 @@ def test_every_command_has_help(capsys):
     for args in (["--help"], ["db", "--help"], ["db", "upgrade", "--help"], ["sync", "--help"]):
         assert main(args) == EXIT_OK
     assert "incremental" in capsys.readouterr().out
-
-
-@pytest.fixture
-def keep_signal_handlers():
-    """run-once installs SIGTERM/SIGINT handlers in this process: put pytest's back afterwards."""
-    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
-    yield
-    for sig, handler in saved.items():
-        signal.signal(sig, handler)
 
 
 def test_run_once_where_every_sync_fails_exits_4_and_prints_each_error_once(

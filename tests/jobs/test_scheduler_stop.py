@@ -22,12 +22,9 @@ from jobs import scheduler as daemon
 
 
 @pytest.fixture
-def signal_handlers():
-    """Restore SIGTERM/SIGINT handlers and the daemon's stop flag after the test."""
-    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+def signal_handlers(keep_signal_handlers: None):
+    """Restore SIGTERM/SIGINT handlers (tests/jobs/conftest.py) and the daemon's stop flag."""
     yield
-    for sig, handler in saved.items():
-        signal.signal(sig, handler)
     daemon.STOP.clear()
 
 

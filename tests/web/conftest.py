@@ -77,32 +77,30 @@ def model_record() -> dict[str, Any]:
     return trained_to_record(trained)
 
 
-def _postgres_schema_url() -> tuple[str, str]:
+@contextmanager
+def site_database(backend: str, tmp: Path, name: str) -> Iterator[str]:
+    """An empty database URL for a site: a SQLite file `tmp/name`, or a fresh PostgreSQL schema
+    (dropped afterwards)."""
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp / name}"
+        return
     assert POSTGRES_URL is not None
     schema = f"w_{uuid.uuid4().hex[:16]}"
     admin = create_engine(POSTGRES_URL, poolclass=NullPool, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    admin.dispose()
-    url = make_url(POSTGRES_URL).update_query_dict({"options": f"-csearch_path={schema}"})
-    return url.render_as_string(hide_password=False), schema
-
-
-def _drop_schema(schema: str) -> None:
-    admin = create_engine(POSTGRES_URL or "", poolclass=NullPool, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql("SET lock_timeout = '10s'")
-        conn.exec_driver_sql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-    admin.dispose()
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+        url = make_url(POSTGRES_URL).update_query_dict({"options": f"-csearch_path={schema}"})
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql("SET lock_timeout = '10s'")
+            conn.exec_driver_sql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        admin.dispose()
 
 
 def _seeded_site(backend: str, tmp: Path, record: dict[str, Any]) -> Iterator[Site]:
-    schema = None
-    if backend == "sqlite":
-        url = f"sqlite:///{tmp / 'web.db'}"
-    else:
-        url, schema = _postgres_schema_url()
-    try:
+    with site_database(backend, tmp, "web.db") as url:
         upgrade(url)
         writer = make_engine(url)
         try:
@@ -117,9 +115,6 @@ def _seeded_site(backend: str, tmp: Path, record: dict[str, Any]) -> Iterator[Si
             yield Site(backend=backend, url=url, config=config, app=app, seed=info)
         finally:
             state_of(app).engine.dispose()
-    finally:
-        if schema is not None:
-            _drop_schema(schema)
 
 
 def state_of(app: Flask) -> Any:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import http.client
 import json
-from datetime import UTC, datetime
+from collections.abc import Sequence
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -144,6 +145,23 @@ def _app(url: str, tmp_path: Path) -> Flask:
     return app
 
 
+def store_night(session: Any, candles: Any, days: Sequence[date], *, flat: bool = False) -> None:
+    """A finished scheduled run as of days[-1] with AAPL forecast sets as of each of `days`;
+    `flat`: every close (and its interval) equals the open, so the answer differs from a
+    normal set's."""
+    run = ForecastRun(trigger="schedule", status="succeeded", as_of_date=days[-1])
+    run.finished_at = datetime.now(UTC)
+    session.add(run)
+    session.flush()
+    for day in days:
+        rows = forecast_rows(candles, ticker="AAPL", as_of=day, run_id=run.id, model_id=None)
+        if flat:
+            for row in rows:
+                row.close = row.close_lo = row.close_hi = row.open  # different values
+                row.high, row.low = row.open * 1.01, row.open * 0.99
+        session.add_all(rows)
+
+
 def test_new_forecast_set_is_served_on_the_next_request(migrated_url: str, tmp_path: Path) -> None:
     candles = bundled_candles("AAPL")
     sessions = [ts.date() for ts in candles.index]
@@ -154,14 +172,7 @@ def test_new_forecast_set_is_served_on_the_next_request(migrated_url: str, tmp_p
     try:
         with factory.begin() as session:
             upsert_candles(session, ticker="AAPL", frame=candles, source="bundled")
-            run = ForecastRun(trigger="schedule", status="succeeded", as_of_date=old_day)
-            run.finished_at = datetime.now(UTC)
-            session.add(run)
-            session.flush()
-            rows = forecast_rows(
-                candles, ticker="AAPL", as_of=old_day, run_id=run.id, model_id=None
-            )
-            session.add_all(rows)
+            store_night(session, candles, [old_day])
         if make_url(migrated_url).get_backend_name() == "sqlite":
             with app.app_context():  # a commit moments ago must be seen by the file check too
                 response_cache().recent_s = 0.0
@@ -176,18 +187,7 @@ def test_new_forecast_set_is_served_on_the_next_request(migrated_url: str, tmp_p
         # The next night's run replaces the old forecast and stores one of the new session.
         with factory.begin() as session:
             session.execute(delete(Forecast).where(Forecast.as_of_date == old_day))
-            run = ForecastRun(trigger="schedule", status="succeeded", as_of_date=new_day)
-            run.finished_at = datetime.now(UTC)
-            session.add(run)
-            session.flush()
-            for day in (old_day, new_day):
-                fresh = forecast_rows(
-                    candles, ticker="AAPL", as_of=day, run_id=run.id, model_id=None
-                )
-                for row in fresh:
-                    row.close = row.close_lo = row.close_hi = row.open  # different values
-                    row.high, row.low = row.open * 1.01, row.open * 0.99
-                session.add_all(fresh)
+            store_night(session, candles, [old_day, new_day], flat=True)
 
         after = client.get(path, headers={"If-None-Match": before.headers["ETag"]})
         assert after.status_code == 200 and after.headers["ETag"] != before.headers["ETag"]
@@ -271,12 +271,7 @@ def test_a_commit_is_seen_once_the_change_check_window_has_passed(
     try:
         with factory.begin() as session:
             upsert_candles(session, ticker="AAPL", frame=candles, source="bundled")
-            run = ForecastRun(trigger="schedule", status="succeeded", as_of_date=day)
-            run.finished_at = datetime.now(UTC)
-            session.add(run)
-            session.flush()
-            session.add_all(forecast_rows(candles, ticker="AAPL", as_of=day, run_id=run.id,
-                                          model_id=None))  # fmt: skip
+            store_night(session, candles, [day])
         with app.app_context():
             cache = response_cache()
             assert cache.check_every_s == 0.05  # from the config
@@ -289,14 +284,7 @@ def test_a_commit_is_seen_once_the_change_check_window_has_passed(
         assert client.get(path).get_json() == before  # a fresh check: nothing changed
         with factory.begin() as session:  # another night's set replaces this one
             session.execute(delete(Forecast).where(Forecast.as_of_date == day))
-            run = ForecastRun(trigger="schedule", status="succeeded", as_of_date=day)
-            run.finished_at = datetime.now(UTC)
-            session.add(run)
-            session.flush()
-            fresh = forecast_rows(candles, ticker="AAPL", as_of=day, run_id=run.id, model_id=None)
-            for row in fresh:
-                row.close = row.close_lo = row.close_hi = row.open
-            session.add_all(fresh)
+            store_night(session, candles, [day], flat=True)
         now[0] += 0.03  # inside the window: the last check still answers
         assert client.get(path).get_json() == before
         now[0] += 0.03  # past it: checked again, the new set is served

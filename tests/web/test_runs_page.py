@@ -23,7 +23,7 @@ from db.migrate import upgrade
 from db.models import ForecastRun, ForecastRunTicker, ModelVersion
 from db.session import make_engine, make_session_factory
 from tests.conftest import DB_BACKENDS
-from tests.web.conftest import _drop_schema, _postgres_schema_url, state_of, web_config
+from tests.web.conftest import site_database, state_of, web_config
 
 RUNS = 27
 TICKERS = ("AAPL", "GOOGL", "MSFT")
@@ -103,12 +103,7 @@ def _seed(url: str) -> tuple[tuple[int, ...], int]:
 
 
 def _site(backend: str, tmp: Path) -> Iterator[RunsSite]:
-    schema = None
-    if backend == "sqlite":
-        url = f"sqlite:///{tmp / 'runs.db'}"
-    else:
-        url, schema = _postgres_schema_url()
-    try:
+    with site_database(backend, tmp, "runs.db") as url:
         upgrade(url)
         ids, model_id = _seed(url)
         from web import create_app
@@ -120,9 +115,6 @@ def _site(backend: str, tmp: Path) -> Iterator[RunsSite]:
             yield RunsSite(backend, app, ids, statuses, model_id)
         finally:
             state_of(app).engine.dispose()
-    finally:
-        if schema is not None:
-            _drop_schema(schema)
 
 
 @pytest.fixture(scope="module", params=DB_BACKENDS)
