@@ -125,3 +125,18 @@ def test_ascii_digits_still_work(base: str, site: Site) -> None:
     ]:
         status, _, raw = call(base, method, path, body)
         assert status == 200, (path, raw[:300])
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/candles/AAPL?start=２０２３-01-02&end=2023-02-01",
+        "/api/candles/AAPL?start=2023-01-02&end=٢٠٢٣-02-01",
+        "/api/forecasts/AAPL?as_of=2023-1²-01",
+        "/api/forecasts/AAPL/history?start=٢٠٢٣-01-02",
+        "/tickers/AAPL?as_of=2023-1²-01",
+    ],
+)
+def test_dates_take_ascii_digits_only(base: str, path: str) -> None:
+    status, _, raw = call(base, "GET", quote(path, safe="/?=&"))
+    assert status == 400 and b"must be a date formatted YYYY-MM-DD" in raw, raw[:300]
