@@ -17,7 +17,7 @@ from db.models import QUANTILE_COLUMNS
 from forecasting.quantiles import DEFAULT_LEVEL, INTERVAL_LEVELS, QUANTILE_NAMES, interval_indices
 from jobs.config import Config, validate_ticker
 from web.errors import ApiError
-from web.live import ModelCache, ModelUnavailable, NoForecast, live_forecast
+from web.live import ModelCache, ModelPruned, ModelUnavailable, NoForecast, live_forecast
 from web.params import whole_number
 
 DATE_PATTERN = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
@@ -243,6 +243,8 @@ def find_forecast(
             exchange=config.tickers.exchange_for(ticker),
             cache=cache,
         )
+    except ModelPruned as exc:
+        raise ApiError(404, "model_pruned", str(exc)) from None
     except NoForecast as exc:
         raise ApiError(404, "no_forecast", str(exc)) from None
     except ModelUnavailable as exc:
