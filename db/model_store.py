@@ -108,6 +108,23 @@ def model_candidates(
     return [Candidate(row.id, row.train_end) for row in session.execute(query)]
 
 
+def newest_pruned(session: Session, *, ticker: str, trained_up_to: date) -> Candidate | None:
+    """The newest model of `ticker` trained on data up to `trained_up_to` whose artifact was
+    pruned (None when there is none): why no candidate serves that date, when none does."""
+    query = (
+        select(ModelVersion.id, ModelVersion.train_end)
+        .where(
+            ModelVersion.ticker == ticker,
+            ModelVersion.train_end <= trained_up_to,
+            ModelVersion.artifact.is_(None),
+        )
+        .order_by(ModelVersion.train_end.desc(), ModelVersion.id.desc())
+        .limit(1)
+    )
+    row = session.execute(query).first()
+    return Candidate(row.id, row.train_end) if row is not None else None
+
+
 def sessions_between(session: Session, *, ticker: str, start: date, end: date) -> int:
     """Stored candle sessions of `ticker` after `start` and up to `end` (a model's age)."""
     return int(

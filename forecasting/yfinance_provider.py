@@ -7,6 +7,7 @@ stays cheap and works offline. Re-exported by forecasting.providers.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
 from datetime import date, timedelta
@@ -25,36 +26,67 @@ from forecasting.validation import (
 
 logger = logging.getLogger("candlecast.data")
 
+# What yfinance's logged per-ticker errors look like when the network failed (curl_cffi's and
+# requests' exception names, curl's error codes, the usual socket errors).
+NETWORK_FAILURE = re.compile(
+    r"curl: \(\d+\)|\b(?:DNSError|ConnectionError|ConnectTimeout|ReadTimeout|Timeout|SSLError|"
+    r"ProxyError|CurlError|IncompleteRead|ChunkedEncodingError|TimeoutError|ConnectionResetError|"
+    r"ConnectionRefusedError)\b|timed out|Could not resolve host|Connection (?:refused|reset)|"
+    r"Network is unreachable"
+)
+# yfinance's wording around the cause: "Failed to get ticker 'X' reason: ", "['X']: ", curl's link.
+_WRAPPING = re.compile(
+    r"^(?:Failed to get ticker '[^']*' reason: |\[[^\]]*\]: )|\.? See https?://\S+ first for "
+    r"more details\.?"
+)
 
-class _ErrorCapture(logging.Handler):
-    """Collects yfinance's ERROR log lines: yf.download logs failures instead of raising them."""
+
+class NetworkError(ConnectionError):
+    """A download that failed on the network and that yfinance swallowed: retried like a raised
+    network error (an OSError)."""
+
+
+class _ErrorCapture(logging.Filter):
+    """Takes yfinance's ERROR log lines: yf.download logs failures instead of raising them.
+    They are not logged as they are (multi-line, repeated per attempt): the provider's own
+    warning and error say it in one line."""
 
     def __init__(self) -> None:
-        super().__init__(logging.ERROR)
+        super().__init__()
         self.messages: list[str] = []
 
-    def emit(self, record: logging.LogRecord) -> None:
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR:
+            return True
         self.messages.append(" ".join(record.getMessage().split()))
+        return False
 
 
 def _yf_download(*args: Any, **kwargs: Any) -> pd.DataFrame:
-    """yf.download, but a rate limit it swallowed (empty frame + logged error) is re-raised."""
+    """yf.download, but a rate limit or network failure it swallowed (an empty frame and a
+    logged error: yfinance 1.x records per-ticker failures instead of raising) is raised."""
     import yfinance as yf
     from yfinance.exceptions import YFRateLimitError
 
     capture = _ErrorCapture()
     yf_logger = logging.getLogger("yfinance")
-    yf_logger.addHandler(capture)
+    yf_logger.addFilter(capture)
     try:
         frame = yf.download(*args, **kwargs)
     finally:
-        yf_logger.removeHandler(capture)
+        yf_logger.removeFilter(capture)
+    text = "; ".join(m for m in capture.messages if m and not m.endswith("Failed download:"))
     if (frame is None or frame.empty) and capture.messages:
-        text = "; ".join(m for m in capture.messages if m and not m.endswith("Failed download:"))
         if "RateLimit" in text or "Too Many Requests" in text:
             raise YFRateLimitError()
+        network = [m for m in capture.messages if NETWORK_FAILURE.search(m)]
+        if network:
+            cause = _WRAPPING.sub("", network[0]).strip()
+            raise NetworkError(f"network error: {cause[:200]}")
         frame = pd.DataFrame() if frame is None else frame  # yfinance's reason goes in the error
         frame.attrs["yfinance_errors"] = text[:300]
+    elif text:  # rows despite an error: say it, in one line
+        logger.warning("yfinance: %s", text[:300])
     return frame
 
 
@@ -130,13 +162,14 @@ class YFinanceProvider:
                     raise MarketDataError(
                         f"yfinance failed for {symbol}: {_one_line(exc)}"
                     ) from exc
+                reason = str(exc) if isinstance(exc, NetworkError) else _one_line(exc)
                 if attempt == self.retries:
                     raise MarketDataError(
                         f"yfinance download for {symbol} failed after {attempt} attempt(s): "
-                        f"{_one_line(exc)}"
+                        f"{reason}"
                     ) from exc
                 delay = self.backoff_s * 2 ** (attempt - 1)
-                note = f"{_one_line(exc)} (attempt {attempt} of {self.retries})"
+                note = f"{reason} (attempt {attempt} of {self.retries})"
                 logger.warning("yfinance %s: %s; retrying in %.1f s", symbol, note, delay)
                 self._sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover

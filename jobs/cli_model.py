@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import date
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from jobs.cli_support import (
     EXIT_LOCKED,
     AppContext,
     CommandError,
+    UsageError,
     fail_cleanly,
     pass_app,
     progress_bar,
@@ -246,6 +248,7 @@ def backtest(
         )
     if with_seed_baseline and "seed" not in models:
         models.append("seed")
+    output_path, all_path, report_path = _output_paths(output, report)
     tickers = app.tickers(tickers_opt)
     every = retrain_every or config.model.retrain_every
     provider = provider_for(config)
@@ -280,11 +283,10 @@ def backtest(
         raise CommandError("no forecasts: " + ("; ".join(failures) or "no sessions in range"))
     served_name = PRODUCT if PRODUCT in models else models[0]
     served = rows[rows["model"] == served_name].drop(columns="model")
-    served.to_csv(output, index=False)
-    all_path = Path(output).with_suffix(".models.csv")
-    rows.to_csv(all_path, index=False)
+    _write(lambda: served.to_csv(output_path, index=False), output_path)
+    _write(lambda: rows.to_csv(all_path, index=False), all_path)
     scored = S.add_scores(rows)
-    click.echo(f"{served_name} rows -> {output}; every model's rows -> {all_path}")
+    click.echo(f"{served_name} rows -> {output_path}; every model's rows -> {all_path}")
     click.echo(f"refit every {every} sessions; scores are relative to the as-of close\n")
     click.echo(S.format_summary_table(S.summary_table(scored)))
     products = [m for m in models if m in (PRODUCT, "lstm", "har_range")]
@@ -293,13 +295,15 @@ def backtest(
         skill = S.skill_table(scored, products, baselines)
         click.echo("\nskill: mean score ratio (model / baseline), block bootstrap 95% interval")
         click.echo(S.format_skill_table(skill))
-    report_path = Path(report) if report else Path(output).with_suffix(".html")
-    write_html_report(
-        scored,
+    _write(
+        lambda: write_html_report(
+            scored,
+            report_path,
+            models=products or models[:1],
+            baselines=baselines,
+            title=f"candlecast backtest {start.date()}..{end.date()}",
+        ),
         report_path,
-        models=products or models[:1],
-        baselines=baselines,
-        title=f"candlecast backtest {start.date()}..{end.date()}",
     )
     click.echo(f"report -> {report_path}")
     if store:
@@ -307,6 +311,46 @@ def backtest(
         stdout.print(f"stored {stored} forecast sets as backfill runs")
     if failures:
         raise CommandError("; ".join(failures))
+
+
+def _output_paths(output: str, report: str | None) -> tuple[Path, Path, Path]:
+    """(--output, its .models.csv, the report) once each can be written: a UsageError line
+    before any work otherwise (a backtest can compute for a long time before writing)."""
+    output_path = Path(output)
+    all_path = output_path.with_suffix(".models.csv")
+    report_path = Path(report) if report else output_path.with_suffix(".html")
+    _check_writable(output_path, "--output: cannot write")
+    _check_writable(all_path, "--output: cannot write every model's rows to")
+    _check_writable(report_path, "--report: cannot write")
+    if report_path.resolve() == output_path.resolve():
+        raise UsageError(f"--report: {report_path} is also the --output file")
+    if report_path.resolve() == all_path.resolve():
+        raise UsageError(f"--report: {report_path} is also the file of every model's rows")
+    return output_path, all_path, report_path
+
+
+def _check_writable(path: Path, what: str) -> None:
+    """UsageError `what path: why` unless `path` is a file that can be created or replaced."""
+    parent = path.parent
+    if path.is_dir():
+        reason = "it is a directory"
+    elif not parent.exists():
+        reason = f"no directory {parent}"
+    elif not parent.is_dir():
+        reason = f"{parent} is not a directory"
+    elif not os.access(path if path.exists() else parent, os.W_OK):
+        reason = "permission denied"
+    else:
+        return
+    raise UsageError(f"{what} {path}: {reason}")
+
+
+def _write(write, path: Path) -> None:  # noqa: ANN001
+    """Run `write()`; an OSError (disk full, a directory removed meanwhile) is one line."""
+    try:
+        write()
+    except OSError as exc:
+        raise CommandError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def _store_backtest(app: AppContext, all_rows, served_name: str) -> int:  # noqa: ANN001

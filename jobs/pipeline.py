@@ -198,8 +198,11 @@ class Pipeline:
     ) -> list[RunResult]:
         """Forecast every stored session in [start, end] as if the job had run that night.
 
-        Each ticker is retrained every `retrain_every` sessions on the history_years before the
-        retrain date; forecasts in between reuse that model. One run row per as-of date.
+        The nightly run's rules for each date: every ticker forecasts as of its own latest
+        session on or before it (its exchange calendar: _ticker_as_ofs), and HAR-range is pooled
+        over the tickers that synced. Each ticker is retrained every `retrain_every` sessions on
+        the history_years before the retrain date; forecasts in between reuse that model. One
+        run row per date (its `as_of_date`).
         """
         symbols = tuple(tickers or self.config.tickers.symbols)
         every = retrain_every or self.config.model.retrain_every
@@ -207,6 +210,7 @@ class Pipeline:
         with self.lock():
             self._abandon_stale_runs()
             sync_errors = self._sync(symbols, None)
+            synced = tuple(t for t in symbols if t not in sync_errors)
             dates = self._stored_sessions(symbols, start, end)
             models: dict[str, ModelSlot] = {}
             fits: dict[str, dict] = {}
@@ -216,6 +220,8 @@ class Pipeline:
                     break
                 run_id = self._start_run("backfill", as_of)
                 with self._finished_on_error(run_id):
+                    ticker_as_of = self._ticker_as_ofs(synced, on_or_before=as_of)
+                    self._warn_early_ends(ticker_as_of, as_of)
                     outcomes = []
                     for ticker in symbols:
                         if self.stop_event.is_set():
@@ -231,7 +237,7 @@ class Pipeline:
                             if ticker not in models:  # retraining now: refit the pooled HAR-range
                                 if fits_at != position:
                                     fits = pooled_range_fits(
-                                        self.factory, self.config, symbols, as_of
+                                        self.factory, self.config, synced, as_of
                                     )
                                     fits_at = position
                                 fit = fits.get(ticker)
@@ -240,7 +246,7 @@ class Pipeline:
                                 self.config,
                                 run_id,
                                 ticker,
-                                as_of,
+                                ticker_as_of.get(ticker, as_of),
                                 models,
                                 position,
                                 range_fit=fit,
@@ -284,6 +290,13 @@ class Pipeline:
         if ticker_as_of is None:
             ticker_as_of = self._ticker_as_ofs(symbols)
         run_as_of = max(ticker_as_of.values(), default=None)
+        if run_as_of is not None:
+            self._warn_early_ends(ticker_as_of, run_as_of)
+        return run_as_of
+
+    def _warn_early_ends(self, ticker_as_of: dict[str, date], run_as_of: date) -> None:
+        """Say which tickers forecast as of a session before their exchange's latest one on or
+        before the run's as-of (their data stops early, or misses a session)."""
         for ticker, day in ticker_as_of.items():
             exchange = self.config.tickers.exchange_for(ticker)
             latest = latest_session_on_or_before(run_as_of, exchange)
@@ -296,22 +309,24 @@ class Pipeline:
                     latest,
                     extra={"ticker": ticker},
                 )
-        return run_as_of
 
-    def _ticker_as_ofs(self, symbols: tuple[str, ...]) -> dict[str, date]:
-        """Each ticker's default as-of: its latest stored candle on or before today that is a
-        session of its own exchange calendar (a stray weekend/holiday row is never one).
+    def _ticker_as_ofs(
+        self, symbols: tuple[str, ...], *, on_or_before: date | None = None
+    ) -> dict[str, date]:
+        """Each ticker's as-of for a run on `on_or_before` (default today): its latest stored
+        candle on or before that day that is a session of its own exchange calendar (a stray
+        weekend/holiday row is never one). The nightly run and each backfilled date use it.
 
         Tickers on different exchanges thus each get their own date (an XLON ticker stops at
         2023-12-27 over Boxing Day while an XNYS one has 2023-12-29). Tickers without such a
         candle are left out (they then fail with "no candle on the as-of date").
         """
-        today = date.today()
+        day = on_or_before or date.today()
         out: dict[str, date] = {}
         with self.factory() as session:
             for ticker in symbols:
                 dates = repository.latest_session_dates(
-                    session, ticker=ticker, count=AS_OF_LOOKBACK, end=today
+                    session, ticker=ticker, count=AS_OF_LOOKBACK, end=day
                 )
                 if not dates:
                     continue
@@ -323,11 +338,14 @@ class Pipeline:
         return out
 
     def _stored_sessions(self, symbols: tuple[str, ...], start: date, end: date) -> list[date]:
+        """The dates in [start, end] with a stored candle of some ticker that is a session of
+        that ticker's exchange calendar (a stray weekend/holiday row is not a backfill date)."""
         with self.factory() as session:
             dates: set[date] = set()
             for ticker in symbols:
-                frame = repository.load_candles(session, ticker=ticker, start=start, end=end)
-                dates.update(ts.date() for ts in frame.index)
+                index = repository.load_candles(session, ticker=ticker, start=start, end=end).index
+                stray = off_calendar(index, self.config.tickers.exchange_for(ticker))
+                dates.update(ts.date() for ts, bad in zip(index, stray, strict=True) if not bad)
         return sorted(dates)
 
     @contextmanager

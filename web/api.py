@@ -23,6 +23,7 @@ from web.cache import cached_page, response_cache
 from web.errors import ApiError
 from web.fast_predict import RAW_KEY_MAX_BYTES, raw_key
 from web.forecasts import check_ticker, find_forecast, parse_date, parse_level, price
+from web.params import parse_int
 
 bp = Blueprint("api", __name__)
 log = logging.getLogger(__name__)
@@ -233,10 +234,9 @@ def decode_cursor(raw: str) -> tuple[date, int]:
 
 
 def _history_limit() -> int:
-    raw = request.args.get("limit", str(DEFAULT_HISTORY_ROWS))
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_HISTORY_ROWS:
-        raise ApiError(400, "invalid_parameter", f"limit must be an integer 1..{MAX_HISTORY_ROWS}")
-    return int(raw)
+    return parse_int(
+        request.args.get("limit"), "limit", default=DEFAULT_HISTORY_ROWS, hi=MAX_HISTORY_ROWS
+    )
 
 
 @bp.get("/api/forecasts/<ticker>/history")
@@ -333,10 +333,8 @@ def candles(ticker: str) -> Response:
 @bp.get("/api/runs")
 def runs() -> Response:
     """The newest runs (`limit`, default 50, at most 500) with per-ticker outcomes."""
-    raw = request.args.get("limit", str(DEFAULT_RUNS))
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_RUNS:
-        raise ApiError(400, "invalid_parameter", f"limit must be an integer 1..{MAX_RUNS}")
-    found = q.recent_runs(db_session(), limit=int(raw))
+    limit = parse_int(request.args.get("limit"), "limit", default=DEFAULT_RUNS, hi=MAX_RUNS)
+    found = q.recent_runs(db_session(), limit=limit)
     return jsonify(runs=[run_json(r) for r in found])
 
 

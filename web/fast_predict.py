@@ -28,6 +28,7 @@ from flask import Flask
 
 from web.cache import CACHE_KEY, Entry, ResponseCache
 from web.metrics import RECORD_KEY
+from web.params import whole_number
 
 RAW_KEY_MAX_BYTES = 256  # /predict bodies up to this size are also cached by their bytes
 PATH = "/predict"
@@ -52,14 +53,14 @@ class PredictFastPath:
         if environ.get("REQUEST_METHOD") != "POST" or environ.get("PATH_INFO") != PATH:
             return self.wsgi_app(environ, start_response)
         started = time.perf_counter()
-        length = environ.get("CONTENT_LENGTH") or ""
+        length = whole_number(environ.get("CONTENT_LENGTH"))  # ASCII digits only ('²': None)
         cache: ResponseCache | None = self.app.extensions.get(CACHE_KEY)
-        if cache is None or not length.isdigit() or not 0 < int(length) <= RAW_KEY_MAX_BYTES:
+        if cache is None or length is None or not 0 < length <= RAW_KEY_MAX_BYTES:
             return self.wsgi_app(environ, start_response)
-        body = environ["wsgi.input"].read(int(length))
+        body = environ["wsgi.input"].read(length)
         environ["wsgi.input"] = io.BytesIO(body)  # Flask reads the same bytes on a miss
         marker = cache.reusable_marker()
-        if marker is None or len(body) != int(length):  # a check is due, or a short body
+        if marker is None or len(body) != length:  # a check is due, or a short body
             return self.wsgi_app(environ, start_response)
         query = environ.get("QUERY_STRING", "").encode("latin-1")
         entry = cache.get(raw_key(body, query), marker)

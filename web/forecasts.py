@@ -17,7 +17,8 @@ from db.models import QUANTILE_COLUMNS
 from forecasting.quantiles import DEFAULT_LEVEL, INTERVAL_LEVELS, QUANTILE_NAMES, interval_indices
 from jobs.config import Config, validate_ticker
 from web.errors import ApiError
-from web.live import ModelCache, ModelUnavailable, NoForecast, live_forecast
+from web.live import ModelCache, ModelPruned, ModelUnavailable, NoForecast, live_forecast
+from web.params import whole_number
 
 DATE_PATTERN = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
 HORIZONS = (1, 2, 3, 4)
@@ -34,10 +35,9 @@ def parse_level(raw: object) -> int:
     """An interval level (50, 80 or 90; None or '' means 80) or ApiError 400 naming them."""
     if raw is None or raw == "":
         return DEFAULT_LEVEL
-    if isinstance(raw, str) and raw.strip().isdigit():
-        raw = int(raw.strip())
-    if isinstance(raw, int) and not isinstance(raw, bool) and raw in INTERVAL_LEVELS:
-        return raw
+    level = whole_number(raw)  # ASCII digits only: '²' or '٨٠' is not a level
+    if level in INTERVAL_LEVELS:
+        return level
     allowed = ", ".join(str(level) for level in LEVELS)
     raise ApiError(400, "invalid_parameter", f"level must be one of {allowed}")
 
@@ -243,6 +243,8 @@ def find_forecast(
             exchange=config.tickers.exchange_for(ticker),
             cache=cache,
         )
+    except ModelPruned as exc:
+        raise ApiError(404, "model_pruned", str(exc)) from None
     except NoForecast as exc:
         raise ApiError(404, "no_forecast", str(exc)) from None
     except ModelUnavailable as exc:

@@ -20,7 +20,12 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.orm import Session
 
 from db import web_queries as q
-from db.model_store import model_candidates, model_version_record, sessions_between
+from db.model_store import (
+    model_candidates,
+    model_version_record,
+    newest_pruned,
+    sessions_between,
+)
 from db.repository import load_candles
 
 if TYPE_CHECKING:
@@ -32,6 +37,10 @@ log = logging.getLogger(__name__)
 
 class NoForecast(LookupError):
     """No live forecast is possible (no usable model, or too little history)."""
+
+
+class ModelPruned(NoForecast):
+    """The models trained on data up to the date exist, but their artifacts were pruned."""
 
 
 class ModelUnavailable(RuntimeError):
@@ -163,7 +172,10 @@ def history_rows(window: int) -> int:
 def live_forecast(
     session: Session, *, ticker: str, as_of: date, exchange: str, cache: ModelCache
 ) -> ForecastView:
-    """Infer the forecast as of `as_of` from the newest model trained on data up to it."""
+    """Infer the forecast as of `as_of` from the newest model trained on data up to it.
+
+    NoForecast when there is none; ModelPruned (a NoForecast naming the fix) when the only ones
+    had their artifacts pruned; ModelUnavailable when every one fails its checks."""
     from forecasting.artifact import UnusableModelError
     from forecasting.predict import forecast
     from web.forecasts import CandleView, ForecastView, clean_quantiles
@@ -176,6 +188,17 @@ def live_forecast(
                 f"no usable model of {ticker} for {as_of.isoformat()}: every stored model "
                 "trained on data up to that date fails its checks (corrupt or outdated "
                 "artifact); retrain with candlecast run-once or candlecast forecast"
+            )
+        pruned = newest_pruned(session, ticker=ticker, trained_up_to=as_of)
+        if pruned is not None:
+            day = as_of.isoformat()
+            raise ModelPruned(
+                f"no forecast stored for {ticker} as of {day}: the model trained on data up to "
+                f"that date (version {pruned.id}, trained on data up to "
+                f"{pruned.train_end.isoformat()}) had its artifact pruned ([model] "
+                f"keep_versions); store a forecast for that date with candlecast run-once "
+                f"--as-of {day} --tickers {ticker}, or retrain with candlecast forecast "
+                f"--ticker {ticker} --as-of {day}"
             )
         raise NoForecast(
             f"no forecast stored for {ticker} as of {as_of.isoformat()} and no model "

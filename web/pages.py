@@ -20,6 +20,7 @@ from web import ticker_view as tv
 from web.cache import cached_page
 from web.errors import ApiError
 from web.forecasts import ForecastView, check_ticker, latest_stored
+from web.params import parse_int
 from web.sparkline import FanStep, sparkline_svg
 
 bp = Blueprint("pages", __name__)
@@ -178,7 +179,7 @@ def ticker_page(ticker: str) -> tuple[str, int]:
         symbol,
         request.args.get("as_of", "").strip(),
         window,
-        tv.positive_int(request.args.get("page"), 1),
+        parse_int(request.args.get("page"), "page", default=1, hi=tv.MAX_PAGE),
     )
     return render_template("ticker.html", **context), status
 
@@ -194,10 +195,7 @@ def _runs_args() -> tuple[str | None, int]:
     if status is not None and status not in RUN_STATUSES:
         allowed = ", ".join(RUN_STATUSES)
         raise ApiError(400, "invalid_parameter", f"status must be one of {allowed} (or omitted)")
-    raw = request.args.get("page", "").strip() or "1"
-    if not raw.isdigit() or int(raw) < 1:
-        raise ApiError(400, "invalid_parameter", "page must be a whole number from 1 up")
-    return status, int(raw)
+    return status, parse_int(request.args.get("page"), "page", default=1)
 
 
 @bp.get("/runs")

@@ -43,14 +43,11 @@ def page_forecast(ticker: str, raw: str) -> tuple[ForecastView | None, str | Non
 TICKER_CANDLE_DAYS = 370  # about a year of candles behind the chart's "all" button
 VISIBLE_SESSIONS = 63  # the chart opens on about three months plus the forecast
 PAST_PER_PAGE = 20
+MAX_PAGE = 1_000_000  # of scored forecasts: ?page= beyond is a 400
 ACCURACY_WINDOWS = ("60", "250", "all")  # sessions of as-of dates scored; "all" = no limit
 DEFAULT_WINDOW = "250"
 ROLLING_SESSIONS = 20
 LEVEL_NAMES = (50, 80, 90)
-
-
-def positive_int(raw: str | None, default: int) -> int:
-    return int(raw) if raw and raw.isdigit() and 0 < int(raw) < 10**6 else default
 
 
 def versus_naive(row: Any) -> dict[str, Any]:
@@ -188,4 +185,4 @@ def ticker_context(symbol: str, raw: str, window: str, page_no: int) -> tuple[di
     return context, status
 
 
-__all__ = ["ACCURACY_WINDOWS", "DEFAULT_WINDOW", "positive_int", "ticker_context"]
+__all__ = ["ACCURACY_WINDOWS", "DEFAULT_WINDOW", "MAX_PAGE", "ticker_context"]

@@ -324,6 +324,76 @@ def test_default_downloader_reports_yfinance_reason(offline_history: list[object
         provider.fetch("XYZ", start=date.today() - timedelta(days=10))
 
 
+# What yfinance 1.7 logs (and returns: an empty frame) for one ticker when the host is unreachable.
+OFFLINE_ERRORS = [
+    "Failed to get ticker 'AAPL' reason: Failed to perform, curl: (6) Could not resolve host: "
+    "query2.finance.yahoo.com (Domain name not found). See "
+    "https://curl.se/libcurl/c/libcurl-errors.html first for more details.",
+    "\n1 Failed download:",
+    "['AAPL']: DNSError('Failed to perform, curl: (6) Could not resolve host: "
+    "query2.finance.yahoo.com. See https://curl.se/libcurl/c/libcurl-errors.html first for more "
+    "details.')",
+]
+
+
+def offline_download(calls: list[str]):
+    """Stands in for yf.download with no network: logs the recorded errors, returns no rows."""
+
+    def download(ticker: str, **kwargs: object) -> pd.DataFrame:
+        calls.append(ticker)
+        for message in OFFLINE_ERRORS:
+            logging.getLogger("yfinance").error(message)
+        columns = pd.MultiIndex.from_product(
+            [["Adj Close", "Close", "High", "Low", "Open", "Volume"], [ticker]],
+            names=["Price", "Ticker"],
+        )
+        return pd.DataFrame(columns=columns, index=pd.DatetimeIndex([], name="Date"))
+
+    return download
+
+
+def test_yfinance_network_failures_are_retried_then_one_line(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """yf.download swallows a network failure (empty frame, error logged): still retried with
+    backoff, then one line naming the cause; yfinance's multi-line errors are not logged."""
+    calls: list[str] = []
+    monkeypatch.setattr(yf, "download", offline_download(calls))
+    sleeps: list[float] = []
+    provider = YFinanceProvider(retries=2, backoff_s=0.5, sleep=sleeps.append)
+    with caplog.at_level(logging.WARNING), pytest.raises(MarketDataError) as caught:
+        provider.fetch("AAPL", start=date(2023, 12, 15), end=date(2023, 12, 29))
+    assert calls == ["AAPL", "AAPL"] and sleeps == [0.5]
+    assert [(r.name, r.getMessage()) for r in caplog.records] == [
+        (
+            "candlecast.data",
+            "yfinance AAPL: network error: Failed to perform, curl: (6) Could not resolve host: "
+            "query2.finance.yahoo.com (Domain name not found) (attempt 1 of 2); retrying in 0.5 s",
+        )
+    ]
+    message = str(caught.value)
+    assert "\n" not in message and "https://" not in message
+    assert message == (
+        "yfinance download for AAPL failed after 2 attempt(s): network error: Failed to "
+        "perform, curl: (6) Could not resolve host: query2.finance.yahoo.com (Domain name not "
+        "found)"
+    )
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_default_downloader_retries_a_network_error_yfinance_swallowed(
+    offline_history: list[object],
+) -> None:
+    from curl_cffi.requests.exceptions import DNSError
+
+    unreachable = DNSError("Failed to perform, curl: (6) Could not resolve host: example")
+    offline_history.extend([unreachable, unreachable, history_frame()])
+    sleeps: list[float] = []
+    provider = YFinanceProvider(retries=3, sleep=sleeps.append)
+    frame = provider.fetch("AAPL", start=date(2023, 12, 15), end=date(2023, 12, 29))
+    assert len(frame) == 10 and sleeps == [1.0, 2.0] and offline_history == []
+
+
 def test_make_provider_kinds() -> None:
     assert isinstance(make_provider("yfinance", retries=5), YFinanceProvider)
     assert make_provider(" Bundled ").name == "bundled"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import undefer
 
@@ -177,3 +178,45 @@ def test_backtest_refuses_an_unknown_model(tmp_path, universe, migrated_url, cap
     err = capsys.readouterr().err
     assert "unknown model(s) arima" in err and "garch" in err
     assert not (tmp_path / "x.csv").exists()
+
+
+@pytest.mark.parametrize(
+    ("output", "report", "make_dir", "message"),
+    [
+        ("missing/dir/x.csv", None, None, "--output: cannot write {tmp}/missing/dir/x.csv: "
+         "no directory {tmp}/missing/dir"),
+        ("a_file/x.csv", None, None, "--output: cannot write {tmp}/a_file/x.csv: "
+         "{tmp}/a_file is not a directory"),
+        ("bt.csv", None, "bt.models.csv", "--output: cannot write every model's rows to "
+         "{tmp}/bt.models.csv: it is a directory"),
+        ("bt.csv", None, "bt.html", "--report: cannot write {tmp}/bt.html: it is a directory"),
+        ("bt.csv", "missing/r.html", None, "--report: cannot write {tmp}/missing/r.html: "
+         "no directory {tmp}/missing"),
+        ("bt.csv", "bt.csv", None, "--report: {tmp}/bt.csv is also the --output file"),
+        ("bt.csv", "bt.models.csv", None,
+         "--report: {tmp}/bt.models.csv is also the file of every model's rows"),
+    ],
+)  # fmt: skip
+def test_backtest_checks_every_output_path_before_any_work(
+    tmp_path, universe, migrated_url, capsys, monkeypatch, output, report, make_dir, message
+):
+    """A path that cannot be written is one usage-error line before any candle is fetched."""
+    import forecasting.providers
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the backtest started before its output paths were checked")
+
+    monkeypatch.setattr(forecasting.providers, "fetch_candles", no_work)
+    (tmp_path / "a_file").write_text("")
+    if make_dir:
+        (tmp_path / make_dir).mkdir()
+    config = str(config_file(tmp_path, universe, migrated_url))
+    args = ["--config", config, "backtest", "--tickers", "AAPL", "--start", "2023-12-18"]
+    args += ["--end", "2023-12-29", "--output", str(tmp_path / output)]
+    if report:
+        args += ["--report", str(tmp_path / report)]
+    before = sorted(tmp_path.rglob("*"))
+    assert main(args) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err == f"candlecast: error: {message.format(tmp=tmp_path)}\n"
+    assert sorted(tmp_path.rglob("*")) == before  # nothing written
