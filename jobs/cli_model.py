@@ -227,7 +227,7 @@ def backtest(
     import pandas as pd
 
     from forecasting import scoring as S
-    from forecasting.backtest import walk_forward
+    from forecasting.backtest import walk_forward, write_rows_csv
     from forecasting.model_names import MODEL_NAMES, PRODUCT
     from forecasting.providers import fetch_candles
     from forecasting.report import write_html_report
@@ -280,9 +280,9 @@ def backtest(
         raise CommandError("no forecasts: " + ("; ".join(failures) or "no sessions in range"))
     served_name = PRODUCT if PRODUCT in models else models[0]
     served = rows[rows["model"] == served_name].drop(columns="model")
-    served.to_csv(output, index=False)
+    write_rows_csv(served, output)
     all_path = Path(output).with_suffix(".models.csv")
-    rows.to_csv(all_path, index=False)
+    write_rows_csv(rows, all_path)
     scored = S.add_scores(rows)
     click.echo(f"{served_name} rows -> {output}; every model's rows -> {all_path}")
     click.echo(f"refit every {every} sessions; scores are relative to the as-of close\n")
