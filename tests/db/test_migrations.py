@@ -7,20 +7,25 @@ import math
 import os
 import subprocess
 import sys
+from datetime import date
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Column, Integer, MetaData, inspect, text
 
 from db import migrate
 from db.models import QUANTILE_COLUMNS, Base
-from db.session import make_engine
+from db.repository import upsert_candles
+from db.session import make_engine, make_session_factory
 from db.views import baseline_accuracy, forecast_accuracy
+from forecasting.providers import BundledProvider
 from forecasting.quantiles import QUANTILE_NAMES
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+BUNDLED = REPO_ROOT / "forecasting" / "bundled"
 TABLES = {
     "candles",
     "model_versions",
@@ -294,3 +299,27 @@ def test_0004_cleans_numbers_and_keeps_every_row(db_url: str, db_backend: str) -
     assert _schema(db_url)[1] == VIEWS
     migrate.upgrade(db_url)
     assert _diffs(db_url, Base.metadata) == []
+
+
+def test_0004_cleans_stored_candles_exactly_as_a_sync_now_writes_them(db_url: str) -> None:
+    """Candles stored before 0004 (bundled data with its float32 noise) equal what the providers
+    give now, so the first sync after the upgrade finds every overlapping row unchanged."""
+    migrate.upgrade(db_url, "0003")
+    raw = pd.read_csv(BUNDLED / "AAPL.csv.gz").tail(300)
+    engine = make_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text(INSERTS["candles"]),
+                [
+                    dict(t="AAPL", d=r.Date, o=r.Open, h=r.High, l=r.Low, c=r.Close, v=r.Volume)
+                    for r in raw.itertuples()
+                ],
+            )
+        migrate.upgrade(db_url)
+        frame = BundledProvider().fetch("AAPL", start=date.fromisoformat(raw["Date"].iloc[0]))
+        with make_session_factory(engine).begin() as session:
+            counts = upsert_candles(session, ticker="AAPL", frame=frame, source="csv")
+    finally:
+        engine.dispose()
+    assert (counts.added, counts.updated, counts.unchanged) == (0, 0, 300)
