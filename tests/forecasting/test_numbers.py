@@ -12,9 +12,9 @@ import pytest
 
 from forecasting.providers import BundledProvider, CsvProvider, YFinanceProvider
 from forecasting.validation import normalise_frame
+from tests.forecasting.test_validation import SHARED_UNIVERSE
 
 BUNDLED = Path(__file__).resolve().parents[2] / "forecasting" / "bundled"
-SHARED_UNIVERSE = Path(__file__).resolve().parents[3] / "shared" / "data" / "dev-universe"
 FIXTURES = Path(__file__).parent / "fixtures"
 PRICES = ["Open", "High", "Low", "Close"]
 
