@@ -25,7 +25,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import pandas as pd  # noqa: E402
 
 from forecasting import scoring as S  # noqa: E402
-from forecasting.backtest import DEFAULT_MODELS, MODEL_NAMES, PRODUCT, walk_forward  # noqa: E402
+from forecasting.backtest import (  # noqa: E402
+    DEFAULT_MODELS,
+    MODEL_NAMES,
+    PRODUCT,
+    walk_forward,
+    write_rows_csv,
+)
 from forecasting.params import ModelParams  # noqa: E402
 from forecasting.report import write_html_report  # noqa: E402
 
@@ -117,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\n== per ticker: lowest 80% coverage and highest close ratio of the first model ==")
     print(served.groupby("horizon")[["coverage_80", "close_ratio"]].agg(["min", "max"]))
     if args.out:
-        rows.to_csv(args.out, index=False)
+        write_rows_csv(rows, args.out)
         print(f"rows written to {args.out}")
     if args.report:
         write_html_report(

@@ -7,6 +7,7 @@ in production; `tests/db/test_migrations.py` checks that these models and the mi
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 from datetime import UTC, date, datetime
@@ -14,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     CheckConstraint,
     Column,
     Date,
@@ -101,11 +103,57 @@ class UtcDateTime(TypeDecorator[datetime]):
         return value.astimezone(UTC)
 
 
+def finite_json(value: Any) -> Any:
+    """`value` with every NaN or infinite float (in dicts and lists, at any depth) made None.
+
+    JSON has no NaN: PostgreSQL's json type refuses it, and SQLite would store text that other
+    JSON readers reject.
+    """
+    if isinstance(value, dict):
+        return {key: finite_json(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_json(item) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+class FiniteJSON(TypeDecorator[Any]):
+    """JSON that writes NaN and infinity as null (finite_json), on every database alike."""
+
+    impl = JSON
+    cache_ok = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Python None is JSON 'null' or SQL NULL as the JSON type says (none_as_null).
+        self.should_evaluate_none = self.impl_instance.should_evaluate_none
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        return finite_json(value)
+
+
+class FiniteFloat(TypeDecorator[float]):
+    """Float that stores NaN and infinity as NULL on every database.
+
+    SQLite turns NaN into NULL by itself while PostgreSQL stores it, so SQL over the same run
+    would answer differently (a NaN bound makes an interval score NaN instead of NULL).
+    """
+
+    impl = Float
+    cache_ok = True
+
+    def process_bind_param(self, value: float | None, dialect: Dialect) -> float | None:
+        if value is None or math.isfinite(value):
+            return value
+        return None
+
+
 class Base(DeclarativeBase):
     """Declarative base; its MetaData carries the constraint naming convention."""
 
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map = {datetime: UtcDateTime(), dict[str, Any]: JSON()}
+    type_annotation_map = {datetime: UtcDateTime(), dict[str, Any]: FiniteJSON()}
 
 
 class Candle(Base):
@@ -115,11 +163,11 @@ class Candle(Base):
 
     ticker: Mapped[str] = mapped_column(String(20), primary_key=True)
     session_date: Mapped[date] = mapped_column(Date, primary_key=True)
-    open: Mapped[float] = mapped_column(Float)
-    high: Mapped[float] = mapped_column(Float)
-    low: Mapped[float] = mapped_column(Float)
-    close: Mapped[float] = mapped_column(Float)
-    volume: Mapped[float] = mapped_column(Float)
+    open: Mapped[float] = mapped_column(FiniteFloat)
+    high: Mapped[float] = mapped_column(FiniteFloat)
+    low: Mapped[float] = mapped_column(FiniteFloat)
+    close: Mapped[float] = mapped_column(FiniteFloat)
+    volume: Mapped[int] = mapped_column(BigInteger)  # shares; an integer since revision 0004
     source: Mapped[str] = mapped_column(String(20))
     fetched_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -141,7 +189,7 @@ class ModelVersion(Base):
     hyperparameters: Mapped[dict[str, Any]]
     normalization: Mapped[dict[str, Any]]
     metrics: Mapped[dict[str, Any]]
-    val_loss: Mapped[float | None] = mapped_column(Float)
+    val_loss: Mapped[float | None] = mapped_column(FiniteFloat)
     artifact: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
     artifact_path: Mapped[str | None] = mapped_column(String(1024))
     artifact_sha256: Mapped[str] = mapped_column(String(64))
@@ -191,7 +239,7 @@ class ForecastRunTicker(Base):
     ticker: Mapped[str] = mapped_column(String(20), primary_key=True)
     status: Mapped[str] = mapped_column(String(20), default="running")
     error: Mapped[str | None] = mapped_column(Text)
-    duration_s: Mapped[float | None] = mapped_column(Float)
+    duration_s: Mapped[float | None] = mapped_column(FiniteFloat)
     model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
 
     run: Mapped[ForecastRun] = relationship(back_populates="tickers")
@@ -200,13 +248,13 @@ class ForecastRunTicker(Base):
 class CloseQuantiles:
     """Mixin: the close price quantiles (QUANTILE_COLUMNS), NULL when the model made none."""
 
-    close_q05: Mapped[float | None] = mapped_column(Float)
-    close_q10: Mapped[float | None] = mapped_column(Float)
-    close_q25: Mapped[float | None] = mapped_column(Float)
-    close_q50: Mapped[float | None] = mapped_column(Float)
-    close_q75: Mapped[float | None] = mapped_column(Float)
-    close_q90: Mapped[float | None] = mapped_column(Float)
-    close_q95: Mapped[float | None] = mapped_column(Float)
+    close_q05: Mapped[float | None] = mapped_column(FiniteFloat)
+    close_q10: Mapped[float | None] = mapped_column(FiniteFloat)
+    close_q25: Mapped[float | None] = mapped_column(FiniteFloat)
+    close_q50: Mapped[float | None] = mapped_column(FiniteFloat)
+    close_q75: Mapped[float | None] = mapped_column(FiniteFloat)
+    close_q90: Mapped[float | None] = mapped_column(FiniteFloat)
+    close_q95: Mapped[float | None] = mapped_column(FiniteFloat)
 
 
 class Forecast(CloseQuantiles, Base):
@@ -229,17 +277,17 @@ class Forecast(CloseQuantiles, Base):
     as_of_date: Mapped[date] = mapped_column(Date)
     horizon: Mapped[int] = mapped_column(Integer)
     target_date: Mapped[date] = mapped_column(Date)
-    open: Mapped[float] = mapped_column(Float)
-    high: Mapped[float] = mapped_column(Float)
-    low: Mapped[float] = mapped_column(Float)
-    close: Mapped[float] = mapped_column(Float)
-    close_lo: Mapped[float | None] = mapped_column(Float)
-    close_hi: Mapped[float | None] = mapped_column(Float)
-    attention: Mapped[Any | None] = mapped_column(JSON)
+    open: Mapped[float] = mapped_column(FiniteFloat)
+    high: Mapped[float] = mapped_column(FiniteFloat)
+    low: Mapped[float] = mapped_column(FiniteFloat)
+    close: Mapped[float] = mapped_column(FiniteFloat)
+    close_lo: Mapped[float | None] = mapped_column(FiniteFloat)
+    close_hi: Mapped[float | None] = mapped_column(FiniteFloat)
+    attention: Mapped[Any | None] = mapped_column(FiniteJSON)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     # Which model(s) produced the numbers, e.g. {"close": "naive", "range": "har_range"}; None is
     # stored as SQL NULL (not JSON 'null') so `model_mix IS NULL` finds forecasts without one.
-    model_mix: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    model_mix: Mapped[dict[str, Any] | None] = mapped_column(FiniteJSON(none_as_null=True))
 
 
 class BaselineForecast(CloseQuantiles, Base):
@@ -268,12 +316,12 @@ class BaselineForecast(CloseQuantiles, Base):
     horizon: Mapped[int] = mapped_column(Integer)
     target_date: Mapped[date] = mapped_column(Date)
     model: Mapped[str] = mapped_column(String(32))
-    open: Mapped[float | None] = mapped_column(Float)
-    high: Mapped[float | None] = mapped_column(Float)
-    low: Mapped[float | None] = mapped_column(Float)
-    close: Mapped[float] = mapped_column(Float)
-    close_lo: Mapped[float | None] = mapped_column(Float)
-    close_hi: Mapped[float | None] = mapped_column(Float)
+    open: Mapped[float | None] = mapped_column(FiniteFloat)
+    high: Mapped[float | None] = mapped_column(FiniteFloat)
+    low: Mapped[float | None] = mapped_column(FiniteFloat)
+    close: Mapped[float] = mapped_column(FiniteFloat)
+    close_lo: Mapped[float | None] = mapped_column(FiniteFloat)
+    close_hi: Mapped[float | None] = mapped_column(FiniteFloat)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -1,7 +1,8 @@
 """All of candlecast's SQL. Functions take a Session and keyword arguments and never commit.
 
 Candle frames everywhere follow one contract: a DatetimeIndex named `session_date` (midnight,
-naive, unit ns) and float64 columns open, high, low, close, volume, sorted by date.
+naive, unit ns) and float64 columns open, high, low, close, volume, sorted by date (the stored
+volume is an integer).
 """
 
 from __future__ import annotations
@@ -74,7 +75,8 @@ def upsert_candles(
     """Insert new sessions of `ticker` and update changed ones; identical rows are left alone.
 
     A row counts as updated when any of its OHLCV values or its source differs from the stored
-    one. Rows are written in one batched INSERT ... ON CONFLICT DO UPDATE.
+    one. Rows are written in one batched INSERT ... ON CONFLICT DO UPDATE; volume is rounded to
+    whole shares (the column is an integer).
     """
     missing = [c for c in CANDLE_COLUMNS if c not in frame.columns]
     if missing:
@@ -96,11 +98,12 @@ def upsert_candles(
 
     added = updated = unchanged = 0
     rows: list[dict[str, Any]] = []
-    for session_date, row_values in zip(dates, values.tolist(), strict=True):
+    for session_date, (*prices, volume) in zip(dates, values.tolist(), strict=True):
+        row_values = (*prices, round(volume))  # volume is an integer column: whole shares
         previous = stored.get(session_date)
         if previous is None:
             added += 1
-        elif previous[0] == source and previous[1] == tuple(row_values):
+        elif previous[0] == source and previous[1] == row_values:
             unchanged += 1
             continue
         else:

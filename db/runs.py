@@ -1,6 +1,8 @@
 """Write side of job runs: forecast_runs, forecast_run_tickers and the forecasts they store.
 
 Also the baselines' forecasts (baseline_forecasts), stored beside the model's to be scored alike.
+Forecast prices are stored to forecasting.numbers.SIGNIFICANT_DIGITS significant digits (a model's
+float32 arithmetic leaves digits that mean nothing), and a missing one (None, NaN) as NULL.
 """
 
 from __future__ import annotations
@@ -22,18 +24,25 @@ from db.models import (
     ForecastRunTicker,
     utcnow,
 )
+from forecasting.numbers import round_sig
 
 FINAL_RUN_STATUSES = ("succeeded", "partial", "failed", "interrupted", "abandoned")
 # Runs the daemon resumes at start-up when a killed process left them unfinished.
 RESUMABLE_TRIGGERS = ("schedule", "manual")
 
 
-def _price(value: Any) -> float | None:
-    """A float, or None for a missing value (None, NaN or inf: pandas rows carry NaN)."""
+def _number(value: Any) -> float | None:
+    """A float, or None for a missing value (None, NaN or inf: pandas rows carry NaN, and
+    baselines without an interval have NaN bounds)."""
     if value is None:
         return None
     number = float(value)
     return number if isfinite(number) else None
+
+
+def _stored(value: Any) -> float | None:
+    """A forecast price as stored: SIGNIFICANT_DIGITS significant digits, None when missing."""
+    return round_sig(_number(value))
 
 
 @dataclass(frozen=True)
@@ -46,10 +55,10 @@ class ForecastRow:
 
     horizon: int
     target_date: date
-    open: float
-    high: float
-    low: float
-    close: float
+    open: float | None
+    high: float | None
+    low: float | None
+    close: float | None
     close_lo: float | None
     close_hi: float | None
     quantiles: tuple[float | None, ...] = ()
@@ -71,37 +80,34 @@ class ForecastRow:
         quantiles = tuple(getattr(item, "quantiles", None) or ())
         if not quantiles and all(hasattr(item, name) for name in QUANTILE_COLUMNS):
             quantiles = tuple(getattr(item, name) for name in QUANTILE_COLUMNS)
-        values = tuple(_price(q) for q in quantiles)
+        values = tuple(_number(q) for q in quantiles)
         return cls(
             horizon=int(item.horizon),
             target_date=target_date,
-            open=float(item.open),
-            high=float(item.high),
-            low=float(item.low),
-            close=float(item.close),
-            close_lo=None if item.close_lo is None else float(item.close_lo),
-            close_hi=None if item.close_hi is None else float(item.close_hi),
+            open=_number(item.open),
+            high=_number(item.high),
+            low=_number(item.low),
+            close=_number(item.close),
+            close_lo=_number(item.close_lo),
+            close_hi=_number(item.close_hi),
             quantiles=() if all(v is None for v in values) else values,
         )
 
     def columns(self) -> dict[str, Any]:
-        """Every column of a stored forecast row this carries (forecasts and baseline_forecasts)."""
+        """Every column of a stored forecast row this carries (forecasts and baseline_forecasts),
+        prices as stored (see _stored)."""
+        prices = ("open", "high", "low", "close", "close_lo", "close_hi")
         return {
             "horizon": self.horizon,
             "target_date": self.target_date,
-            "open": self.open,
-            "high": self.high,
-            "low": self.low,
-            "close": self.close,
-            "close_lo": self.close_lo,
-            "close_hi": self.close_hi,
+            **{name: _stored(getattr(self, name)) for name in prices},
             **self.quantile_columns(),
         }
 
     def quantile_columns(self) -> dict[str, float | None]:
-        """close_q05 .. close_q95 -> value (all None when there are no quantiles)."""
+        """close_q05 .. close_q95 -> value as stored (all None when there are no quantiles)."""
         values = self.quantiles or (None,) * len(QUANTILE_COLUMNS)
-        return dict(zip(QUANTILE_COLUMNS, values, strict=True))
+        return dict(zip(QUANTILE_COLUMNS, (_stored(v) for v in values), strict=True))
 
 
 def start_run(session: Session, *, trigger: str, as_of_date: date | None = None) -> ForecastRun:

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from datetime import date
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from forecasting.baselines import BASELINES
 from forecasting.model_names import DEFAULT_MODELS, MODEL_NAMES, PRODUCT
+from forecasting.numbers import round_sig, strip_float32_noise
 from forecasting.params import ModelParams
 from forecasting.quantiles import QUANTILE_NAMES
 
@@ -42,6 +44,7 @@ CSV_COLUMNS = [
     "naive_close",
 ]
 PRICE_KEYS = ["open", "high", "low", "close", "close_lo", "close_hi"]
+ACTUAL_KEYS = ["actual_open", "actual_high", "actual_low", "actual_close", "naive_close"]
 
 
 def _paths_prices(paths) -> dict:
@@ -190,6 +193,17 @@ def _rows_frame(candles, rows, prices, ticker, horizon, model) -> pd.DataFrame:
         out[f"actual_{k}"] = candles[k].to_numpy(dtype="float64")[target]
     out["naive_close"] = candles["close"].to_numpy(dtype="float64")[as_of]
     return pd.DataFrame(out)
+
+
+def write_rows_csv(rows: pd.DataFrame, path: str | Path) -> None:
+    """Write walk_forward rows to a CSV with the precision of stored numbers: forecast prices to
+    numbers.SIGNIFICANT_DIGITS significant digits, actual prices without float32 noise."""
+    out = rows.copy()
+    for column in (*PRICE_KEYS, *QUANTILE_COLUMNS):
+        out[column] = out[column].map(round_sig)
+    for column in ACTUAL_KEYS:
+        out[column] = strip_float32_noise(out[column].to_numpy(dtype="float64"))
+    out.to_csv(path, index=False)
 
 
 def summarize(rows: pd.DataFrame) -> pd.DataFrame:

@@ -2,11 +2,14 @@
 
 Contract (shared by providers, features and the database layer): a tz-naive DatetimeIndex named
 ``session_date`` at midnight, sorted and unique, and exactly the float64 columns in ``COLUMNS``.
-normalise_frame() gives raw provider data that shape; validate_candles() enforces the rest.
+normalise_frame() gives raw provider data that shape, with prices cleaned of float32 noise and
+volume in whole shares (forecasting.numbers); validate_candles() enforces the rest.
 
 Implausible values (finite and positive, but not a real price) are rejected by two rules:
 - ``price > 1e9``: any of open/high/low/close above MAX_PRICE (1e9; the dearest US share trades
   below 1e6).
+- ``volume > 1e18``: volume above MAX_VOLUME (stored as a 64-bit integer; real daily volumes stay
+  below 1e12).
 - ``implausible jump``: any of open/high/low/close more than MAX_JUMP (20) times above or below
   the median close of its neighbours, the JUMP_NEIGHBOURS (5) rows before and 5 after it that
   pass every other rule (fewer at the ends; the last row is judged by the 5 before it). A
@@ -34,12 +37,14 @@ import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
 from forecasting.calendar import off_calendar
+from forecasting.numbers import strip_float32_noise
 
 COLUMNS = ("open", "high", "low", "close", "volume")
 INDEX_NAME = "session_date"
 ON_INVALID = ("drop", "fail")
 MAX_BAD_DATES = 5
 MAX_PRICE = 1e9
+MAX_VOLUME = 1e18
 MAX_JUMP = 20.0
 JUMP_NEIGHBOURS = 5
 
@@ -52,6 +57,7 @@ HIGH_TOO_LOW = "high < max(open, close)"
 LOW_TOO_HIGH = "low > min(open, close)"
 NEGATIVE_VOLUME = "volume < 0"
 TOO_LARGE = "price > 1e9"
+TOO_MUCH_VOLUME = "volume > 1e18"
 JUMP = "implausible jump (x20 vs neighbours)"
 
 
@@ -115,6 +121,8 @@ def normalise_frame(raw: pd.DataFrame, dates: Iterable[Any], source: str) -> pd.
     """Map case-insensitive OHLCV headers to COLUMNS as float64 on a session index (unvalidated).
 
     Extra columns (e.g. "Adj Close") are ignored; unparsable numbers become NaN for validation.
+    Prices lose their float32 noise (192.52999877929688 -> 192.53, see forecasting.numbers) and
+    volume is rounded to whole shares: stored as they are, they are what SQL users read.
     """
     by_lower = {str(col).strip().lower(): col for col in raw.columns}
     missing = [c for c in COLUMNS if c not in by_lower]
@@ -124,6 +132,9 @@ def normalise_frame(raw: pd.DataFrame, dates: Iterable[Any], source: str) -> pd.
     data = {
         c: pd.to_numeric(raw[by_lower[c]], errors="coerce").to_numpy("float64") for c in COLUMNS
     }
+    for column in COLUMNS[:4]:
+        data[column] = strip_float32_noise(data[column])
+    data["volume"] = np.rint(data["volume"])
     return pd.DataFrame(data, index=to_session_index(pd.Index(dates)), columns=list(COLUMNS))
 
 
@@ -210,6 +221,7 @@ def _problem_masks(frame: pd.DataFrame, exchange: str | None) -> dict[str, np.nd
             LOW_TOO_HIGH: finite & (lo > np.minimum(o, c)),
             NEGATIVE_VOLUME: finite & (v < 0),
             TOO_LARGE: finite & ((values[:, :4] > MAX_PRICE).any(axis=1)),
+            TOO_MUCH_VOLUME: finite & (v > MAX_VOLUME),
         }
     if exchange is not None:
         masks[not_a_session(exchange)] = off_calendar(pd.DatetimeIndex(frame.index), exchange)

@@ -229,7 +229,7 @@ def backtest(
     import pandas as pd
 
     from forecasting import scoring as S
-    from forecasting.backtest import walk_forward
+    from forecasting.backtest import walk_forward, write_rows_csv
     from forecasting.model_names import MODEL_NAMES, PRODUCT
     from forecasting.providers import fetch_candles
     from forecasting.report import write_html_report
@@ -283,8 +283,8 @@ def backtest(
         raise CommandError("no forecasts: " + ("; ".join(failures) or "no sessions in range"))
     served_name = PRODUCT if PRODUCT in models else models[0]
     served = rows[rows["model"] == served_name].drop(columns="model")
-    _write(lambda: served.to_csv(output_path, index=False), output_path)
-    _write(lambda: rows.to_csv(all_path, index=False), all_path)
+    _write(lambda: write_rows_csv(served, output_path), output_path)
+    _write(lambda: write_rows_csv(rows, all_path), all_path)
     scored = S.add_scores(rows)
     click.echo(f"{served_name} rows -> {output_path}; every model's rows -> {all_path}")
     click.echo(f"refit every {every} sessions; scores are relative to the as-of close\n")

@@ -57,7 +57,7 @@ HISTORY_KEYS = (
     "in_interval",
 )
 LEVEL_BOUNDS = {50: ("close_q25", "close_q75"), 90: ("close_q05", "close_q95")}
-# History columns that are prices or price errors: rounded to 4 places in the body.
+# History columns that are prices or price errors: six significant digits in the body.
 PRICE_KEYS = HISTORY_KEYS[HISTORY_KEYS.index("open") : HISTORY_KEYS.index("in_interval")]
 
 
@@ -309,7 +309,7 @@ MAX_CANDLE_DAYS = 3700  # about ten years of candles in one /api/candles answer
 @cached_page(lambda ticker: (ticker.upper(), request.args.get("start"), request.args.get("end")))
 def candles(ticker: str) -> Response:
     """Stored daily candles of `ticker` from `start` to `end` (both required, inclusive, at most
-    MAX_CANDLE_DAYS apart), oldest first, prices rounded to 4 places. The ticker page's chart
+    MAX_CANDLE_DAYS apart), oldest first, prices to six significant digits. The ticker page's chart
     fetches the sessions before its first three months from here when a range button asks."""
     symbol = check_ticker(state().config, ticker)
     start, end = _optional_date("start"), _optional_date("end")

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from db import web_queries as q
 from db.models import QUANTILE_COLUMNS
+from forecasting.numbers import round_sig
 from forecasting.quantiles import DEFAULT_LEVEL, INTERVAL_LEVELS, QUANTILE_NAMES, interval_indices
 from jobs.config import Config, validate_ticker
 from web.errors import ApiError
@@ -23,12 +24,9 @@ from web.params import whole_number
 DATE_PATTERN = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
 HORIZONS = (1, 2, 3, 4)
 LEVELS = tuple(sorted(INTERVAL_LEVELS))
-PRICE_DECIMALS = 4  # prices (and price errors) in JSON bodies are rounded to this many places
-
-
-def price(value: float | None) -> float | None:
-    """A price for a JSON body: rounded to PRICE_DECIMALS places (None stays None)."""
-    return None if value is None else round(value, PRICE_DECIMALS)
+# A price (or price error) for a JSON body: six significant digits at any scale, so 0.00019 stays
+# 0.00019 (decimal places would make it 0.0002); None stays None.
+price = round_sig
 
 
 def parse_level(raw: object) -> int:
@@ -70,7 +68,7 @@ class CandleView:
         return self.quantiles[lo], self.quantiles[hi]
 
     def to_json(self, level: int = DEFAULT_LEVEL) -> dict[str, Any]:
-        """The candle (prices rounded to 4 places); at another level than 80 with that level's
+        """The candle (prices to six significant digits); at another level than 80 with that level's
         bounds and the quantiles."""
         out: dict[str, Any] = {
             "date": self.date.isoformat(),

@@ -2,23 +2,30 @@
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import subprocess
 import sys
+from datetime import date
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Column, Integer, MetaData, inspect, text
 
 from db import migrate
 from db.models import QUANTILE_COLUMNS, Base
-from db.session import make_engine
+from db.repository import upsert_candles
+from db.session import make_engine, make_session_factory
 from db.views import baseline_accuracy, forecast_accuracy
+from forecasting.providers import BundledProvider
 from forecasting.quantiles import QUANTILE_NAMES
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+BUNDLED = REPO_ROOT / "forecasting" / "bundled"
 TABLES = {
     "candles",
     "model_versions",
@@ -30,7 +37,7 @@ TABLES = {
     "baseline_forecasts",
 }
 VIEWS = {"forecast_accuracy", "baseline_accuracy"}
-HEAD = "0003"
+HEAD = "0004"
 
 
 def _schema(url: str) -> tuple[set[str], set[str]]:
@@ -204,3 +211,115 @@ def test_downgrade_one_step_keeps_the_initial_schema(migrated_url: str) -> None:
         "alembic_version"
     }
     assert views == {"forecast_accuracy"}
+
+
+# Rows as revision 0003 stored them: float32 noise in prices, volume as a float, a baseline
+# bound NaN (PostgreSQL; SQLite turns NaN into NULL itself), JSON holding NaN (SQLite only:
+# PostgreSQL's json type refuses it).
+OLD_CANDLES = [
+    (
+        "AAPL",
+        "2023-12-29",
+        193.89999389648438,
+        194.39999389648438,
+        191.72999572753906,
+        192.52999877929688,
+        42628800.0,
+    ),
+    ("X", "2023-12-29", 12.3456789, 13.0, 12.0, 12.5, 1234.6),
+]
+INSERTS = {
+    "candles": "INSERT INTO candles VALUES (:t, :d, :o, :h, :l, :c, :v, 'csv', CURRENT_TIMESTAMP)",
+    "forecast_runs": "INSERT INTO forecast_runs (started_at, trigger, status, host, pid) "
+    "VALUES (CURRENT_TIMESTAMP, 'manual', 'succeeded', 'h', 1)",
+    "model_versions": "INSERT INTO model_versions (ticker, created_at, train_start, train_end, "
+    "hyperparameters, normalization, metrics, val_loss, artifact_sha256, keras_version, "
+    "tensorflow_version) VALUES ('AAPL', CURRENT_TIMESTAMP, '2023-01-03', '2023-12-29', "
+    "'{}', '{}', :metrics, :val_loss, 'x', '3', '2')",
+    "forecasts": "INSERT INTO forecasts (run_id, ticker, as_of_date, horizon, target_date, open, "
+    "high, low, close, close_lo, close_hi, close_q50, created_at) VALUES (1, 'AAPL', "
+    "'2023-12-29', 1, '2024-01-02', :p, :p, :p, :p, :p, :p, :p, CURRENT_TIMESTAMP)",
+    "baseline_forecasts": "INSERT INTO baseline_forecasts (run_id, ticker, as_of_date, horizon, "
+    "target_date, model, close, close_lo, close_hi, created_at) VALUES (1, 'AAPL', '2023-12-29', "
+    "1, '2024-01-02', 'naive', :p, :nan, :nan, CURRENT_TIMESTAMP)",
+}
+
+
+def _rows(url: str, sql: str) -> list[Any]:
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            return list(conn.execute(text(sql)))
+    finally:
+        engine.dispose()
+
+
+def test_0004_cleans_numbers_and_keeps_every_row(db_url: str, db_backend: str) -> None:
+    migrate.upgrade(db_url, "0003")
+    noisy = 193.52124607119129
+    metrics = '{"val_loss": 1.5, "scores": [NaN, 1.0, Infinity]}'
+    engine = make_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            for t, d, o, h, lo, c, v in OLD_CANDLES:
+                conn.execute(text(INSERTS["candles"]), dict(t=t, d=d, o=o, h=h, l=lo, c=c, v=v))
+            conn.execute(text(INSERTS["forecast_runs"]))
+            conn.execute(
+                text(INSERTS["model_versions"]),
+                {"metrics": metrics if db_backend == "sqlite" else "{}", "val_loss": math.nan},
+            )
+            conn.execute(text(INSERTS["forecasts"]), {"p": noisy})
+            conn.execute(text(INSERTS["baseline_forecasts"]), {"p": noisy, "nan": math.nan})
+    finally:
+        engine.dispose()
+
+    migrate.upgrade(db_url)
+    candles = _rows(db_url, "SELECT * FROM candles ORDER BY ticker")
+    assert [(r[0], str(r[1]), *r[2:7]) for r in candles] == [
+        ("AAPL", "2023-12-29", 193.9, 194.4, 191.73, 192.53, 42628800),
+        ("X", "2023-12-29", 12.3456789, 13.0, 12.0, 12.5, 1235),
+    ]
+    assert {type(r.volume) for r in candles} == {int}
+    (forecast,) = _rows(db_url, "SELECT open, close, close_lo, close_hi, close_q50 FROM forecasts")
+    assert tuple(forecast) == (193.521,) * 5
+    (baseline,) = _rows(db_url, "SELECT close, close_lo, close_hi FROM baseline_forecasts")
+    assert tuple(baseline) == (193.521, None, None)
+    (version,) = _rows(db_url, "SELECT metrics, val_loss FROM model_versions")
+    stored = version.metrics if isinstance(version.metrics, dict) else json.loads(version.metrics)
+    if db_backend == "sqlite":
+        assert stored == {"val_loss": 1.5, "scores": [None, 1.0, None]}
+        assert "NaN" not in version.metrics and "Infinity" not in version.metrics
+    assert version.val_loss is None
+
+    migrate.downgrade(db_url, "0003")
+    assert migrate.current(db_url) == "0003"
+    again = _rows(db_url, "SELECT * FROM candles ORDER BY ticker")
+    assert [tuple(r[:7]) for r in again] == [tuple(r[:7]) for r in candles]
+    assert {type(r.volume) for r in again} == {float}
+    assert _schema(db_url)[1] == VIEWS
+    migrate.upgrade(db_url)
+    assert _diffs(db_url, Base.metadata) == []
+
+
+def test_0004_cleans_stored_candles_exactly_as_a_sync_now_writes_them(db_url: str) -> None:
+    """Candles stored before 0004 (bundled data with its float32 noise) equal what the providers
+    give now, so the first sync after the upgrade finds every overlapping row unchanged."""
+    migrate.upgrade(db_url, "0003")
+    raw = pd.read_csv(BUNDLED / "AAPL.csv.gz").tail(300)
+    engine = make_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text(INSERTS["candles"]),
+                [
+                    dict(t="AAPL", d=r.Date, o=r.Open, h=r.High, l=r.Low, c=r.Close, v=r.Volume)
+                    for r in raw.itertuples()
+                ],
+            )
+        migrate.upgrade(db_url)
+        frame = BundledProvider().fetch("AAPL", start=date.fromisoformat(raw["Date"].iloc[0]))
+        with make_session_factory(engine).begin() as session:
+            counts = upsert_candles(session, ticker="AAPL", frame=frame, source="csv")
+    finally:
+        engine.dispose()
+    assert (counts.added, counts.updated, counts.unchanged) == (0, 0, 300)

@@ -68,6 +68,7 @@ def test_valid_frame_passes_unchanged_and_matches_contract() -> None:
         ({"close": {2: 11.5}}, "high < max(open, close)", 2),
         ({"low": {1: 10.2}}, "low > min(open, close)", 1),
         ({"volume": {3: -5.0}}, "volume < 0", 3),
+        ({"volume": {2: 2e18}}, "volume > 1e18", 2),  # would not fit the BIGINT column
     ],
 )
 def test_each_rule_drops_and_reports_the_bad_row(

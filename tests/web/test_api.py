@@ -10,7 +10,7 @@ from flask.testing import FlaskClient
 from tests.web.conftest import Site
 
 CANDLE_KEYS = {"date", "open", "high", "low", "close", "close_lo", "close_hi"}
-ROUNDING = 1.5e-4  # prices are rounded to 4 places in bodies: sums of three rounding errors
+ROUNDING = 1.5e-3  # prices (~190) have 6 significant digits: sums of three rounding errors
 
 
 def predict(client: FlaskClient, ticker: str, day: str) -> tuple[int, dict]:
@@ -132,7 +132,7 @@ def test_history_has_actuals_errors_and_naive_baseline(client: FlaskClient, site
     unknown = [r for r in rows if r["actual_close"] is None]
     assert known and unknown  # targets after the last candle have no actual yet
     for row in known:
-        # prices are rounded to 4 places, so errors of the rounded prices agree to 1.5e-4
+        # prices are rounded to 6 significant digits: errors of the rounded prices agree to 1.5e-3
         assert row["abs_error"] == pytest.approx(
             abs(row["close"] - row["actual_close"]), abs=ROUNDING
         )
@@ -205,7 +205,7 @@ def test_candles_between_two_dates_oldest_first_rounded(client: FlaskClient) -> 
                      "2023-12-08"]  # fmt: skip
     for candle in body["candles"]:
         assert set(candle) == {"date", "open", "high", "low", "close"}
-        assert all(round(v, 4) == v for k, v in candle.items() if k != "date")
+        assert all(float(f"{v:.6g}") == v for k, v in candle.items() if k != "date")
         assert candle["low"] <= min(candle["open"], candle["close"]) <= candle["high"]
 
 

@@ -1,4 +1,4 @@
-"""History paging (keyset cursor), prices rounded to 4 places, stale flags on stored answers."""
+"""History paging (keyset cursor), prices to 6 significant digits, stale flags on stored answers."""
 
 from __future__ import annotations
 
@@ -23,11 +23,11 @@ def get_json(client: FlaskClient, url: str) -> tuple[int, dict[str, Any]]:
     return response.status_code, response.get_json()
 
 
-def assert_4dp(value: Any) -> None:
-    """`value` is None or a float with at most 4 decimal places."""
+def assert_six_digits(value: Any) -> None:
+    """`value` is None or a float with at most 6 significant digits."""
     if value is not None:
         assert isinstance(value, int | float)
-        assert round(value, 4) == value, value
+        assert float(f"{value:.6g}") == value, value
 
 
 def walk(client: FlaskClient, query: str, limit: int) -> list[dict[str, Any]]:
@@ -106,7 +106,7 @@ def test_bad_cursor_is_a_json_400(client: FlaskClient, cursor: str) -> None:
     assert body == {"error": {"code": "invalid_cursor", "message": body["error"]["message"]}}
 
 
-def test_prices_are_rounded_to_4_places(client: FlaskClient, site: Site) -> None:
+def test_prices_have_six_significant_digits(client: FlaskClient, site: Site) -> None:
     day = site.seed.stored_as_of[-3].isoformat()
     bodies = [
         client.post("/predict", json={"stock_symbol": "AAPL", "input_date": day}).get_json(),
@@ -117,16 +117,16 @@ def test_prices_are_rounded_to_4_places(client: FlaskClient, site: Site) -> None
     for body in bodies:
         for candle in body["candles"]:
             for key in ("open", "high", "low", "close", "close_lo", "close_hi"):
-                assert_4dp(candle[key])
+                assert_six_digits(candle[key])
             for value in (candle.get("quantiles") or {}).values():
-                assert_4dp(value)
+                assert_six_digits(value)
         for value in body["predictions"].values():
-            assert_4dp(value)
+            assert_six_digits(value)
     for level in (80, 50):
         _, history = get_json(client, f"{HISTORY}?limit=500&level={level}")
         for row in history["forecasts"]:
             for key in (*PRICE_KEYS, "winkler") if level != 80 else PRICE_KEYS:
-                assert_4dp(row[key])
+                assert_six_digits(row[key])
 
 
 def test_stored_answer_past_the_data_is_stale(client: FlaskClient, site: Site) -> None:

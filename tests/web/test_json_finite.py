@@ -17,9 +17,8 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import update
+from sqlalchemy import text
 
-from db.models import Forecast
 from db.session import make_engine, make_session_factory
 from tests.conftest import DB_BACKENDS
 from tests.web.conftest import Site, _seeded_site, serving
@@ -56,14 +55,14 @@ def bad_site(
                     2: {"close_hi": INF, "low": -INF},
                     3: {"close": INF},
                 }.items():
+                    # Raw SQL, as by hand: the models store NaN and infinity as NULL.
+                    assignments = ", ".join(f"{name} = :{name}" for name in values)
                     session.execute(
-                        update(Forecast)
-                        .where(
-                            Forecast.ticker == "AAPL",
-                            Forecast.as_of_date == as_of,
-                            Forecast.horizon == horizon,
-                        )
-                        .values(**values)
+                        text(
+                            f"UPDATE forecasts SET {assignments} WHERE ticker = 'AAPL' "
+                            "AND as_of_date = :as_of AND horizon = :horizon"
+                        ),
+                        {**values, "as_of": as_of, "horizon": horizon},
                     )
         finally:
             writer.dispose()
