@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import http.client
 import json
-from collections.abc import Sequence
-from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -16,24 +14,13 @@ from flask.testing import FlaskClient
 from sqlalchemy import delete
 from sqlalchemy.engine import make_url
 
-from db.models import Forecast, ForecastRun
+from db.models import Forecast
 from db.repository import upsert_candles
 from db.session import make_engine, make_session_factory
-from tests.web.conftest import Site, state_of, web_config
-from tests.web.seed import bundled_candles, forecast_rows
+from tests.web.conftest import Site, http_get, state_of, web_config
+from tests.web.seed import bundled_candles, store_night
 from web import api, create_app
 from web.cache import CACHE_KEY, cached_page, response_cache
-
-
-def http_get(base: str, path: str, headers: dict[str, str] | None = None) -> Any:
-    parts = urlsplit(base)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
-    try:
-        conn.request("GET", path, headers=headers or {})
-        response = conn.getresponse()
-        return response.status, dict(response.getheaders()), response.read()
-    finally:
-        conn.close()
 
 
 def test_etag_and_if_none_match_304_over_http(live_server: str, sqlite_site: Site) -> None:
@@ -143,23 +130,6 @@ def _app(url: str, tmp_path: Path) -> Flask:
     app = create_app(web_config(url, tmp_path))
     app.config["TESTING"] = True
     return app
-
-
-def store_night(session: Any, candles: Any, days: Sequence[date], *, flat: bool = False) -> None:
-    """A finished scheduled run as of days[-1] with AAPL forecast sets as of each of `days`;
-    `flat`: every close (and its interval) equals the open, so the answer differs from a
-    normal set's."""
-    run = ForecastRun(trigger="schedule", status="succeeded", as_of_date=days[-1])
-    run.finished_at = datetime.now(UTC)
-    session.add(run)
-    session.flush()
-    for day in days:
-        rows = forecast_rows(candles, ticker="AAPL", as_of=day, run_id=run.id, model_id=None)
-        if flat:
-            for row in rows:
-                row.close = row.close_lo = row.close_hi = row.open  # different values
-                row.high, row.low = row.open * 1.01, row.open * 0.99
-        session.add_all(rows)
 
 
 def test_new_forecast_set_is_served_on_the_next_request(migrated_url: str, tmp_path: Path) -> None:
