@@ -3,6 +3,7 @@ whose rows the web app shows changes it, whoever writes and however (raw SQL inc
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 
@@ -187,3 +188,35 @@ def test_the_marker_never_repeats_across_a_rebuilt_schema(migrated_url: str) -> 
         downgrade(migrated_url, "base")
         upgrade(migrated_url)
     assert len(set(seen)) == 3
+
+
+def test_concurrent_writers_queue_and_both_count(engine: Engine) -> None:
+    """A second writer waits for the first to commit (PostgreSQL: on the data_changes row, taken
+    before any other row; SQLite: the database lock), then commits: no deadlock, no error."""
+    before = marker(engine)
+    first = engine.connect()
+    try:
+        first.execute(text(UPDATES["forecasts"]))  # holds the marker row until it commits
+        done = threading.Event()
+        errors: list[BaseException] = []
+
+        def second() -> None:
+            try:
+                with engine.begin() as conn:
+                    conn.execute(text(UPDATES["candles"]))
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+            finally:
+                done.set()
+
+        thread = threading.Thread(target=second)
+        thread.start()
+        assert not done.wait(0.3)  # queued behind the first writer
+        first.commit()
+        assert done.wait(10) and errors == []
+        thread.join()
+    finally:
+        first.close()
+    assert marker(engine) != before
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT close FROM candles")).scalar_one() == 3.0  # 1.5 * 2
