@@ -46,11 +46,11 @@ PG_FUNCTION = "candlecast_data_changed"
 PG_TRIGGER = "data_changed"
 
 # Once per transaction and schema: the setting remembers the last (transaction, schema) bumped;
-# it is transaction-local and undone by a rollback to a savepoint like the update itself.
-# SECURITY DEFINER: a role allowed to write a shown table need not be granted data_changes.
+# it is transaction-local and undone by a rollback to a savepoint like the update itself. The
+# table is the one in the schema of the table written. Not SECURITY DEFINER: a role that writes
+# a shown table needs UPDATE on data_changes too (without it its write fails, never goes unseen).
 PG_FUNCTION_SQL = f"""
-CREATE FUNCTION {PG_FUNCTION}() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+CREATE FUNCTION {PG_FUNCTION}() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     mark text := txid_current()::text || ' ' || TG_TABLE_SCHEMA;
 BEGIN
