@@ -352,3 +352,13 @@ apscheduler_jobs = Table(
     Column("next_run_time", Float(25), index=True),
     Column("job_state", LargeBinary, nullable=False),
 )
+
+# One row (id 1): `version` is a random number that triggers (migration 0004) replace in every
+# transaction writing a table whose rows the web app shows; the web cache's change marker.
+data_changes = Table(
+    "data_changes",
+    Base.metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("version", BigInteger, nullable=False),
+    CheckConstraint("id = 1", name="single_row"),
+)

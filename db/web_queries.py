@@ -5,6 +5,7 @@ Functions take a Session and keyword arguments, return plain rows or ORM objects
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable, Sequence
 from datetime import date
 from functools import lru_cache
@@ -27,7 +28,14 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session, selectinload, undefer
 
-from db.models import QUANTILE_COLUMNS, Candle, ForecastRun, ForecastRunTicker, ModelVersion
+from db.models import (
+    QUANTILE_COLUMNS,
+    Candle,
+    ForecastRun,
+    ForecastRunTicker,
+    ModelVersion,
+    data_changes,
+)
 from db.models import Forecast as ForecastRow
 from db.views import baseline_accuracy, forecast_accuracy
 
@@ -387,21 +395,25 @@ def forecast_history_page(
 
 @lru_cache(maxsize=1)
 def _change_marker_stmt() -> Select[Any]:
-    """Built once: three primary-key maxima (each one index lookup)."""
-    runs = ForecastRun.__table__.c
-    return select(
-        select(func.max(runs.id)).where(runs.status != "running").scalar_subquery(),
-        select(func.max(runs.id)).scalar_subquery(),
-        select(func.max(_F.id)).scalar_subquery(),
-    )
+    """Built once: the data version (one primary-key lookup)."""
+    return select(data_changes.c.version).where(data_changes.c.id == 1)
 
 
-def change_marker(session: Session) -> tuple[int, int, int]:
-    """(latest finished run id, latest run id, max forecast id), 0 for none: it changes whenever
-    a run starts or finishes or a forecast row is added, so caches of rendered answers key on it.
+def _marker(row: Sequence[Any] | None) -> tuple[int, ...]:
+    """(version,); without the row (deleted by hand) a marker no other read returns, so nothing
+    rendered is ever reused while it is missing."""
+    if row is None:
+        return (-1, secrets.randbits(64))
+    return (row[0],)
+
+
+def change_marker(session: Session) -> tuple[int, ...]:
+    """(data version,): a random number the database replaces in every transaction that writes
+    a table whose rows the app shows (triggers of migration 0004: candles, forecasts, runs, run
+    tickers, model versions, baselines), so caches of rendered answers key on it. It changes at
+    commit, whoever writes, and never repeats across a rebuilt schema.
     """
-    row = session.execute(_change_marker_stmt()).one()
-    return (row[0] or 0, row[1] or 0, row[2] or 0)
+    return _marker(session.execute(_change_marker_stmt()).first())
 
 
 # --- ticker page: accuracy panel honouring as-of and window, paged history (issue 12 part 2) ---
@@ -514,7 +526,7 @@ def scored_forecasts_page(
 _MARKER_SQL: dict[str, str] = {}
 
 
-def change_marker_fast(engine: Engine, session: Callable[[], Session]) -> tuple[int, int, int]:
+def change_marker_fast(engine: Engine, session: Callable[[], Session]) -> tuple[int, ...]:
     """change_marker over a pooled DBAPI connection (no Session, no ORM: the hot path of cached
     answers). Any failure falls back to change_marker(session()), which raises the usual
     errors (DBAPIError, DatabaseFileMissing) for the app's error handlers.
@@ -541,4 +553,4 @@ def change_marker_fast(engine: Engine, session: Callable[[], Session]) -> tuple[
         return change_marker(session())
     finally:
         raw.close()  # back to the pool, which rolls the read transaction back
-    return (row[0] or 0, row[1] or 0, row[2] or 0)
+    return _marker(row)

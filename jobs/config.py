@@ -107,6 +107,7 @@ class WebConfig:
     read_timeout_s: int = 10  # a client stalled this long mid-request (or mid-response) is cut
     access_log: bool = False  # one timestamped stderr line per request (gunicorn access log)
     change_check_ms: int = 50  # rendered answers may lag a database commit by this long
+    cache_mb: int = 32  # each worker's cache of rendered answers keeps within this many MiB
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,8 @@ from jobs.config import (
     validate_ticker,
 )
 
+MAX_CACHE_MB = 65_536  # [web] cache_mb: 64 GiB per worker is surely a typo beyond
+
 
 def _validated(config: Config, base_dir: Path) -> Config:
     """Check every section; return the config with database.url and data.csv_dir resolved."""
@@ -104,6 +106,8 @@ def _validated(config: Config, base_dir: Path) -> Config:
     if not 1 <= web.port <= 65535:
         raise ConfigError(f"web.port must be between 1 and 65535, got {web.port}")
     _positive("web.workers", web.workers)
+    if not 1 <= web.cache_mb <= MAX_CACHE_MB:
+        raise ConfigError(f"web.cache_mb must be between 1 and {MAX_CACHE_MB}, got {web.cache_mb}")
     _check_web_timeouts(web)
     _check_logging(config.logging)
     _check_alerts(config.alerts)

@@ -19,7 +19,7 @@ from db.repository import load_candles
 from db.session import DatabaseFileMissing
 from forecasting.quantiles import DEFAULT_LEVEL
 from web import db_session, state
-from web.cache import cached_page, response_cache
+from web.cache import cacheable, cached_page, response_cache
 from web.errors import ApiError
 from web.fast_predict import RAW_KEY_MAX_BYTES, raw_key
 from web.forecasts import check_ticker, find_forecast, parse_date, parse_level, price
@@ -98,6 +98,8 @@ def predict() -> Response:
     """
     raw = request.get_data()  # kept on the request: _json_body parses these bytes
     key = raw_key(raw, request.query_string) if len(raw) <= RAW_KEY_MAX_BYTES else None
+    if request.query_string and set(request.args) - {"level"}:
+        key = None  # unknown query arguments: not kept under these bytes (nor under the args)
     cache = response_cache()
     # Only a body already answered (hence valid) is looked up before validation: bad input stays
     # a 400/404 without touching the database, even while the database is down.
@@ -168,7 +170,7 @@ def _forecast_json(
             f"the forecast of {ticker} as of {view.as_of.isoformat()} has no {level}% interval "
             f"(its model made no close quantiles); level 80 is always available",
         )
-    if view.source != "stored":  # live answers depend on the model cache: never cached
+    if not cacheable():  # a live answer (web.cache.never_cache, set by find_forecast)
         return jsonify(view.to_json(level))
     rendered = jsonify(view.to_json(level))  # the same bytes as an uncached answer
     entry = cache.put(key, marker, rendered.get_data(), rendered.mimetype)

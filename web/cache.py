@@ -1,11 +1,13 @@
 """Per-process cache of rendered responses, invalidated by the database's change marker.
 
-The web app only reads; the nightly job writes. Every answer the app renders from stored rows is
-therefore a pure function of (what was asked, the database's contents). The contents are
-summarised by a *change marker* (db.web_queries.change_marker: the latest finished run id, the
-latest run id and the largest forecast id - three primary-key lookups in one tiny query). A
-rendered body is cached under (key, marker); when the marker differs from the one the cache was
-filled under, the whole cache is dropped.
+The web app only reads; the nightly job, `candlecast sync` and other commands write. Every answer
+the app renders from stored rows is therefore a pure function of (what was asked, the database's
+contents). The contents are summarised by a *change marker* (db.web_queries.change_marker: a
+random version that triggers of the database replace in every transaction writing a table whose
+rows a page or answer shows - candles, forecasts, runs, model versions, baselines - whoever
+writes; one primary-key lookup). A rendered body is cached under (key, marker); when the marker
+differs from the one the cache was filled under, the whole cache is dropped. The version is
+random, so a rebuilt schema (ids restarting) never brings back one an old answer was made under.
 
 How often the marker is checked: once per `check_every_s` per process (`[web] change_check_ms`,
 default 50 ms); requests in between reuse the last check without a system call or a lock, so an
@@ -19,16 +21,17 @@ writes to one of them): while neither changed, and neither was modified within t
 the query is skipped. A missing file always goes to the query (which answers 503 as usual).
 Under load the stat mattered: with 16 threads per worker each stat releases the GIL, and checking
 on every request cost about 8% of stored /predict throughput (benchmarks/web_latency.py).
-
-What the marker does not see: rows written inside a run before the run finishes without a new
-forecast id (e.g. candles ingested mid-run) show up at the latest when that run finishes, and a
-SQLite file swapped for another one clears the cache (db.session.on_file_change).
+A SQLite file swapped for another one also clears the cache (db.session.on_file_change).
 
 Each cached entry has an ETag (a hash of the marker and the key): a GET with a matching
-If-None-Match is answered 304 without a body.
+If-None-Match is answered 304 without a body. Answers showing a live forecast (inferred from a
+model in memory, not stored) are never cached and have no ETag, pages and API alike
+(`never_cache()`). A key holds only what the route reads (unknown query arguments are not part
+of it).
 
 Each app (hence each gunicorn worker) has its own ResponseCache, made on first use
-(`response_cache()`), bounded to `maxsize` entries (least recently used dropped first).
+(`response_cache()`), bounded to `max_bytes` (`[web] cache_mb`): each entry is charged its body,
+key and a fixed overhead, and the least recently used entries are dropped first.
 """
 
 from __future__ import annotations
@@ -52,7 +55,11 @@ from db import web_queries as q
 from db.session import on_file_change, sqlite_file_path
 
 CACHE_KEY = "candlecast.response_cache"
-DEFAULT_MAXSIZE = 4096
+NO_CACHE_FLAG = "candlecast_never_cache"
+DEFAULT_MAX_BYTES = 32 << 20  # [web] cache_mb's default
+# Bytes an entry holds besides its body and key text (the Entry, its ETag, the key's objects, the
+# dict slot); measured with tracemalloc in tests/web/test_cache.py, rounded up.
+ENTRY_OVERHEAD = 640
 RECENT_S = 2.0  # files modified this recently are re-queried on every request
 Marker = tuple[int, ...]
 F = TypeVar("F", bound=Callable[..., Any])
@@ -95,20 +102,21 @@ class ResponseCache:
     def __init__(
         self,
         *,
-        maxsize: int = DEFAULT_MAXSIZE,
+        max_bytes: int = DEFAULT_MAX_BYTES,
         check_every_s: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
         files: tuple[Path, ...] = (),
         recent_s: float = RECENT_S,
     ) -> None:
-        self.maxsize = maxsize
+        self.max_bytes = max_bytes
+        self.size_bytes = 0  # what the kept entries are charged (see entry_bytes)
         self.check_every_s = check_every_s
         self.files = files  # SQLite: the database file and its -wal file
         self.recent_s = recent_s
         self._files_seen: tuple[tuple[int, int, int, int] | None, ...] | None = None
         self._clock = clock
         self._lock = threading.Lock()
-        self._entries: OrderedDict[Hashable, Entry] = OrderedDict()
+        self._entries: OrderedDict[Hashable, tuple[Entry, int]] = OrderedDict()
         self._marker: Marker | None = None
         self._marker_read_at: float | None = None
         self._reusable = False  # the last check may serve requests until check_every_s passes
@@ -139,6 +147,7 @@ class ResponseCache:
         with self._lock:
             if marker != self._marker:
                 self._entries.clear()
+                self.size_bytes = 0
                 self._marker = marker
             self._marker_read_at = now
             self._files_seen = seen  # taken before the query: a later commit differs from it
@@ -176,10 +185,11 @@ class ResponseCache:
         with self._lock:
             if marker != self._marker:
                 return None
-            entry = self._entries.get(key)
-            if entry is not None:
-                self._entries.move_to_end(key)
-            return entry
+            kept = self._entries.get(key)
+            if kept is None:
+                return None
+            self._entries.move_to_end(key)
+            return kept[0]
 
     def put(self, key: Hashable, marker: Marker, body: bytes, mimetype: str) -> Entry:
         """Store `body` under `key` if `marker` is still current; the entry either way."""
@@ -187,18 +197,29 @@ class ResponseCache:
 
     def put_entry(self, key: Hashable, marker: Marker, entry: Entry) -> Entry:
         """Store `entry` (e.g. one already kept under another key) under `key` if `marker` is
-        still current; `entry` either way."""
+        still current, dropping the least recently used entries beyond `max_bytes` (an entry
+        larger than that is not kept); `entry` either way. Each key is charged the whole body,
+        also when another key shares it (an upper bound)."""
+        size = entry_bytes(key, entry)
         with self._lock:
-            if marker == self._marker:
-                self._entries[key] = entry
-                self._entries.move_to_end(key)
-                while len(self._entries) > self.maxsize:
-                    self._entries.popitem(last=False)
+            if marker != self._marker:
+                return entry
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self.size_bytes -= old[1]
+            if size > self.max_bytes:
+                return entry
+            self._entries[key] = (entry, size)
+            self.size_bytes += size
+            while self.size_bytes > self.max_bytes:
+                _, (_, dropped) = self._entries.popitem(last=False)
+                self.size_bytes -= dropped
         return entry
 
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+            self.size_bytes = 0
             self._marker = None
             self._marker_read_at = None
             self._files_seen = None
@@ -210,6 +231,23 @@ class ResponseCache:
     def __contains__(self, key: Hashable) -> bool:
         """Whether `key` has an entry under the last marker read (without reading it again)."""
         return key in self._entries
+
+
+def entry_bytes(key: Hashable, entry: Entry) -> int:
+    """What an entry is charged against the budget: body, key text and ENTRY_OVERHEAD."""
+    return len(entry.body) + len(repr(key)) + ENTRY_OVERHEAD
+
+
+def never_cache() -> None:
+    """Mark the answer being rendered as one no cache may keep or tag (it shows a live forecast,
+    which depends on the models in memory as well as the database): cached_page and the
+    forecast API then send it without an ETag."""
+    g.setdefault(NO_CACHE_FLAG, True)
+
+
+def cacheable() -> bool:
+    """False once never_cache() was called for this request."""
+    return NO_CACHE_FLAG not in g
 
 
 def response_cache() -> ResponseCache:
@@ -225,8 +263,12 @@ def response_cache() -> ResponseCache:
                 engine = state().engine
                 path = sqlite_file_path(state().config.database.url)  # (the engine's is a URI)
                 files = (path, path.with_name(path.name + "-wal")) if path is not None else ()
-                check_every_s = state().config.web.change_check_ms / 1000
-                cache = ResponseCache(files=files, check_every_s=check_every_s)
+                web = state().config.web
+                cache = ResponseCache(
+                    files=files,
+                    check_every_s=web.change_check_ms / 1000,
+                    max_bytes=web.cache_mb << 20,
+                )
                 on_file_change(engine, cache.clear)
                 current_app.extensions[CACHE_KEY] = cache
     return cache
@@ -236,16 +278,18 @@ def cached_page(key_fn: Callable[..., Hashable | None]) -> Callable[[F], F]:
     """Decorate a page view so its rendered 200 body is cached per change marker, with an ETag.
 
     `key_fn` gets the view's arguments and returns a hashable key of everything *besides the
-    database* the page depends on (query arguments, the date if the page shows "today", ...), or
-    None to render without the cache (e.g. for arguments you do not want to cache). The key is
-    prefixed by the endpoint name. Only the body and its mimetype are cached (headers set by the
-    view are not; after_request hooks still run on every response). A GET/HEAD whose
-    If-None-Match matches the ETag gets a 304. Example (web/pages.py):
+    database* the page depends on (the query arguments it reads and only those, the date if the
+    page shows "today", ...), or None to render without the cache (e.g. for arguments you do not
+    want to cache). The key is prefixed by the endpoint name. Only the body and its mimetype are
+    cached (headers set by the view are not; after_request hooks still run on every response).
+    A GET/HEAD whose If-None-Match matches the ETag gets a 304. A page whose rendering called
+    never_cache() (it shows a live forecast) is sent as rendered, without an ETag.
+    Example (web/pages.py):
 
         from web.cache import cached_page
 
         @bp.get("/tickers/<ticker>")
-        @cached_page(lambda ticker: (ticker.upper(), request.args.get("level", "")))
+        @cached_page(lambda ticker: (ticker.upper(), request.args.get("level")))
         def ticker_page(ticker: str) -> str:
             ...
 
@@ -267,7 +311,7 @@ def cached_page(key_fn: Callable[..., Hashable | None]) -> Callable[[F], F]:
             entry = cache.get(full_key, marker)
             if entry is None:
                 response = make_response(view(*args, **kwargs))
-                if response.status_code != 200 or response.is_streamed:
+                if response.status_code != 200 or response.is_streamed or not cacheable():
                     return response
                 entry = cache.put(full_key, marker, response.get_data(), response.mimetype)
             return entry.response(conditional=request.method in ("GET", "HEAD"))
@@ -277,4 +321,12 @@ def cached_page(key_fn: Callable[..., Hashable | None]) -> Callable[[F], F]:
     return decorate
 
 
-__all__ = ["Entry", "ResponseCache", "cached_page", "make_etag", "response_cache"]
+__all__ = [
+    "Entry",
+    "ResponseCache",
+    "cacheable",
+    "cached_page",
+    "make_etag",
+    "never_cache",
+    "response_cache",
+]

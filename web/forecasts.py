@@ -17,6 +17,7 @@ from db.models import QUANTILE_COLUMNS
 from forecasting.numbers import round_sig
 from forecasting.quantiles import DEFAULT_LEVEL, INTERVAL_LEVELS, QUANTILE_NAMES, interval_indices
 from jobs.config import Config, validate_ticker
+from web.cache import never_cache
 from web.errors import ApiError
 from web.live import ModelCache, ModelPruned, ModelUnavailable, NoForecast, live_forecast
 from web.params import whole_number
@@ -225,7 +226,8 @@ def find_forecast(
     day: date,
     with_attention: bool = True,
 ) -> ForecastView:
-    """The forecast as of the latest candle session <= `day`: stored if present, else live."""
+    """The forecast as of the latest candle session <= `day`: stored if present, else live (and
+    then this request's answer is never cached: web.cache.never_cache)."""
     rows = q.forecast_on_or_before(session, ticker=ticker, day=day, with_attention=with_attention)
     view = view_from_rows(rows)
     if view is not None:
@@ -247,6 +249,7 @@ def find_forecast(
         raise ApiError(404, "no_forecast", str(exc)) from None
     except ModelUnavailable as exc:
         raise ApiError(503, "model_unavailable", str(exc)) from None
+    never_cache()  # a live answer depends on the models in memory: pages and API alike
     return _with_staleness(session, view, config=config, day=day)
 
 

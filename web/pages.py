@@ -62,10 +62,11 @@ def _plotly_bytes(encoding: str) -> bytes:
         return _plotly_js[encoding]
 
 
-def _query_key() -> tuple[tuple[str, str], ...]:
-    """A page's query arguments as a cache key (web.cache.cached_page: the database part of the
-    key is the change marker)."""
-    return tuple(sorted(request.args.items(multi=True)))
+def _query_key(*names: str) -> tuple[str | None, ...]:
+    """The query arguments `names` a page reads (their first values, as the page reads them) as
+    its cache key (web.cache.cached_page; the database part of the key is the change marker).
+    Other arguments are not part of it: `?utm_source=...` is the same page."""
+    return tuple(request.args.get(name) for name in names)
 
 
 @bp.get("/static/plotly.min.js")
@@ -141,7 +142,7 @@ def _index_row(
 
 
 @bp.get("/")
-@cached_page(_query_key)
+@cached_page(lambda: _query_key("filter"))
 def index() -> str:
     """One row per configured ticker: last close and day change, a sparkline of ~3 months of
     closes with the forecast fan, the next-session forecast, model age and last run status.
@@ -166,7 +167,7 @@ def index() -> str:
 
 
 @bp.get("/tickers/<ticker>")
-@cached_page(lambda ticker: (ticker.upper(), _query_key()))
+@cached_page(lambda ticker: (ticker.upper(), _query_key("as_of", "window", "page")))
 def ticker_page(ticker: str) -> tuple[str, int]:
     """Candles with the forecast fan beside them, accuracy vs naive and baselines as of the
     page's date over a window of sessions, a paged list of scored forecasts, attention
@@ -199,7 +200,7 @@ def _runs_args() -> tuple[str | None, int]:
 
 
 @bp.get("/runs")
-@cached_page(_query_key)
+@cached_page(lambda: _query_key("status", "page"))
 def runs() -> str:
     """Job runs, newest first, RUNS_PER_PAGE a page, one table row each, filterable by status."""
     status, page = _runs_args()
@@ -227,7 +228,7 @@ def runs() -> str:
 
 
 @bp.get("/runs/<int:run_id>")
-@cached_page(lambda run_id: (run_id, _query_key()))
+@cached_page(lambda run_id: run_id)
 def run_detail(run_id: int) -> str:
     """One run: its times, host and message, and every ticker's outcome with its full error."""
     run = q.run_with_tickers(db_session(), run_id=run_id) if run_id <= MAX_RUN_ID else None

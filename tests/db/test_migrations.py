@@ -35,9 +35,10 @@ TABLES = {
     "run_locks",
     "apscheduler_jobs",
     "baseline_forecasts",
+    "data_changes",
 }
 VIEWS = {"forecast_accuracy", "baseline_accuracy"}
-HEAD = "0004"
+HEAD = "0005"
 
 
 def _schema(url: str) -> tuple[set[str], set[str]]:
@@ -198,7 +199,7 @@ def test_downgrade_to_0002_restores_the_forecasts_table(db_url: str) -> None:
     assert migrate.current(db_url) == "0002"
     assert _forecasts_table(db_url) == before
     assert _schema(db_url) == (
-        TABLES - {"baseline_forecasts"} | {"alembic_version"},
+        TABLES - {"baseline_forecasts", "data_changes"} | {"alembic_version"},
         {"forecast_accuracy"},
     )
 
@@ -207,9 +208,12 @@ def test_downgrade_one_step_keeps_the_initial_schema(migrated_url: str) -> None:
     migrate.downgrade(migrated_url, "0001")
     assert migrate.current(migrated_url) == "0001"
     tables, views = _schema(migrated_url)
-    assert tables == TABLES - {"run_locks", "apscheduler_jobs", "baseline_forecasts"} | {
-        "alembic_version"
-    }
+    assert tables == TABLES - {
+        "run_locks",
+        "apscheduler_jobs",
+        "baseline_forecasts",
+        "data_changes",
+    } | {"alembic_version"}
     assert views == {"forecast_accuracy"}
 
 
@@ -250,6 +254,22 @@ def _rows(url: str, sql: str) -> list[Any]:
     try:
         with engine.connect() as conn:
             return list(conn.execute(text(sql)))
+    finally:
+        engine.dispose()
+
+
+def _triggers(url: str) -> set[str]:
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            if engine.dialect.name == "postgresql":
+                sql = (
+                    "SELECT tgname || ' ON ' || tgrelid::regclass::text FROM pg_trigger "
+                    "WHERE NOT tgisinternal AND tgrelid::regclass::text NOT LIKE '%.%'"
+                )
+            else:
+                sql = "SELECT name FROM sqlite_master WHERE type = 'trigger'"
+            return set(conn.execute(text(sql)).scalars())
     finally:
         engine.dispose()
 
@@ -323,3 +343,13 @@ def test_0004_cleans_stored_candles_exactly_as_a_sync_now_writes_them(db_url: st
     finally:
         engine.dispose()
     assert (counts.added, counts.updated, counts.unchanged) == (0, 0, 300)
+
+
+def test_downgrade_to_0004_drops_the_change_marker_and_its_triggers(migrated_url: str) -> None:
+    assert len(_triggers(migrated_url)) in (6, 18)  # one per shown table (SQLite: per event)
+    migrate.downgrade(migrated_url, "0004")
+    assert migrate.current(migrated_url) == "0004"
+    assert _triggers(migrated_url) == set()
+    assert _schema(migrated_url)[0] == TABLES - {"data_changes"} | {"alembic_version"}
+    migrate.upgrade(migrated_url)
+    assert len(_triggers(migrated_url)) in (6, 18)

@@ -74,6 +74,10 @@ def test_environment_selects_config_and_overrides_database_url(tmp_path, monkeyp
         ("[web]\ntimeout_s = 5\nread_timeout_s = 10\n", "must not exceed web.timeout_s (5)"),
         ("[web]\nchange_check_ms = -1\n", "web.change_check_ms must be between 0 and 60000"),
         ('[web]\nchange_check_ms = "50"\n', "web.change_check_ms must be an integer"),
+        ("[web]\ncache_mb = 0\n", "web.cache_mb must be between 1 and 65536, got 0"),
+        ("[web]\ncache_mb = -5\n", "web.cache_mb must be between 1 and 65536, got -5"),
+        ("[web]\ncache_mb = 0.5\n", "web.cache_mb must be an integer, got 0.5"),
+        ("[web]\ncache_mb = 100000\n", "web.cache_mb must be between 1 and 65536"),
         ('[tickers]\nexchange = "XXXX"\n', "tickers.exchange: unknown exchange calendar"),
         ('[tickers]\nexchanges = { "IBM" = "XNYS" }\n', "tickers.exchanges: 'IBM' is not in"),
         ("[data\n", "not valid TOML"),
@@ -105,3 +109,14 @@ def test_validate_ticker_rejects_anything_but_a_plain_symbol(symbol):
 
     with pytest.raises(ValueError, match="invalid ticker"):
         validate_ticker(symbol)
+
+
+def test_web_cache_budget_default_file_and_environment(tmp_path, monkeypatch):
+    monkeypatch.delenv("CANDLECAST_DATABASE_URL", raising=False)
+    assert load_config(DEFAULT_CONFIG_PATH).web.cache_mb == 32  # documented in config.toml
+    assert load_config(write(tmp_path, "[web]\ncache_mb = 8\n")).web.cache_mb == 8
+    monkeypatch.setenv("CANDLECAST_WEB__CACHE_MB", "64")
+    assert load_config(write(tmp_path, "[web]\ncache_mb = 8\n")).web.cache_mb == 64
+    monkeypatch.setenv("CANDLECAST_WEB__CACHE_MB", "0")
+    with pytest.raises(ConfigError, match="CANDLECAST_WEB__CACHE_MB: web.cache_mb must be"):
+        load_config(write(tmp_path, ""))

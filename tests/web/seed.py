@@ -8,6 +8,7 @@ AAPL's stored forecasts have close quantiles and a model mix; MSFT's has neither
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -159,3 +160,22 @@ def seed(session: Session, *, model_record: dict[str, Any]) -> Seed:
         msft_as_of=sessions[-1],
         run_ids=(first.id, second.id),
     )
+
+
+def store_night(
+    session: Session, candles: pd.DataFrame, days: Sequence[date], *, flat: bool = False
+) -> None:
+    """A finished scheduled run as of days[-1] with AAPL forecast sets as of each of `days`;
+    `flat`: every close (and its interval) equals the open, so the answer differs from a
+    normal set's."""
+    run = ForecastRun(trigger="schedule", status="succeeded", as_of_date=days[-1])
+    run.finished_at = datetime.now(UTC)
+    session.add(run)
+    session.flush()
+    for day in days:
+        rows = forecast_rows(candles, ticker="AAPL", as_of=day, run_id=run.id, model_id=None)
+        if flat:
+            for row in rows:
+                row.close = row.close_lo = row.close_hi = row.open  # different values
+                row.high, row.low = row.open * 1.01, row.open * 0.99
+        session.add_all(rows)

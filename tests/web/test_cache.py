@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
-from collections.abc import Sequence
-from datetime import UTC, date, datetime
+import tracemalloc
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -16,24 +15,14 @@ from flask.testing import FlaskClient
 from sqlalchemy import delete
 from sqlalchemy.engine import make_url
 
-from db.models import Forecast, ForecastRun
+from db.models import Forecast
 from db.repository import upsert_candles
 from db.session import make_engine, make_session_factory
-from tests.web.conftest import Site, state_of, web_config
-from tests.web.seed import bundled_candles, forecast_rows
+from tests.web.conftest import Site, http_get, state_of, web_config
+from tests.web.seed import bundled_candles, store_night
 from web import api, create_app
-from web.cache import CACHE_KEY, cached_page, response_cache
-
-
-def http_get(base: str, path: str, headers: dict[str, str] | None = None) -> Any:
-    parts = urlsplit(base)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
-    try:
-        conn.request("GET", path, headers=headers or {})
-        response = conn.getresponse()
-        return response.status, dict(response.getheaders()), response.read()
-    finally:
-        conn.close()
+from web.cache import CACHE_KEY, Entry, ResponseCache, cached_page, entry_bytes, response_cache
+from web.fast_predict import raw_key
 
 
 def test_etag_and_if_none_match_304_over_http(live_server: str, sqlite_site: Site) -> None:
@@ -143,23 +132,6 @@ def _app(url: str, tmp_path: Path) -> Flask:
     app = create_app(web_config(url, tmp_path))
     app.config["TESTING"] = True
     return app
-
-
-def store_night(session: Any, candles: Any, days: Sequence[date], *, flat: bool = False) -> None:
-    """A finished scheduled run as of days[-1] with AAPL forecast sets as of each of `days`;
-    `flat`: every close (and its interval) equals the open, so the answer differs from a
-    normal set's."""
-    run = ForecastRun(trigger="schedule", status="succeeded", as_of_date=days[-1])
-    run.finished_at = datetime.now(UTC)
-    session.add(run)
-    session.flush()
-    for day in days:
-        rows = forecast_rows(candles, ticker="AAPL", as_of=day, run_id=run.id, model_id=None)
-        if flat:
-            for row in rows:
-                row.close = row.close_lo = row.close_hi = row.open  # different values
-                row.high, row.low = row.open * 1.01, row.open * 0.99
-        session.add_all(rows)
 
 
 def test_new_forecast_set_is_served_on_the_next_request(migrated_url: str, tmp_path: Path) -> None:
@@ -293,3 +265,78 @@ def test_a_commit_is_seen_once_the_change_check_window_has_passed(
     finally:
         state_of(app).engine.dispose()
         writer.dispose()
+
+
+def _filled(cache: ResponseCache, marker: tuple[int, ...]) -> None:
+    """Make `marker` the cache's current one (as a check of the database would)."""
+    cache._marker = marker
+
+
+def test_the_cache_drops_least_recently_used_entries_beyond_its_byte_budget() -> None:
+    body = b"x" * 3000
+    one = entry_bytes(("k", 0), Entry("e" * 24, body, "text/html"))
+    cache = ResponseCache(max_bytes=3 * one + 10)
+    _filled(cache, (7,))
+    for i in range(3):
+        cache.put(("k", i), (7,), body, "text/html")
+    assert len(cache) == 3 and cache.size_bytes == 3 * one
+    assert cache.get(("k", 0), (7,)) is not None  # 0 is now the most recently used
+    cache.put(("k", 3), (7,), body, "text/html")
+    assert [("k", i) in cache for i in range(4)] == [True, False, True, True]
+    assert cache.size_bytes == 3 * one <= cache.max_bytes
+    cache.put(("k", 4), (7,), b"y" * 20_000, "text/html")  # larger than the whole budget
+    assert ("k", 4) not in cache and len(cache) == 3
+    cache.put(("k", 3), (7,), body[:100], "text/html")  # replaced: charged its new size
+    assert cache.size_bytes == 2 * one + entry_bytes(("k", 3), Entry("e" * 24, body[:100], ""))
+    cache.put(("k", 5), (8,), body, "text/html")  # made under another marker: not kept
+    assert ("k", 5) not in cache
+    cache.clear()
+    assert cache.size_bytes == 0 and len(cache) == 0
+
+
+def test_what_an_entry_is_charged_covers_the_memory_it_holds() -> None:
+    """tracemalloc: the budget is an upper bound of what the entries really take."""
+    cache = ResponseCache(max_bytes=1 << 30)
+    _filled(cache, (1,))
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(2000):
+            start, end = f"2022-{i:06d}", "2023-12-29"  # new strings, as parsed from a request
+            cache.put(("page", "api.candles", ("AAPL", start, end)), (1,), b"{}" * (i % 50), "x")
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert held <= cache.size_bytes <= 1.5 * held
+
+
+def test_the_budget_comes_from_the_config(site: Site, tmp_path: Path) -> None:
+    app = create_app(web_config(site.url, tmp_path, web={"cache_mb": 3}))
+    try:
+        with app.app_context():
+            assert response_cache().max_bytes == 3 * 1024 * 1024
+        default = create_app(web_config(site.url, tmp_path))
+        with default.app_context():
+            assert response_cache().max_bytes == 32 * 1024 * 1024
+        state_of(default).engine.dispose()
+    finally:
+        state_of(app).engine.dispose()
+
+
+def test_a_predict_with_unknown_query_arguments_is_not_kept_under_its_bytes(
+    client: FlaskClient, site: Site
+) -> None:
+    body = json.dumps({"stock_symbol": "AAPL", "input_date": site.seed.stored_as_of[9].isoformat()})
+    post = {"data": body, "content_type": "application/json"}
+    plain = client.post("/predict", **post)
+    assert plain.status_code == 200
+    with site.app.app_context():
+        cache = response_cache()
+    for n in range(3):
+        other = client.post(f"/predict?utm={n}", **post)
+        assert other.get_data() == plain.get_data()
+        assert other.headers["ETag"] == plain.headers["ETag"]
+        assert raw_key(body.encode(), f"utm={n}".encode()) not in cache
+    assert raw_key(body.encode(), b"") in cache
+    assert client.post("/predict?level=80", **post).get_data() == plain.get_data()
+    assert raw_key(body.encode(), b"level=80") in cache  # level is read: kept
