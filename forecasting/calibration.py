@@ -174,9 +174,11 @@ def calibrate(pred, target, sigma, har_log_q, har_hl_err) -> dict:
 def serve(pred, close0, sigma, calibration: dict, har) -> dict[str, np.ndarray]:
     """Served prices for n as-of rows from network outputs and HAR-range's CandlePaths.
 
-    close/open: last close moved by the gated network move; quantiles: the blend of the
-    network's and HAR-range's in log-return space; high/low from ``range_from`` per horizon,
-    always with low <= min(open, close) <= max(open, close) <= high.
+    quantiles: the blend of the network's and HAR-range's in log-return space; close: their
+    median (one centre: the served close is the served distribution's q50; on the dev universe it
+    beat the last close in close MAE by 0.1-0.5% at every horizon, see the README); open: the last
+    close moved by the gated network move; high/low from ``range_from`` per horizon, always with
+    low <= min(open, close) <= max(open, close) <= high.
     """
     if calibration.get("version") != CALIBRATION_VERSION:
         raise ValueError(
@@ -185,11 +187,11 @@ def serve(pred, close0, sigma, calibration: dict, har) -> dict[str, np.ndarray]:
         )
     c0 = np.asarray(close0, dtype="float64")[:, None]
     s = np.asarray(sigma, dtype="float64")[:, None]
-    close = c0 * np.exp(s * np.asarray(calibration["alpha_close"])[None, :] * pred[..., 0])
     opn = c0 * np.exp(s * np.asarray(calibration["alpha_open"])[None, :] * pred[..., 1])
     lstm_q = lstm_log_quantiles(pred, np.asarray(sigma, dtype="float64"), calibration)
     har_q = np.log(har.quantiles / c0[..., None])
     quantiles = c0[..., None] * np.exp(blend_quantiles(lstm_q, har_q, calibration["blend"]))
+    close = quantiles[..., MEDIAN]
     use_lstm = np.asarray([src == "lstm" for src in calibration["range_from"]])[None, :]
     top, bottom = np.maximum(opn, close), np.minimum(opn, close)
     high = np.where(use_lstm, top * np.exp(s * pred[..., 2]), np.maximum(har.high, top))

@@ -1,9 +1,10 @@
 """Inference: the next ``horizon`` sessions' candles, close quantiles and attention weights.
 
-The served numbers come from ``forecasting.calibration.serve``: the close and open are the last
-close moved by the (gated) network move, the close quantiles blend the network's with
-HAR-range's in log-return space with per-horizon weights fitted on held-out data, and the
-high/low come from whichever of the two was clearly better there (HAR-range by default).
+The served numbers come from ``forecasting.calibration.serve``: the close quantiles blend the
+network's with HAR-range's in log-return space with per-horizon weights fitted on held-out data,
+the close is their median (q50: one centre), the open is the last close moved by the (gated)
+network move, and the high/low come from whichever of the two was clearly better there
+(HAR-range by default).
 All prices are positive and low <= min(open, close) <= max(open, close) <= high.
 """
 
@@ -47,8 +48,9 @@ class Forecast:
     candles: list[ForecastCandle]
     attention: list[float]
     attention_dates: list[date]
-    # Which model(s) produced the served numbers, e.g. {"close": "naive", "quantiles":
-    # {"har_range": 0.7, "lstm": 0.3}, "range": "har_range"}; stored with every forecast.
+    # Which model(s) produced the served numbers, per horizon, e.g. {"close": ["median", ...],
+    # "quantiles": [{"lstm": 0.25, "har_range": 0.75}, ...], "range": ["har_range", ...]}: the
+    # close is the median of the served quantiles; stored with every forecast.
     model_mix: dict = field(default_factory=dict)
     # The served forecast's parts on their own ("lstm": the network alone, "har_range"), stored
     # in baseline_forecasts so that each can be scored against what happened.
@@ -82,7 +84,7 @@ def model_mix(calibration: dict) -> dict:
     """Which model produced each part of the served forecast (stored with every forecast)."""
     blend = [float(w) for w in calibration["blend"]]
     return {
-        "close": ["lstm" if a > 0 else "naive" for a in calibration["alpha_close"]],
+        "close": ["median"] * len(blend),
         "quantiles": [{"lstm": w, "har_range": round(1 - w, 4)} for w in blend],
         "range": list(calibration["range_from"]),
     }

@@ -1,4 +1,5 @@
-"""The ticker page's main chart: actual candles, the forecast's fan, median and candles.
+"""The ticker page's main chart: the forecast's fan behind the actual candles, its close line and
+candles.
 
 A plotly JSON figure (web.charts.Figure) on the common layout of web.charts.
 """
@@ -78,8 +79,7 @@ def _actual_traces(candles: pd.DataFrame) -> list[dict[str, Any]]:
 def _fan(
     traces: list[dict[str, Any]], view: ForecastView, x: list[str], anchor: float | None
 ) -> list[float]:
-    """Append one shaded band per stored interval level plus the median close line to `traces`;
-    returns the y's."""
+    """Append one shaded band per stored interval level to `traces`; returns the y's."""
     ys: list[float] = []
     lead = [anchor] if anchor is not None else []
     for level in sorted(INTERVAL_LEVELS, reverse=True):
@@ -107,22 +107,21 @@ def _fan(
                 "name": f"{level}% close interval",
             }
         )
-    median = [
-        c.quantiles[3] if c.quantiles and c.quantiles[3] is not None else c.close
-        for c in view.candles
-    ]
-    traces.append(
-        {
-            "type": "scatter",
-            "x": x,
-            "y": lead + [float(v) for v in median],
-            "mode": "lines+markers",
-            "line": {"color": FORECAST, "width": 2, "dash": "dot"},
-            "marker": {"size": 5},
-            "name": "forecast median close",
-        }
-    )
     return ys
+
+
+def _centre(view: ForecastView, x: list[str], anchor: float | None) -> dict[str, Any]:
+    """The one centre line: the served close (the median of the served distribution)."""
+    lead = [anchor] if anchor is not None else []
+    return {
+        "type": "scatter",
+        "x": x,
+        "y": lead + [float(c.close) for c in view.candles],
+        "mode": "lines+markers",
+        "line": {"color": FORECAST, "width": 2, "dash": "dot"},
+        "marker": {"size": 6},
+        "name": "forecast close (median)",
+    }
 
 
 def candle_chart(
@@ -142,6 +141,9 @@ def candle_chart(
     day's slot (actual left, forecast right, both narrower), never on top of each other.
     """
     days = [ts.date() for ts in candles.index]
+    # plotly draws trace types in the order they first appear: the fan (scatter) goes first so
+    # that it lies behind the actual candles, which keep their colours on as-of pages.
+    fan: list[dict[str, Any]] = []
     traces = _actual_traces(candles)
     all_days = list(days)
     ys: list[float] = []
@@ -156,7 +158,8 @@ def candle_chart(
         if view.as_of in days:
             anchor = float(candles["close"].iloc[days.index(view.as_of)])
         fan_x = ([view.as_of.isoformat()] if anchor is not None else []) + x
-        ys += _fan(traces, view, fan_x, anchor)
+        ys += _fan(fan, view, fan_x, anchor)
+        traces.append(_centre(view, fan_x, anchor))
         traces.append(
             {
                 "type": "candlestick",
@@ -168,10 +171,12 @@ def candle_chart(
                 "text": [f"forecast h{c.horizon} for {c.date.isoformat()}" for c in fc],
                 "name": f"forecast candles ({view.source})",
                 "increasing": {
-                    "line": {"color": FORECAST},
-                    "fillcolor": "rgba(111, 66, 193, 0.25)",
+                    "line": {"color": FORECAST, "width": 2.5},
+                    "fillcolor": "rgba(111, 66, 193, 0.35)",
                 },
-                "decreasing": {"line": {"color": FORECAST}, "fillcolor": FORECAST},
+                "decreasing": {"line": {"color": FORECAST, "width": 2.5}, "fillcolor": FORECAST},
+                # whisker caps make the forecast high and low readable at the default zoom
+                "whiskerwidth": 0.6,
             }
         )
         ys += [c.low for c in fc] + [c.high for c in fc]
@@ -198,7 +203,7 @@ def candle_chart(
         yaxis["range"] = [min(finite) - pad, max(finite) + pad]
     # Same-day actual and forecast candles share the day's slot side by side (left, right).
     return figure(
-        traces,
+        fan + traces,
         xaxis=xaxis,
         yaxis=yaxis,
         boxmode="group" if beside else "overlay",  # same-day actual and forecast side by side

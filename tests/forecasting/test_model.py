@@ -108,7 +108,7 @@ def test_random_weights_and_outputs_decode_to_valid_candles():
         _prices_valid(prices)
 
 
-def test_blend_weight_zero_serves_har_quantiles_and_one_serves_the_network():
+def test_blend_weight_zero_serves_har_quantiles_and_one_serves_the_network_with_the_median_close():
     rng = np.random.default_rng(8)
     pred = np.abs(rng.normal(0, 1, (20, 4, 10)))
     pred[..., :2] = rng.normal(0, 1, (20, 4, 2))
@@ -127,8 +127,9 @@ def test_blend_weight_zero_serves_har_quantiles_and_one_serves_the_network():
     np.testing.assert_allclose(prices["quantiles"][:, :2], har.quantiles[:, :2], rtol=1e-12)
     network = C.lstm_log_quantiles(pred, sigma, calibration)[:, 2:]
     np.testing.assert_allclose(prices["quantiles"][:, 2:], close0[:, None, None] * np.exp(network))
-    np.testing.assert_allclose(prices["close"][:, 0], close0)  # alpha 0: the naive close
-    np.testing.assert_allclose(prices["close"][:, 1], close0 * np.exp(sigma * pred[:, 1, 0]))
+    # one centre: the served close is the served median (q50) whatever alpha_close says
+    np.testing.assert_array_equal(prices["close"], prices["quantiles"][..., C.MEDIAN])
+    assert not np.allclose(prices["close"][:, 0], close0)  # not the last close
     np.testing.assert_allclose(prices["high"], np.maximum(har.high, prices["close"]))
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from db.models import BaselineForecast, Forecast, ForecastRun, ForecastRunTicker, ModelVersion
 from db.run_lock import RunLockedError
@@ -53,6 +53,12 @@ def test_run_once_stores_four_candles_per_ticker_and_is_idempotent(
     quantiles = [[getattr(r, f"close_{q}") for q in QUANTILE_NAMES] for r in rows]
     assert all(q == sorted(q) and q[1] == r.close_lo for q, r in zip(quantiles, rows, strict=True))
     assert set(rows[0].model_mix) == {"close", "quantiles", "range"}
+    assert rows[0].model_mix["close"] == ["median"] * 4
+    with session_factory() as s:  # one centre: every stored close is its own q50, in SQL
+        off_centre = s.execute(
+            text("SELECT count(*) FROM forecasts WHERE close <> close_q50 OR close_q50 IS NULL")
+        ).scalar_one()
+    assert off_centre == 0
     assert len(rows[0].attention["weights"]) == 60
     with session_factory() as s:
         baseline_sets = s.execute(

@@ -93,7 +93,15 @@ def test_fan_has_a_band_per_stored_level(client: FlaskClient) -> None:
     assert bands == {"50% close interval", "80% close interval", "90% close interval"}
     names = {t.get("name", "") for t in data}
     assert {"actual up (close ≥ open)", "actual down (close < open)"} <= names
-    assert "forecast median close" in names and "forecast candles (stored)" in names
+    assert "forecast candles (stored)" in names
+    # one centre: a single line, at the served closes, and no other centre line
+    (centre,) = [t for t in data if t["type"] == "scatter" and t.get("mode") == "lines+markers"]
+    candles = next(t for t in data if t.get("name") == "forecast candles (stored)")
+    assert centre["name"] == "forecast close (median)"
+    assert centre["y"][-4:] == candles["close"]
+    # the fan lies behind the actual candles: every band comes before the first candlestick
+    first_candle = next(i for i, t in enumerate(data) if t["type"] == "candlestick")
+    assert max(i for i, t in enumerate(data) if t.get("fill") == "tonexty") < first_candle
     msft, _ = figure(get(client, "/tickers/MSFT"), "candles-chart")  # no quantiles stored
     assert {t.get("name", "") for t in msft if t.get("fill") == "tonexty"} == {"80% close interval"}
 
@@ -195,6 +203,9 @@ CANDLE_TRACES = """() => {
 }"""
 
 
+ACTUAL = f"({GD}).data.find(t => t.name === 'actual')"
+
+
 def test_as_of_page_in_a_browser(browser, live_server: str, sqlite_site: Site) -> None:
     SHOTS.mkdir(parents=True, exist_ok=True)
     as_of = sqlite_site.seed.stored_as_of[3].isoformat()
@@ -231,14 +242,14 @@ def test_as_of_page_in_a_browser(browser, live_server: str, sqlite_site: Site) -
                 ".layout.yaxis.range.slice()"
             )
             zoomed = page.evaluate(y_range)
-            shown = page.evaluate(f"() => ({GD}).data[0].x.length")
+            shown = page.evaluate(f"() => {ACTUAL}.x.length")
             page.locator("#candles-chart .rangeselector .button").nth(3).click()  # "all"
             # the rest of the year is fetched from /api/candles and put before the shown months
             page.wait_for_function(
                 "() => document.getElementById('candles-chart').dataset.loaded", timeout=10_000
             )
             assert page.get_attribute("#candles-chart", "data-loaded") != "failed"
-            assert page.evaluate(f"() => ({GD}).data[0].x.length") > shown + 150
+            assert page.evaluate(f"() => {ACTUAL}.x.length") > shown + 150
             page.wait_for_function(f"z => ({y_range})()[0] < z[0]", arg=zoomed, timeout=5_000)
             if width == 1280:  # paging the recent forecasts: older, then back to newer
                 page.goto(live_server + "/tickers/AAPL")
