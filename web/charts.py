@@ -141,6 +141,43 @@ def attention_entropy(weights: Sequence[float]) -> float | None:
     return -sum(v * math.log(v) for v in p) / math.log(len(weights))
 
 
+RECENCY_RATIO = 1.25  # newest/oldest tenth weight ratio beyond which attention leans one way
+
+
+def attention_sentence(weights: Sequence[float], dates: Sequence[date] = ()) -> str | None:
+    """One sentence on what the attention weights (oldest session first) say, derived from them:
+    the mean weight of the newest tenth of the window against the oldest tenth, and the entropy."""
+    w = [float(v) for v in weights]
+    entropy = attention_entropy(w)
+    if entropy is None:
+        return None
+    n, tenth = len(w), max(1, len(w) // 10)
+    oldest, newest = sum(w[:tenth]) / tenth, sum(w[-tenth:]) / tenth
+    ratio = newest / oldest if oldest > 0 else math.inf
+    if ratio > RECENCY_RATIO:
+        return (
+            f"Attention leans toward recent sessions: the newest tenth of the {n}-session window "
+            f"gets {ratio:.1f}x the weight of the oldest tenth."
+        )
+    if ratio < 1 / RECENCY_RATIO:
+        return (
+            f"Attention leans toward older sessions: the oldest tenth of the {n}-session window "
+            f"gets {1 / ratio:.1f}x the weight of the newest tenth."
+        )
+    if entropy > NEAR_UNIFORM:
+        return (
+            f"Attention is near-uniform: the model weighs the last {n} sessions about equally "
+            f"(newest tenth {ratio:.2f}x the oldest), so this chart says little about which days "
+            "mattered."
+        )
+    top = max(range(n), key=lambda i: w[i])
+    when = dates[top].isoformat() if len(dates) == n else f"session {top + 1} of {n}"
+    return (
+        f"Attention has no recency trend (newest tenth {ratio:.2f}x the oldest); its largest "
+        f"weight, {w[top] * n:.1f}x uniform, is on {when}."
+    )
+
+
 def attention_chart(view: ForecastView) -> Figure:
     """Attention weight per past session of the input window against the uniform 1/n line."""
     labels = iso(view.attention_dates) or [str(i + 1) for i in range(len(view.attention))]

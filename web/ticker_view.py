@@ -172,7 +172,9 @@ def ticker_context(symbol: str, raw: str, window: str, page_no: int) -> tuple[di
         "history_div": history_div,
         "attention": attention,
         "attention_entropy": entropy,
-        "near_uniform": entropy is not None and entropy > charts.NEAR_UNIFORM,
+        "attention_sentence": (
+            charts.attention_sentence(view.attention, view.attention_dates) if view else None
+        ),
         "window": window,
         "windows": ACCURACY_WINDOWS,
         "rolling_sessions": ROLLING_SESSIONS,

@@ -164,35 +164,45 @@ def test_recent_forecasts_are_paged_by_twenty(client: FlaskClient) -> None:
         assert re.fullmatch(r"[\d,]+\.\d{2}", cell)  # rounded to cents
 
 
-def test_attention_sentence_only_when_near_uniform(
+def test_attention_sentence_is_derived_from_the_weights(
     client: FlaskClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     page = get(client, "/tickers/AAPL")  # the seed's weights rise linearly (entropy ~0.94)
     assert 'id="attention-entropy">0.943<' in page and "near-uniform" not in page
     data, _ = figure(page, "attention-chart")
     assert any(t.get("name", "") == "uniform (1/20)" for t in data)
+    with client.application.test_request_context("/tickers/AAPL"):
+        seed = ticker_view.page_forecast("AAPL", "")[0].attention
+    tenth = len(seed) // 10
+    ratio = (sum(seed[-tenth:]) / tenth) / (sum(seed[:tenth]) / tenth)
+    assert f"the newest tenth of the 20-session window gets {ratio:.1f}x the weight" in page
 
     original = ticker_view.page_forecast
 
-    def flat(ticker: str, raw: str) -> Any:
-        view, message, status = original(ticker, raw)
-        weights = tuple(1 / 60 + (0.003 if i % 2 else -0.003) for i in range(60))
-        return dataclasses.replace(view, attention=weights, attention_dates=()), message, status
+    def with_weights(weights: tuple[float, ...]) -> str:
+        def replaced(ticker: str, raw: str) -> Any:
+            view, message, status = original(ticker, raw)
+            return dataclasses.replace(view, attention=weights, attention_dates=()), message, status
 
-    monkeypatch.setattr(ticker_view, "page_forecast", flat)
-    clear_page_cache(client)
-    flat_page = get(client, "/tickers/AAPL")
+        monkeypatch.setattr(ticker_view, "page_forecast", replaced)
+        clear_page_cache(client)
+        return get(client, "/tickers/AAPL")
+
+    flat = tuple(1 / 60 + (0.003 if i % 2 else -0.003) for i in range(60))
     assert "Attention is near-uniform: the model weighs the last 60 sessions about equally" in (
-        flat_page
+        with_weights(flat)
     )
-
-    def none(ticker: str, raw: str) -> Any:
-        view, message, status = original(ticker, raw)
-        return dataclasses.replace(view, attention=(), attention_dates=()), message, status
-
-    monkeypatch.setattr(ticker_view, "page_forecast", none)
-    clear_page_cache(client)
-    assert 'id="attention-chart"' not in get(client, "/tickers/AAPL")
+    # the case: high entropy (> 0.98) but bars rising from 0.0095 to 0.022 are not "equal"
+    rising = tuple(0.0095 + (0.022 - 0.0095) * i / 59 for i in range(60))
+    total = sum(rising)
+    rising_page = with_weights(tuple(v / total for v in rising))
+    assert "about equally" not in rising_page and "leans toward recent sessions" in rising_page
+    assert "gets 2.1x the weight of the oldest tenth" in rising_page
+    older = with_weights(tuple(reversed([v / total for v in rising])))
+    assert "leans toward older sessions: the oldest tenth of the 60-session window gets 2.1x" in (
+        older
+    )
+    assert 'id="attention-chart"' not in with_weights(())
 
 
 GD = "document.querySelector('#candles-chart .plotly-graph-div')"
