@@ -90,6 +90,24 @@ def session_on_or_before(session: Session, *, ticker: str, day: date) -> date | 
     )
 
 
+def stored_as_of_around(
+    session: Session, *, ticker: str, day: date
+) -> tuple[date | None, date | None, date | None, date | None]:
+    """(first, last) as-of dates with a stored forecast of `ticker`, and the nearest ones before
+    and after `day`, in one query (None where there is none)."""
+    as_of = _F.as_of_date
+    mine = _F.ticker == ticker
+    row = session.execute(
+        select(
+            select(func.min(as_of)).where(mine).scalar_subquery(),
+            select(func.max(as_of)).where(mine).scalar_subquery(),
+            select(func.max(as_of)).where(mine, as_of < day).scalar_subquery(),
+            select(func.min(as_of)).where(mine, as_of > day).scalar_subquery(),
+        )
+    ).one()
+    return row[0], row[1], row[2], row[3]
+
+
 def forecast_on_or_before(
     session: Session, *, ticker: str, day: date, with_attention: bool = True
 ) -> Sequence[Row[Any]]:

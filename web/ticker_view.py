@@ -40,6 +40,14 @@ def page_forecast(ticker: str, raw: str) -> tuple[ForecastView | None, str | Non
     return view, None, 200
 
 
+def _picked(raw: str) -> date | None:
+    """The date picker's value as a date, or None when it is empty or not a date."""
+    try:
+        return date.fromisoformat(raw) if raw else None
+    except ValueError:
+        return None
+
+
 TICKER_CANDLE_DAYS = 370  # about a year of candles behind the chart's "all" button
 VISIBLE_SESSIONS = 63  # the chart opens on about three months plus the forecast
 PAST_PER_PAGE = 20
@@ -104,7 +112,14 @@ def ticker_context(symbol: str, raw: str, window: str, page_no: int) -> tuple[di
     config = state().config
     view, message, status = page_forecast(symbol, raw)
     session = db_session()
-    ref = view.as_of if view else q.session_on_or_before(session, ticker=symbol, day=date.max)
+    last_session = q.session_on_or_before(session, ticker=symbol, day=date.max)
+    first_stored, last_stored, before, after = q.stored_as_of_around(
+        session, ticker=symbol, day=view.as_of if view else _picked(raw) or date.max
+    )
+    # A date without a forecast shows nothing from another date: only links to the nearest ones.
+    ref = view.as_of if view else (None if raw else last_session)
+    nearest = [d for d in (before, after) if d is not None] if view is None and raw else []
+    picker_max = max((d for d in (last_stored, last_session) if d is not None), default=None)
     chart = attention = history_div = more_url = None
     panel: dict[str, Any] = {"summary": [], "baselines": {}, "rolling_div": None}
     past: Sequence[Any] = []
@@ -165,6 +180,9 @@ def ticker_context(symbol: str, raw: str, window: str, page_no: int) -> tuple[di
         "message": message,
         "as_of_value": raw or (view.as_of.isoformat() if view else ""),
         "as_of_arg": raw or None,
+        "nearest_as_of": nearest,
+        "picker_min": first_stored,
+        "picker_max": picker_max,
         "ref": ref,
         "model": models.get(model_id) if model_id else None,
         "chart": chart,

@@ -58,10 +58,22 @@ def test_ticker_page_date_picker_stored_and_live(client: FlaskClient, site: Site
     assert 'data-source="live"' in live
 
 
-def test_ticker_page_without_forecast_explains(client: FlaskClient) -> None:
+def test_ticker_page_without_forecast_links_the_nearest_dates_and_shows_nothing_else(
+    client: FlaskClient, site: Site
+) -> None:
     page = html(client, "/tickers/AAPL?as_of=2023-03-01", status=404)
     assert 'id="message"' in page and "no model" in page
-    assert 'id="candles-chart"' in page  # actual candles still shown
+    # nothing from another date: no chart, no forecast, no accuracy, no past forecasts
+    for part in ('id="candles-chart"', 'id="forecast"', 'id="accuracy"', 'id="past"'):
+        assert part not in page
+    first = site.seed.stored_as_of[0].isoformat()  # every stored date is after 2023-03-01
+    nearest = re.search(r'<p id="nearest">(.*?)</p>', page, re.S)
+    assert nearest and re.findall(r'href="([^"]+)"', nearest.group(1)) == [
+        f"/tickers/AAPL?as_of={first}"
+    ]
+    # the picker offers the stored range (up to the newest candle, for live forecasts)
+    latest = html(client, "/tickers/AAPL")
+    assert f'min="{first}"' in latest and f'max="{site.seed.last_session.isoformat()}"' in latest
     nothing = html(client, "/tickers/GOOGL", status=404)
     assert "no candles of GOOGL" in nothing
 
