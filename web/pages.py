@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import gzip
+import io
 import threading
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -14,7 +16,7 @@ from flask import Blueprint, Response, render_template, request
 from markupsafe import Markup
 
 from db import web_queries as q
-from db.models import RUN_STATUSES
+from db.models import QUANTILE_COLUMNS, RUN_STATUSES
 from web import db_session, state
 from web import ticker_view as tv
 from web.cache import cached_page
@@ -183,6 +185,33 @@ def ticker_page(ticker: str) -> tuple[str, int]:
         parse_int(request.args.get("page"), "page", default=1, hi=tv.MAX_PAGE),
     )
     return render_template("ticker.html", **context), status
+
+
+CSV_COLUMNS = (
+    "as_of_date", "horizon", "target_date", "open", "high", "low", "close", "close_lo", "close_hi",
+    *QUANTILE_COLUMNS,
+    "actual_open", "actual_high", "actual_low", "actual_close", "abs_error", "naive_close",
+    "naive_abs_error", "in_interval_50", "in_interval", "in_interval_90",
+    "winkler_50", "winkler_80", "winkler_90", "high_abs_error", "low_abs_error",
+    "model_version_id", "run_id",
+)  # fmt: skip
+CSV_MAX_ROWS = 400_000  # about 270 years of four forecasts a session: every stored one
+
+
+@bp.get("/tickers/<ticker>/forecasts.csv")
+def forecasts_csv(ticker: str) -> Response:
+    """Every stored forecast of `ticker` with what happened (forecast_accuracy), newest first."""
+    symbol = check_ticker(state().config, ticker)
+    rows = q.forecast_history(db_session(), ticker=symbol, start=None, end=None, limit=CSV_MAX_ROWS)
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for row in rows:
+        writer.writerow(["" if row[c] is None else row[c] for c in CSV_COLUMNS])
+    response = Response(out.getvalue(), mimetype="text/csv")
+    # the file name is the validated, configured ticker, never the raw path segment
+    response.headers["Content-Disposition"] = f'attachment; filename="{symbol}-forecasts.csv"'
+    return response
 
 
 RUNS_PER_PAGE = 20
