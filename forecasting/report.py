@@ -24,17 +24,28 @@ from forecasting.scoring import (
 )
 
 SKILL_PLOT_METRICS = ("winkler_80", "pinball", "hl_ae")
+HEADLINE_METRICS = ("winkler_80", "pinball", "hl_ae", "close_ae")
+METRIC_NAMES = {
+    "winkler_80": "Winkler-80 interval score",
+    "pinball": "pinball loss (7 quantiles)",
+    "hl_ae": "high/low absolute error",
+    "close_ae": "close absolute error",
+}
 SECTION_TITLES = {
+    "headline": "Headline: the model against each baseline",
     "skill": "Skill against baselines",
     "reliability": "Reliability of the quantiles and intervals",
     "rolling": "Rolling Winkler-80 interval score",
     "summary": "Summary table",
 }
+# One colour per model, the same in every chart and its legend.
+PALETTE = ("#6f42c1", "#1a9e77", "#d9534f", "#e8890c", "#1f77b4", "#8c564b", "#17becf", "#7f7f7f")
 _CSS = (
-    "body{font-family:sans-serif;margin:2em;max-width:1200px}"
+    "body{font-family:sans-serif;margin:2em auto;padding:0 1em;max-width:1200px}"
     "table{border-collapse:collapse;font-size:0.85em}"
     "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}"
     "th{background:#f3f3f3}.note{color:#555}"
+    "td.better{background:#e3f5ee}td.worse{background:#fbe6e5}td.tie{color:#555}"
 )
 
 
@@ -54,17 +65,16 @@ class _Figures:
         return div
 
 
-def _skill_figure(skill: pd.DataFrame, model: str, baseline: str) -> go.Figure:
+def _skill_figure(skill: pd.DataFrame, model: str, metric: str, colors: dict) -> go.Figure:
+    """One metric: the model's score change against each baseline per horizon, with intervals."""
     fig = go.Figure()
-    for metric in SKILL_PLOT_METRICS:
-        s = skill[skill["metric"] == metric]
-        if s.empty:
-            continue
+    for baseline, s in skill.groupby("baseline", sort=False):
         pct = (s["ratio"] - 1.0) * 100.0
         fig.add_bar(
             x=[_e(f"h={h}") for h in s["horizon"]],
             y=pct,
-            name=_e(metric),
+            name=_e(baseline),
+            marker_color=colors[baseline],
             error_y={
                 "type": "data",
                 "symmetric": False,
@@ -74,15 +84,55 @@ def _skill_figure(skill: pd.DataFrame, model: str, baseline: str) -> go.Figure:
         )
     fig.add_hline(y=0.0, line_color="black", line_width=1)
     fig.update_layout(
-        title=_e(f"{model} vs {baseline}: score change in % (negative = better)"),
+        title=_e(f"{METRIC_NAMES[metric]}: {model} against each baseline (negative = better)"),
         barmode="group",
-        yaxis_title="(ratio - 1) in %, 95% block-bootstrap interval",
+        yaxis_title=_e(f"{metric}: (ratio - 1) in %, 95% interval"),
         height=380,
     )
     return fig
 
 
-def _reliability_figure(scored: pd.DataFrame, models: Sequence[str]) -> go.Figure:
+def _identical(skill: pd.DataFrame) -> pd.Series:
+    """True for the rows of (model, baseline, metric) triples whose scores are the same on every
+    row (identical forecasts for that metric: a ratio of exactly 1 with no interval)."""
+    one = ((skill["ratio_lo"] - 1.0).abs() < 1e-12) & ((skill["ratio_hi"] - 1.0).abs() < 1e-12)
+    return one.groupby([skill["model"], skill["baseline"], skill["metric"]]).transform("all")
+
+
+def _headline(skill: pd.DataFrame) -> str:
+    """One table: per model, baseline and metric a row; per horizon the ratio and its interval."""
+    if skill.empty:
+        return "<p>No model/baseline pair shares scored rows.</p>"
+    values = skill["horizon"].unique()
+    horizons = sorted(h for h in values if h != "all") + [h for h in values if h == "all"]
+    head = "".join(f"<th>{'all h' if h == 'all' else f'h={h}'}</th>" for h in horizons)
+    rows = []
+    for (model, baseline, metric), g in skill.groupby(["model", "baseline", "metric"], sort=False):
+        by_h = {r.horizon: r for r in g.itertuples(index=False)}
+        cells = []
+        for h in horizons:
+            r = by_h.get(h)
+            if r is None or pd.isna(r.ratio):
+                cells.append("<td>—</td>")
+                continue
+            cls = {"better": "better", "worse": "worse"}.get(r.verdict, "tie")
+            cells.append(
+                f"<td class='{cls}'>{r.ratio:.3f} [{r.ratio_lo:.3f}, {r.ratio_hi:.3f}]</td>"
+            )
+        rows.append(
+            f"<tr><td>{_e(model)}</td><td>{_e(baseline)}</td>"
+            f"<td>{_e(METRIC_NAMES.get(metric, metric))}</td>{''.join(cells)}</tr>"
+        )
+    return (
+        "<table id='headline'><thead><tr><th>model</th><th>baseline</th><th>metric</th>"
+        f"{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+        "<p class='note'>Each cell: model score / baseline score on the same rows, with its 95% "
+        "block-bootstrap interval; green = better beyond the interval, red = worse, grey = inside "
+        "the noise. Pairs whose forecasts are identical are left out.</p>"
+    )
+
+
+def _reliability_figure(scored: pd.DataFrame, models: Sequence[str], colors: dict) -> go.Figure:
     fig = make_subplots(
         rows=1,
         cols=2,
@@ -95,11 +145,14 @@ def _reliability_figure(scored: pd.DataFrame, models: Sequence[str]) -> go.Figur
         below = [s[f"below_{name}"].mean() for name in QUANTILE_NAMES]
         if pd.isna(cover).all() and pd.isna(below).all():
             continue
-        name = _e(model)
-        fig.add_scatter(x=nominal_iv, y=cover, name=name, legendgroup=name, row=1, col=1)
+        name, line = _e(model), {"color": colors[model]}  # one colour in both panels
+        fig.add_scatter(
+            x=nominal_iv, y=cover, name=name, legendgroup=name, line=line, marker=line,
+            row=1, col=1,
+        )  # fmt: skip
         fig.add_scatter(
             x=list(QUANTILE_LEVELS), y=below, name=name, legendgroup=name, showlegend=False,
-            row=1, col=2,
+            line=line, marker=line, row=1, col=2,
         )  # fmt: skip
     for col in (1, 2):
         fig.add_scatter(
@@ -112,14 +165,19 @@ def _reliability_figure(scored: pd.DataFrame, models: Sequence[str]) -> go.Figur
     return fig
 
 
-def _rolling_figure(scored: pd.DataFrame, models: Sequence[str], window: int) -> go.Figure:
+def _rolling_figure(
+    scored: pd.DataFrame, models: Sequence[str], window: int, colors: dict
+) -> go.Figure:
     mp = max(1, window // 3)  # short backtests still get a line
     rolling = rolling_scores(scored, "winkler_80", window, models=models, min_periods=mp)
     fig = go.Figure()
     for model, g in rolling.groupby("model", sort=False):
-        fig.add_scatter(x=g["as_of_date"], y=g["rolling_mean"], mode="lines", name=_e(model))
+        fig.add_scatter(
+            x=g["as_of_date"], y=g["rolling_mean"], mode="lines", name=_e(model),
+            line={"color": colors[model]},
+        )  # fmt: skip
     fig.update_layout(
-        title=_e(f"Winkler-80 / as-of close, {window}-date rolling mean (same rows for all)"),
+        title=_e(f"Winkler-80 interval score / as-of close, {window}-date rolling mean"),
         yaxis_title="Winkler-80 (lower is better)",
         height=400,
     )
@@ -152,8 +210,10 @@ def write_html_report(
 ) -> Path:
     """Write the report for add_scores() rows to ``path`` and return it.
 
-    Sections: header (tickers, dates, n), skill bars per model vs baseline with bootstrap
-    intervals, reliability diagram, rolling Winkler-80, and the summary table per model/horizon.
+    Sections: header (tickers, dates, n), the headline table (each model against each baseline
+    per metric and horizon, with bootstrap intervals), skill bars per model and metric, the
+    reliability diagram, rolling Winkler-80, and the summary table per model/horizon. Pairs
+    with identical forecasts (e.g. the served model when it is HAR-range) are left out.
     """
     path = Path(path)
     shown = list(dict.fromkeys([*models, *baselines]))
@@ -162,6 +222,11 @@ def write_html_report(
     dates = pd.to_datetime(pd.Series(scored["as_of_date"].unique()))
     tickers = sorted(str(t) for t in scored["ticker"].unique())
     span = f"{dates.min():%Y-%m-%d} .. {dates.max():%Y-%m-%d}" if len(dates) else "no dates"
+    colors = {m: PALETTE[i % len(PALETTE)] for i, m in enumerate(shown)}
+    skill = skill_table(
+        scored, models, baselines, HEADLINE_METRICS, block=block, n_boot=n_boot, seed=seed
+    )
+    skill = skill[skill["ratio"].notna() & ~_identical(skill)]
     parts = [
         f"<h1>{_e(title)}</h1>",
         f"<p>Tickers ({len(tickers)}): {_e(', '.join(tickers))}</p>",
@@ -169,26 +234,19 @@ def write_html_report(
         f"models: {_e(', '.join(shown))}.</p>",
         "<p class='note'>Scores are divided by the as-of close; lower is better. Ratios compare "
         "two models on the same (ticker, as-of date, horizon) rows.</p>",
+        f"<h2>{_e(SECTION_TITLES['headline'])}</h2>",
+        _headline(skill),
         f"<h2>{_e(SECTION_TITLES['skill'])}</h2>",
     ]
-    skill = skill_table(
-        scored, models, baselines, SKILL_PLOT_METRICS, block=block, n_boot=n_boot, seed=seed
-    )
     n_figs = 0
     for model in models:
-        for baseline in baselines:
-            pair = skill[(skill["model"] == model) & (skill["baseline"] == baseline)]
+        for metric in SKILL_PLOT_METRICS:
+            pair = skill[(skill["model"] == model) & (skill["metric"] == metric)]
             if not pair.empty:
-                parts.append(figure(_skill_figure(pair, model, baseline)))
+                parts.append(figure(_skill_figure(pair, model, metric, colors)))
                 n_figs += 1
     if not n_figs:
         parts.append("<p>No model/baseline pair shares scored rows.</p>")
-    if not skill.empty:
-        cols = ["model", "baseline", "metric", "horizon", "n", "ratio", "ratio_lo", "ratio_hi",
-                "verdict", "model_better_tickers", "n_tickers"]  # fmt: skip
-        parts.append(
-            f"<details><summary>Skill numbers</summary>{_html_table(skill[cols])}</details>"
-        )
     levels = ", ".join(
         f"{lv}% = q{round(lo * 100):02d}..q{round(hi * 100):02d}"
         for lv, (lo, hi) in INTERVAL_LEVELS.items()
@@ -196,9 +254,9 @@ def write_html_report(
     parts += [
         f"<h2>{_e(SECTION_TITLES['reliability'])}</h2>",
         f"<p class='note'>Pooled over tickers and horizons. Intervals: {_e(levels)}.</p>",
-        figure(_reliability_figure(scored, shown)),
+        figure(_reliability_figure(scored, shown, colors)),
         f"<h2>{_e(SECTION_TITLES['rolling'])}</h2>",
-        figure(_rolling_figure(scored, shown, window)),
+        figure(_rolling_figure(scored, shown, window, colors)),
         f"<h2>{_e(SECTION_TITLES['summary'])}</h2>",
         _html_table(summary_table(scored, ("model", "horizon"))),
     ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 
 import numpy as np
@@ -41,11 +42,15 @@ def _rows(n_dates: int = 40, seed: int = 0) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def report_text(tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp("report") / "sub" / "report.html"
+    rows = _rows()
+    mine = rows["model"] == "candlecast"
+    rows.loc[mine, "close"] *= np.exp(np.random.default_rng(1).normal(0, 0.01, mine.sum()))
+    same = rows[mine].assign(model="har_range")  # identical forecasts
     out = write_html_report(
-        add_scores(_rows()),
+        add_scores(pd.concat([rows, same], ignore_index=True)),
         path,
         models=["candlecast"],
-        baselines=["ewma", "naive"],
+        baselines=["har_range", "ewma", "naive"],
         title="Backtest <A & B>",
         n_boot=50,
         window=10,
@@ -57,10 +62,49 @@ def report_text(tmp_path_factory) -> str:
 def test_report_has_every_section(report_text):
     for title in SECTION_TITLES.values():
         assert f"<h2>{title}</h2>" in report_text
-    assert "candlecast vs ewma" in report_text and "candlecast vs naive" in report_text
     assert "<table>" in report_text and "coverage_80" in report_text
     assert "2021-01-04 .. 2021-02-12" in report_text  # the header's date range
-    assert report_text.count('class="plotly-graph-div"') == 4  # 2 skill, reliability, rolling
+    # skill: one chart per metric (winkler_80, pinball; every model's high/low is the same here,
+    # so there is no hl_ae chart), then reliability and rolling
+    assert report_text.count('class="plotly-graph-div"') == 4
+
+
+def test_report_opens_with_the_headline_table(report_text):
+    assert report_text.index("<h2>Headline") < report_text.index("<h2>Skill against")
+    table = re.search(r"<table id='headline'>(.*?)</table>", report_text, re.S).group(1)
+    rows = re.findall(r"<tr><td>(.*?)</td><td>(.*?)</td><td>(.*?)</td>(.*?)</tr>", table)
+    pairs = {(m, b) for m, b, _, _ in rows}
+    # identical forecasts (candlecast = har_range here) and naive's missing intervals are left out
+    assert pairs == {("candlecast", "ewma"), ("candlecast", "naive")}
+    metrics = {(b, metric) for _, b, metric, _ in rows}
+    assert ("naive", "close absolute error") in metrics
+    assert ("naive", "high/low absolute error") not in metrics  # same high/low as candlecast
+    assert ("naive", "Winkler-80 interval score") not in metrics  # naive has no interval
+    assert ("ewma", "Winkler-80 interval score") in metrics
+    cells = re.findall(r"<td class='(\w+)'>([\d.]+) \[([\d.]+), ([\d.]+)\]</td>", table)
+    assert len(cells) == 5 * len(rows)  # one per horizon and all pooled, each with its interval
+    assert all(float(lo) <= float(r) <= float(hi) for _, r, lo, hi in cells)
+
+
+def test_every_chart_names_its_metric_and_each_model_keeps_one_colour(report_text):
+    figures = [
+        json.loads(m)
+        for m in re.findall(r"Plotly\.newPlot\(\s*\"[^\"]+\",\s*(\[.*?\]),\s*\{", report_text, re.S)
+    ]
+    assert len(figures) == 4
+    titles = re.findall(r'"title":\{"text":"([^"]+)"', report_text)
+    for metric in ("Winkler-80 interval score", "pinball loss", "rolling mean"):
+        assert any(metric in t for t in titles), metric
+    colours: dict[str, set[str]] = {}
+    for traces in figures:
+        for t in traces:
+            colour = (t.get("line") or {}).get("color") or (t.get("marker") or {}).get("color")
+            if t.get("name") not in (None, "ideal"):
+                assert colour, t["name"]  # never plotly's default colour by trace index
+                colours.setdefault(t["name"], set()).add(colour)
+    # every model has one colour in every chart (the legend shows the first trace's colour)
+    assert colours and all(len(c) == 1 for c in colours.values()), colours
+    assert "margin:2em auto" in report_text  # centred at any width
 
 
 def test_report_works_offline(report_text):
