@@ -64,7 +64,7 @@ def test_ticker_page_without_forecast_links_the_nearest_dates_and_shows_nothing_
     page = html(client, "/tickers/AAPL?as_of=2023-03-01", status=404)
     assert 'id="message"' in page and "no model" in page
     # nothing from another date: no chart, no forecast, no accuracy, no past forecasts
-    for part in ('id="candles-chart"', 'id="forecast"', 'id="accuracy"', 'id="past"'):
+    for part in ('id="candles-chart"', 'id="forecast"', 'id="accuracy', 'id="past"'):
         assert part not in page
     first = site.seed.stored_as_of[0].isoformat()  # every stored date is after 2023-03-01
     nearest = re.search(r'<p id="nearest">(.*?)</p>', page, re.S)
