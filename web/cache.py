@@ -50,6 +50,7 @@ from typing import Any, TypeVar
 from flask import Response, current_app, g, make_response, request
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
+from werkzeug.utils import get_content_type
 
 from db import web_queries as q
 from db.session import on_file_change, sqlite_file_path
@@ -85,10 +86,22 @@ class Entry:
             response = Response(status=304)
         else:
             response = Response(self.body, mimetype=self.mimetype)
-        headers = response.headers
-        headers["ETag"] = f'"{self.etag}"'
-        headers["Cache-Control"] = "no-cache"  # clients revalidate (cheaply) every time
+        response.headers.extend(self.validator_headers())
         return response
+
+    def validator_headers(self) -> list[tuple[str, str]]:
+        """ETag and Cache-Control of every answer from this entry (Flask's, web.fast_predict's):
+        clients revalidate (cheaply) every time."""
+        return [("ETag", f'"{self.etag}"'), ("Cache-Control", "no-cache")]
+
+    def body_headers(self) -> list[tuple[str, str]]:
+        """What a 200 from this entry carries besides the app-wide headers: Content-Type as
+        Flask's Response(body, mimetype=...) sets it, Content-Length and validator_headers()."""
+        return [
+            ("Content-Type", get_content_type(self.mimetype, "utf-8")),
+            ("Content-Length", str(len(self.body))),
+            *self.validator_headers(),
+        ]
 
 
 def make_etag(marker: Marker, key: Hashable) -> str:

@@ -73,15 +73,9 @@ class PredictFastPath:
         return [entry.body]
 
     def _headers(self, entry: Entry) -> list[tuple[str, str]]:
-        """What Flask sends with web.cache.Entry.response(conditional=False) plus the app's
-        security headers (web.create_app)."""
-        return [
-            ("Content-Type", entry.mimetype),
-            ("Content-Length", str(len(entry.body))),
-            ("ETag", f'"{entry.etag}"'),
-            ("Cache-Control", "no-cache"),
-            *self.security_headers,
-        ]
+        """The entry's own headers (web.cache.Entry.body_headers, the ones Flask's answer from it
+        has) plus the app's security headers (the same list web.create_app adds to Flask's)."""
+        return [*entry.body_headers(), *self.security_headers]
 
 
 __all__ = ["RAW_KEY_MAX_BYTES", "PredictFastPath", "raw_key"]

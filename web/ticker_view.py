@@ -119,7 +119,6 @@ def ticker_context(symbol: str, raw: str, window: str, page_no: int) -> tuple[di
     # A date without a forecast shows nothing from another date: only links to the nearest ones.
     ref = view.as_of if view else (None if raw else last_session)
     nearest = [d for d in (before, after) if d is not None] if view is None and raw else []
-    picker_max = max((d for d in (last_stored, last_session) if d is not None), default=None)
     chart = attention = history_div = more_url = None
     panel: dict[str, Any] = {"summary": [], "baselines": {}, "rolling_div": None}
     past: Sequence[Any] = []
@@ -182,7 +181,7 @@ def ticker_context(symbol: str, raw: str, window: str, page_no: int) -> tuple[di
         "as_of_arg": raw or None,
         "nearest_as_of": nearest,
         "picker_min": first_stored,
-        "picker_max": picker_max,
+        "picker_max": last_stored,
         "ref": ref,
         "model": models.get(model_id) if model_id else None,
         "chart": chart,

@@ -51,15 +51,15 @@ class Site:
 def web_config(url: str, tmp: Path, **sections: dict[str, Any]) -> Config:
     """A validated config for the web tests (CANDLECAST_DATABASE_URL ignored).
 
-    `[web] change_check_ms` is 0 unless given: a test that writes and then asks expects the
-    answer to see its commit at once (test_cache checks the default window on its own).
+    `[web]` keeps the production defaults (change_check_ms 50) unless given: a test that
+    writes and then must see its commit on the very next request passes change_check_ms = 0
+    and says why.
     """
     raw: dict[str, dict[str, Any]] = {
         "database": {"url": url},
         "tickers": {"symbols": list(TICKERS)},
     }
     raw.update(sections)
-    raw["web"] = {"change_check_ms": 0, **raw.get("web", {})}
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv(DATABASE_URL_ENV, raising=False)
         return config_from_dict(raw, base_dir=tmp)

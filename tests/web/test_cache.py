@@ -129,7 +129,9 @@ def test_levels_and_tickers_do_not_collide(
 
 
 def _app(url: str, tmp_path: Path) -> Flask:
-    app = create_app(web_config(url, tmp_path))
+    # change_check_ms = 0: these tests commit and ask on the very next request, within the
+    # production 50 ms window (test_cache_freshness covers the default window over HTTP)
+    app = create_app(web_config(url, tmp_path, web={"change_check_ms": 0}))
     app.config["TESTING"] = True
     return app
 

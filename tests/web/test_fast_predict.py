@@ -85,8 +85,8 @@ def test_a_repeated_body_is_answered_before_flask_with_the_same_bytes_and_header
 
 
 def test_with_the_check_due_the_request_goes_to_flask(site: Site, tmp_path: Path) -> None:
-    """change_check_ms = 0 (the tests' default): every request checks the marker in Flask."""
-    app = create_app(web_config(site.url, tmp_path))
+    """change_check_ms = 0 (a check is always due): every request checks the marker in Flask."""
+    app = create_app(web_config(site.url, tmp_path, web={"change_check_ms": 0}))
     client = app.test_client()
     fast = app.wsgi_app
     inner = fast.wsgi_app  # type: ignore[attr-defined]

@@ -196,8 +196,9 @@ def test_live_forecast_carries_quantiles_and_model_mix(
     assert status == 200 and body["source"] == "live"
     assert body["model_mix"] == mix
     for candle in body["candles"]:
-        assert candle["close_lo"] == pytest.approx(candle["close"] * 0.97)
-        assert candle["close_hi"] == pytest.approx(candle["close"] * 1.03)
+        # prices are sent to 6 significant digits, each rounded on its own
+        assert candle["close_lo"] == pytest.approx(candle["close"] * 0.97, rel=1e-5)
+        assert candle["close_hi"] == pytest.approx(candle["close"] * 1.03, rel=1e-5)
         assert candle["quantiles"]["q50"] == pytest.approx(candle["close"])
 
 

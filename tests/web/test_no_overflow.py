@@ -59,9 +59,7 @@ def test_no_element_overflows_its_box(
     SHOTS.mkdir(parents=True, exist_ok=True)
     found: dict[str, list[str]] = {}
     for width in (1280, 1920):
-        context = browser.new_context(
-            viewport={"width": width, "height": 900}, color_scheme=scheme
-        )
+        context = browser.new_context(viewport={"width": width, "height": 900}, color_scheme=scheme)
         page = context.new_page()
         try:
             for name, path in pages(sqlite_site):
