@@ -13,6 +13,7 @@ import sys
 import click
 from rich.table import Table
 
+from db.urls import safe_url
 from jobs import cli_model, cli_run, logs
 from jobs.cli_support import (
     EXIT_FAILURE,
@@ -23,7 +24,6 @@ from jobs.cli_support import (
     pass_app,
     progress_bar,
     require_schema,
-    safe_url,
     stdout,
 )
 from jobs.config import Config

@@ -11,6 +11,7 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from db.urls import safe_url
 from jobs.config import Config, ConfigError, load_config, validate_ticker
 from jobs.text import one_line
 
@@ -132,13 +133,6 @@ def require_schema(config: Config) -> None:
             f"the database {safe_url(config.database.url)} has no schema; "
             "run `candlecast db upgrade` first"
         )
-
-
-def safe_url(url: str) -> str:
-    """The URL with any password hidden, for messages."""
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)
 
 
 def progress_bar() -> Progress:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from db.urls import safe_url
 from forecasting.params import ModelParams
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -318,8 +319,7 @@ def check_database_url(url: str) -> None:
     try:
         parsed = make_url(url)
     except (ArgumentError, ValueError):
-        shown = re.sub(r"(://[^/@:]*:)[^/@]*@", r"\1***@", url)  # hide any password
-        raise ConfigError(f"{key}: malformed URL {shown!r}; expected {supported}") from None
+        raise ConfigError(f"{key}: malformed URL {safe_url(url)!r}; expected {supported}") from None
     if parsed.drivername not in DATABASE_DRIVERS:
         raise ConfigError(
             f"{key}: unsupported database {parsed.drivername!r}; candlecast supports "

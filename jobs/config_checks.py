@@ -12,6 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from db.urls import safe_url
 from jobs.config import (
     ALERT_EVENTS,
     DATABASE_URL_ENV,
@@ -178,7 +179,7 @@ def _check_executor(executor: ExecutorConfig, db_url: str) -> None:
     if executor.kind == "dask" and executor.address and db_url.startswith("sqlite"):
         raise ConfigError(
             "executor.address: a remote Dask cluster cannot use the SQLite file database "
-            f"({db_url}); its workers must reach the same database: use PostgreSQL"
+            f"({safe_url(db_url)}); its workers must reach the same database: use PostgreSQL"
         )
 
 
@@ -190,7 +191,7 @@ def _positive(key: str, value: int) -> None:
 def _resolve_sqlite_url(url: str, base_dir: Path) -> str:
     """Make a relative SQLite file path absolute against the config file's directory."""
     if not isinstance(url, str) or "://" not in url:
-        raise ConfigError(f"database.url must be a SQLAlchemy URL, got {url!r}")
+        raise ConfigError(f"database.url must be a SQLAlchemy URL, got {safe_url(str(url))!r}")
     prefix = "sqlite:///"
     if url.startswith(prefix):
         rest = url[len(prefix) :]

@@ -36,6 +36,7 @@ from db.session import DatabaseFileError, DatabaseFileMissing
 CACHE_SECONDS = 5.0
 REGISTRY_KEY = "candlecast.metrics"
 RECORD_KEY = "candlecast.metrics.record"  # app.extensions: record(rule, method, status, seconds)
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE"})
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 log = logging.getLogger("candlecast.web")
@@ -217,7 +218,10 @@ def install_metrics(
     children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     def record(rule: str, method: str, status: int, seconds: float | None) -> None:
-        """Count one answered request (and its latency, when known)."""
+        """Count one answered request (and its latency, when known). The client chooses the
+        method: any other than the standard ones is counted as `other`, so a client cannot grow
+        the label set (the endpoint is the URL rule, the status is ours)."""
+        method = method if method in HTTP_METHODS else "other"
         key = (rule, method, status)
         pair = children.get(key)
         if pair is None:
