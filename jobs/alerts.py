@@ -3,8 +3,11 @@
 `alert_run(config, result)` is called by Pipeline.run_nightly (the daemon, its start-up resume and
 `run-once`) after the run is finished and its lock released; backfills never alert (an operator
 watches them, and one alert per as-of date would flood the channel). Delivery is synchronous but
-bounded (3 attempts, 5 s timeout each, 1 s and 2 s apart: under 20 s) so a process that exits right
-after its run still sends; it never raises and never changes the run's status or exit code.
+bounded in wall-clock time: at most 3 attempts, each with a total deadline of 5 s (a receiver that
+trickles bytes cannot stretch it), 1 s and 2 s apart, all within DELIVERY_BUDGET_S (20 s); so a
+process that exits right after its run still sends. A stop signal (SIGTERM/SIGINT: the pipeline's
+stop flag) during delivery abandons it within POLL_S. It never raises and never changes the run's
+status or exit code. A webhook URL with `user:password@` is sent with HTTP basic auth.
 `alert_stale` is the scheduler daemon's periodic check: when no run succeeded within
 `[schedule] stale_after_hours` of the run last due, one alert per due time.
 Only the webhook's scheme://host is ever logged: Slack and Mattermost URLs carry a token in their
@@ -13,14 +16,15 @@ path.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
+import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from jobs.config import AlertsConfig, Config
 from jobs.text import one_line
@@ -34,7 +38,10 @@ log = logging.getLogger("candlecast.alerts")
 RUN_EVENTS = ("failed", "partial")  # run statuses that alert ("stale": alert_stale, the daemon)
 ATTEMPTS = 3
 BACKOFF_S = (1.0, 2.0)  # sleeps before the 2nd and 3rd attempts
-TIMEOUT_S = 5.0  # per attempt (connect + response)
+TIMEOUT_S = 5.0  # per attempt: total deadline for connect, request and response
+DELIVERY_BUDGET_S = 20.0  # all attempts and pauses of one delivery
+STOPPING_TIMEOUT_S = 2.0  # the one attempt made when the stop flag is already set
+POLL_S = 0.1  # how often a waiting delivery looks at the stop flag
 TEXT_TICKERS = 10  # failed tickers named in `text` (all of them are in `failed`)
 TEXT_ERROR_CHARS = 160  # one error's length in `text`
 
@@ -75,17 +82,18 @@ def run_payload(result: RunResult, runs_url: str = "") -> dict[str, Any]:
     }
 
 
-def alert_run(config: Config, result: RunResult) -> bool:
+def alert_run(config: Config, result: RunResult, stop: threading.Event | None = None) -> bool:
     """POST the run's alert if [alerts] asks for its status; True when one was delivered.
 
-    Never raises: an alert is a courtesy, the run's outcome stands without it.
+    Never raises: an alert is a courtesy, the run's outcome stands without it. `stop` (the
+    pipeline's stop flag) set during delivery abandons it promptly.
     """
     alerts = config.alerts
     try:
         if not should_alert(alerts, result.status):
             return False
         payload = run_payload(result, alerts.runs_url)
-        return deliver(alerts.webhook_url, payload, what=f"run {result.run_id}")
+        return deliver(alerts.webhook_url, payload, what=f"run {result.run_id}", stop=stop)
     except Exception as exc:  # a bug here must not turn into the run's failure
         log.warning("alert for run %s not sent: %s", result.run_id, type(exc).__name__)
         return False
@@ -136,23 +144,42 @@ def deliver(
     attempts: int | None = None,
     backoff_s: tuple[float, ...] | None = None,
     timeout_s: float | None = None,
-    sleep: Callable[[float], None] = time.sleep,
+    budget_s: float | None = None,
+    stop: threading.Event | None = None,
 ) -> bool:
     """POST `payload` as JSON to `url`, retrying 5xx, 408, 429 and network errors with backoff.
 
-    Returns whether it was accepted (2xx). Logs one warning when it was not, naming only the
-    URL's scheme://host. Never raises.
+    Every attempt has a total deadline (`timeout_s`) and the whole delivery `budget_s`; `stop`
+    set while it waits or sleeps ends it at once (already set: one short attempt). Returns
+    whether it was accepted (2xx). Logs one warning when it was not, naming only the URL's
+    scheme://host. Never raises.
     """
     attempts = attempts or ATTEMPTS
     backoff = BACKOFF_S if backoff_s is None else backoff_s
     timeout = timeout_s or TIMEOUT_S
+    budget = budget_s or DELIVERY_BUDGET_S
+    if stop is not None and stop.is_set():  # stopping already: one short try, no retries
+        attempts, timeout, stop = 1, min(timeout, STOPPING_TIMEOUT_S), None
+    end = time.monotonic() + budget
     origin = safe_origin(url)
+    target, headers = _target(url)
     body = json.dumps(payload).encode("utf-8")
     error = "not attempted"
+    attempt = 0
     for attempt in range(1, attempts + 1):
         if attempt > 1:
-            sleep(backoff[min(attempt - 2, len(backoff) - 1)] if backoff else 0.0)
-        retry, error = _post_once(url, body, timeout)
+            pause = backoff[min(attempt - 2, len(backoff) - 1)] if backoff else 0.0
+            if time.monotonic() + pause >= end:
+                break
+            if stop is not None and stop.wait(pause):
+                error = "stopped by a signal"
+                break
+            if stop is None:
+                time.sleep(pause)
+        deadline = min(timeout, end - time.monotonic())
+        if deadline <= 0:
+            break
+        retry, error = _post_within(target, headers, body, deadline, stop)
         if error is None:
             log.info("alert for %s sent to %s", what, origin)
             return True
@@ -166,6 +193,52 @@ def deliver(
     return False
 
 
+def _target(url: str) -> tuple[str, dict[str, str]]:
+    """The URL without `user:password@` and the request headers (basic auth when it had one)."""
+    headers = {"Content-Type": "application/json", "User-Agent": "candlecast-alerts"}
+    try:
+        parts = urlsplit(url)
+        if parts.username is None and parts.password is None:
+            return url, headers
+        user, password = unquote(parts.username or ""), unquote(parts.password or "")
+        host = parts.hostname or ""
+        netloc = f"[{host}]" if ":" in host else host
+        netloc += f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return url, headers  # the POST fails with a clear error, not retried
+    token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+    headers["Authorization"] = f"Basic {token}"
+    return urlunsplit(parts._replace(netloc=netloc)), headers
+
+
+def _post_within(
+    url: str,
+    headers: dict[str, str],
+    body: bytes,
+    deadline: float,
+    stop: threading.Event | None,
+) -> tuple[bool, str | None]:
+    """One POST with a total wall-clock `deadline`: urllib's timeout is per socket operation,
+    so a receiver sending a byte now and then could hold it for minutes. The POST runs in a
+    daemon thread (it never keeps the process alive) and is abandoned at the deadline or stop."""
+    outcome: list[tuple[bool, str | None]] = []
+    worker = threading.Thread(
+        target=lambda: outcome.append(_post_once(url, headers, body, deadline)),
+        name="candlecast-alert",
+        daemon=True,
+    )
+    worker.start()
+    end = time.monotonic() + deadline
+    while worker.is_alive():
+        left = end - time.monotonic()
+        if left <= 0:
+            return True, f"no complete answer within {deadline:.1f} s"
+        if stop is not None and stop.is_set():
+            return False, "stopped by a signal"
+        worker.join(min(left, POLL_S))
+    return outcome[0] if outcome else (False, "the POST ended without a result")
+
+
 def safe_origin(url: str) -> str:
     """scheme://host[:port] of `url`: what may be logged (no credentials, path or query)."""
     try:
@@ -177,14 +250,11 @@ def safe_origin(url: str) -> str:
     return f"{parts.scheme}://{host}{port}"
 
 
-def _post_once(url: str, body: bytes, timeout: float) -> tuple[bool, str | None]:
+def _post_once(
+    url: str, headers: dict[str, str], body: bytes, timeout: float
+) -> tuple[bool, str | None]:
     """One POST: (retryable, error) where error is None on a 2xx answer."""
-    request = urllib.request.Request(
-        url,
-        data=body,
-        method="POST",
-        headers={"Content-Type": "application/json", "User-Agent": "candlecast-alerts"},
-    )
+    request = urllib.request.Request(url, data=body, method="POST", headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             response.read(4096)

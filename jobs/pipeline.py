@@ -113,9 +113,14 @@ class Pipeline:
         except Exception as exc:
             if run_id is not None and result is None:  # _finished_on_error finished it failed
                 message = f"run failed: {describe(exc)}"
-                alert_run(self.config, RunResult(run_id, as_of, "failed", [], message))
+                alert_run(
+                    self.config,
+                    RunResult(run_id, as_of, "failed", [], message),
+                    self.stop_event,
+                )
             raise
-        alert_run(self.config, result)  # lock released; bounded (~20 s), never raises
+        # lock released; bounded (20 s), abandoned on a stop signal, never raises
+        alert_run(self.config, result, self.stop_event)
         return result
 
     def _prune_artifacts(self, symbols: tuple[str, ...]) -> None:
