@@ -56,11 +56,10 @@ def forecast(app: AppContext, ticker: str, as_of) -> None:  # noqa: ANN001
     from jobs.sync import provider_for, sync_tickers
 
     config = app.config
-    (symbol,) = app.tickers(ticker)
-    if symbol not in config.tickers.symbols:
-        raise CommandError(
-            f"{symbol} is not a configured ticker ({', '.join(config.tickers.symbols)})"
-        )
+    symbols = app.tickers(ticker, name="--ticker")
+    if len(symbols) != 1:
+        raise UsageError("--ticker: give one ticker (forecast one ticker at a time)")
+    (symbol,) = symbols
     require_schema(config)
     factory = app.session_factory()
     (synced,) = sync_tickers(config, factory, provider_for(config), [symbol])
@@ -249,7 +248,7 @@ def backtest(
     if with_seed_baseline and "seed" not in models:
         models.append("seed")
     output_path, all_path, report_path = _output_paths(output, report)
-    tickers = app.tickers(tickers_opt)
+    tickers = app.tickers(tickers_opt, configured_only=False)  # a backtest may study any ticker
     every = retrain_every or config.model.retrain_every
     provider = provider_for(config)
     # The first refit needs history_years before START, plus a margin for feature warm-up.

@@ -21,6 +21,7 @@ from jobs.cli_support import (
     stderr,
     stdout,
 )
+from jobs.stop_signals import on_stop_signals
 
 log = logging.getLogger("candlecast.cli")
 
@@ -40,7 +41,7 @@ class RunExit(CommandError):
 
 
 def _stop_on_signals() -> threading.Event:
-    """SIGTERM/SIGINT set the returned flag: the ticker in progress finishes, the run ends
+    """SIGTERM/SIGINT/SIGHUP set the returned flag: the ticker in progress finishes, the run ends
     `interrupted`."""
     stop = threading.Event()
 
@@ -50,8 +51,7 @@ def _stop_on_signals() -> threading.Event:
         )
         stop.set()
 
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
+    on_stop_signals(handler)  # SIGTERM, SIGINT and SIGHUP (jobs.stop_signals)
     return stop
 
 
@@ -103,7 +103,7 @@ def run_once(app: AppContext, as_of, tickers_opt: str | None) -> None:  # noqa: 
     """Do one night's work now: sync, retrain and forecast every ticker, store the results.
 
     Exits 0 when every ticker succeeded, 3 when some failed (partial), 4 when all failed,
-    5 when another run holds the lock, 6 when interrupted by SIGTERM/SIGINT.
+    5 when another run holds the lock, 6 when interrupted by SIGTERM/SIGINT/SIGHUP.
     """
     from db.run_lock import RunLockedError
 
@@ -190,8 +190,9 @@ def scheduler(app: AppContext, list_only: bool, run_now: bool) -> None:
 
     The job is kept in the database, so a run missed while the daemon was down fires once on
     start-up if it is at most [schedule] misfire_grace_time_s late, and a run left unfinished by a
-    killed daemon is resumed at start-up for the tickers without forecasts. SIGTERM/SIGINT finish
-    the ticker in progress, mark the run interrupted and exit 0.
+    killed daemon is resumed at start-up for the tickers without forecasts. SIGTERM, SIGINT and
+    SIGHUP finish the ticker in progress, mark the run interrupted and exit 0 (SIGHUP reloads
+    nothing: the config file is read before every run).
     """
     from jobs import scheduler as daemon
 

@@ -106,18 +106,29 @@ class AppContext:
 
         return make_session_factory(make_engine(self.config.database.url))
 
-    def tickers(self, option: str | None) -> tuple[str, ...]:
-        """The tickers named by --tickers (validated), or every configured ticker."""
-        if not option:
+    def tickers(
+        self, option: str | None, *, name: str = "--tickers", configured_only: bool = True
+    ) -> tuple[str, ...]:
+        """The tickers named by the option (validated), or every configured ticker when it is
+        absent. An empty value is a usage error, never "all"; so is a ticker that is not in
+        [tickers] symbols, unless `configured_only` is False (a backtest may study any)."""
+        if option is None:
             return self.config.tickers.symbols
         symbols = tuple(s.strip().upper() for s in option.split(",") if s.strip())
         if not symbols:
-            raise UsageError("--tickers: no ticker given")
+            raise UsageError(f"{name}: no ticker given (leave the option out for all of them)")
         for symbol in symbols:
             try:
                 validate_ticker(symbol)
             except ValueError as exc:
-                raise UsageError(f"--tickers: {exc}") from None
+                raise UsageError(f"{name}: {exc}") from None
+        configured = self.config.tickers.symbols
+        unknown = [s for s in symbols if s not in configured]
+        if configured_only and unknown:
+            raise UsageError(
+                f"{name}: {', '.join(unknown)} {'is' if len(unknown) == 1 else 'are'} not a "
+                f"configured ticker ([tickers] symbols: {', '.join(configured)})"
+            )
         return symbols
 
 

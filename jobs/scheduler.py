@@ -36,6 +36,7 @@ from jobs.config import Config, load_config
 from jobs.config_checks import cron_trigger
 from jobs.jobstore import JsonSQLAlchemyJobStore
 from jobs.scheduler_metrics import SchedulerMetrics, record_run
+from jobs.stop_signals import block_stop_signals, on_stop_signals
 
 JOB_ID = "candlecast-nightly"
 JOB_FUNC = "jobs.scheduler:nightly_job"
@@ -49,7 +50,7 @@ log = logging.getLogger("candlecast.scheduler")
 if TYPE_CHECKING:
     from jobs.pipeline import Pipeline, RunResult
 
-# The daemon's stop flag: set by SIGTERM/SIGINT, checked by the pipeline between tickers.
+# The daemon's stop flag: set by SIGTERM/SIGINT/SIGHUP, checked by the pipeline between tickers.
 STOP = threading.Event()
 
 
@@ -57,10 +58,10 @@ def nightly_job(config_path: str | None) -> None:
     """The scheduled job: one nightly run with trigger 'schedule' (config re-read every time)."""
     from jobs.pipeline import Pipeline
 
-    # Keep SIGTERM/SIGINT away from this worker thread and the TensorFlow threads it starts:
+    # Keep SIGTERM/SIGINT/SIGHUP away from this worker thread and the TensorFlow threads it starts:
     # delivered to the main thread (blocked in the scheduler's wait) they run the stop handler at
     # once; delivered to any other thread they would wait until the main thread woke up.
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+    block_stop_signals()
     config = load_config(config_path)
     try:
         result = Pipeline(config, stop_event=STOP).run_nightly(trigger="schedule")
@@ -75,7 +76,7 @@ def resume_job(config_path: str | None) -> None:
     """The daemon's start-up job: resume a run a killed process left unfinished (if any)."""
     from jobs.pipeline import Pipeline
 
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})  # as nightly_job
+    block_stop_signals()  # as nightly_job
     config = load_config(config_path)
     try:
         result = resume_abandoned(Pipeline(config, stop_event=STOP))
@@ -215,7 +216,7 @@ def next_fire_times(config: Config, count: int = 5) -> list[datetime]:
 
 
 def run_daemon(config: Config, config_path: str | None, *, run_now: bool = False) -> int:
-    """Run the daemon in this process until SIGTERM/SIGINT; returns the exit code (0)."""
+    """Run the daemon in this process until SIGTERM/SIGINT/SIGHUP; returns the exit code (0)."""
     scheduler = build_scheduler(config)
     metrics = _serve_metrics(scheduler, config)
 
@@ -246,8 +247,7 @@ def run_daemon(config: Config, config_path: str | None, *, run_now: bool = False
         stopping.append(threading.Thread(target=scheduler.shutdown, daemon=True))
         stopping[0].start()
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    on_stop_signals(stop)  # SIGTERM, SIGINT and SIGHUP (jobs.stop_signals)
     scheduler.add_listener(log_next, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR | EVENT_JOB_MISSED)
     add_nightly_job(scheduler, config, config_path)
     if run_now:

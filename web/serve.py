@@ -161,6 +161,9 @@ def gunicorn_options(config: Config, workers: int | None = None) -> dict[str, An
         "graceful_timeout": 10,
         "preload_app": False,
         "proc_name": "candlecast-web",
+        # gunicorn >= 25 opens a control socket at a per-user path (~/.gunicorn/gunicorn.ctl or
+        # $XDG_RUNTIME_DIR/gunicorn.ctl) shared by every instance of the user: never open it.
+        "control_socket_disable": True,
         "accesslog": "-" if web.access_log else None,  # "-": stderr (CandlecastLogger)
         "access_log_format": ACCESS_LOG_FORMAT,
         "errorlog": "-",

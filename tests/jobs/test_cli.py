@@ -131,15 +131,39 @@ def test_db_downgrade_and_current(csv_setup, capsys):
     [
         (["sync", "--tickers", "AA PL"], "--tickers: invalid ticker 'AA PL'"),
         (["sync", "--tickers", ","], "--tickers: no ticker given"),
+        # one rule for every command that stores: refuse tickers that are not configured, and an
+        # empty --tickers is not "all of them"
+        (["run-once", "--tickers", "zzz"], "--tickers: ZZZ is not a configured ticker"),
+        (["run-once", "--tickers", "AAPL,TSLA,X"], "--tickers: TSLA, X are not a configured"),
+        (["run-once", "--tickers", ""], "--tickers: no ticker given"),
+        (["run-once", "--tickers", " , "], "--tickers: no ticker given"),
+        (
+            ["backfill", "--start", "2023-12-01", "--end", "2023-12-05", "--tickers", ""],
+            "no ticker",
+        ),
+        (
+            ["backfill", "--start", "2023-12-01", "--end", "2023-12-05", "--tickers", "ZZZ"],
+            "ZZZ is",
+        ),
+        (["sync", "--tickers", "ZZZ"], "--tickers: ZZZ is not a configured ticker"),
+        (["forecast", "--ticker", "AAPL,MSFT"], "--ticker: give one ticker"),
     ],
 )
-def test_bad_arguments_are_one_line_usage_errors(csv_setup, capsys, args, message):
+def test_bad_arguments_are_one_line_usage_errors(csv_setup, db_url, capsys, args, message):
     config, _ = csv_setup
     run(config, "db", "upgrade")
     capsys.readouterr()
     assert run(config, *args) == EXIT_USAGE
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    engine = make_engine(db_url)
+    try:
+        with engine.connect() as conn:  # refused before anything is stored
+            assert conn.execute(text("select count(*) from forecast_runs")).scalar_one() == 0
+            assert conn.execute(text("select count(*) from candles")).scalar_one() == 0
+    finally:
+        engine.dispose()
 
 
 def test_invalid_config_is_one_line_on_stderr(tmp_path, capsys):

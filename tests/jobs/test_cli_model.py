@@ -13,7 +13,7 @@ from db.session import make_engine
 from forecasting.artifact import sha256_hex
 from forecasting.backtest import CSV_COLUMNS
 from jobs.cli import main
-from jobs.cli_support import EXIT_FAILURE, EXIT_LOCKED, EXIT_OK, EXIT_USAGE
+from jobs.cli_support import EXIT_LOCKED, EXIT_OK, EXIT_USAGE
 from tests.jobs.conftest import TINY_MODEL, write_config
 
 
@@ -103,8 +103,8 @@ def test_forecast_retrains_when_the_stored_model_is_unusable(
 
 def test_forecast_refuses_an_unconfigured_ticker(tmp_path, universe, migrated_url, capsys):
     config = str(config_file(tmp_path, universe, migrated_url))
-    assert main(["--config", config, "forecast", "--ticker", "TSLA"]) == EXIT_FAILURE
-    assert "TSLA is not a configured ticker" in capsys.readouterr().err
+    assert main(["--config", config, "forecast", "--ticker", "TSLA"]) == EXIT_USAGE
+    assert "--ticker: TSLA is not a configured ticker" in capsys.readouterr().err
 
 
 def test_backtest_writes_the_csv_and_can_store_backfill_runs(

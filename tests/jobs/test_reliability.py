@@ -180,14 +180,18 @@ def test_a_missed_run_within_the_grace_time_fires_once_at_startup(sqlite_setup, 
     assert store.get_next_run_time() > datetime.now(UTC)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
 def test_sigterm_during_a_run_finishes_the_ticker_and_marks_it_interrupted(
-    sqlite_setup, candlecast
+    sqlite_setup, candlecast, signum
 ):
+    """SIGHUP is treated like SIGTERM (its default action killed the daemon, rc 129, and left
+    the run `running`)."""
     make_config_file, factory = sqlite_setup
     config = make_config_file("0 3 * * *", SLOW_MODEL, symbols=("AAPL", "MSFT", "GOOGL"))
     daemon = candlecast(config, "scheduler", "--run-now")
     wait_for(lambda: ticker_status(factory, "MSFT") == "running", "MSFT training", daemon)
-    daemon.send_signal(signal.SIGTERM)
+    daemon.send_signal(signum)
     _, err = daemon.communicate(timeout=TIMEOUT_S)
     assert daemon.returncode == 0, err
     assert run_statuses(factory) == [("schedule", "interrupted")]

@@ -78,16 +78,21 @@ def test_gunicorn_options_follow_config(sqlite_site: Site) -> None:
 def test_serve_answers_over_http(sqlite_site: Site, tmp_path: Path) -> None:
     port = free_port()
     config_path = write_config(sqlite_site, tmp_path, port)
+    home, runtime = tmp_path / "home", tmp_path / "runtime"
+    home.mkdir()
+    runtime.mkdir()
     proc = subprocess.Popen(
         [sys.executable, "-c", SERVE, str(config_path)],
         cwd=ROOT,
-        env=child_env(),
+        env={**child_env(), "HOME": str(home), "XDG_RUNTIME_DIR": str(runtime)},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
     try:
         health = json.loads(wait_for(f"http://127.0.0.1:{port}/healthz", proc))
         assert health["status"] == "ok" and health["latest_run"]["status"] == "partial"
+        # no gunicorn control socket: its default path is shared by every instance of a user
+        assert not [p for p in (*home.rglob("*"), *runtime.rglob("*")) if "gunicorn" in p.name]
         day = sqlite_site.seed.stored_as_of[-1].isoformat()
         request = urllib.request.Request(
             f"http://127.0.0.1:{port}/predict",
