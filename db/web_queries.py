@@ -17,10 +17,12 @@ from sqlalchemy import (
     Row,
     RowMapping,
     Select,
+    String,
     and_,
     bindparam,
     cast,
     func,
+    literal,
     select,
     text,
     tuple_,
@@ -497,6 +499,51 @@ def baseline_paired_accuracy(
         .order_by(ba.c.model, ba.c.horizon)
     )
     return session.execute(stmt).mappings().all()
+
+
+_SCORED_COLUMNS = (
+    "ticker", "as_of_date", "horizon", "open", "high", "low", "close", "close_lo", "close_hi",
+    *QUANTILE_COLUMNS, "actual_high", "actual_low", "actual_close", "naive_close",
+)  # fmt: skip
+
+
+def scored_rows(
+    session: Session,
+    *,
+    tickers: Sequence[str],
+    start: date | None,
+    end: date | None,
+    product: str,
+    baselines: Sequence[str],
+) -> Sequence[RowMapping]:
+    """Stored forecasts of `tickers` made in [start, end] whose actual is known, in the backtest
+    row shape: the served ones (forecast_accuracy) under `product` and the `baselines`' rows
+    (baseline_accuracy) under their model names, in one query."""
+
+    def part(view: Any, model: Any, *extra: Any) -> Select[Any]:
+        c = view.c
+        conditions = [c.ticker.in_(tickers), c.actual_close.is_not(None), *extra]
+        if start is not None:
+            conditions.append(c.as_of_date >= start)
+        if end is not None:
+            conditions.append(c.as_of_date <= end)
+        return select(model.label("model"), *(c[name] for name in _SCORED_COLUMNS)).where(
+            *conditions
+        )
+
+    served = part(forecast_accuracy, literal(product, String))
+    others = part(
+        baseline_accuracy, baseline_accuracy.c.model, baseline_accuracy.c.model.in_(baselines)
+    )
+    return session.execute(union_all(served, others)).mappings().all()
+
+
+def nth_forecast_date_back(session: Session, *, n: int) -> date | None:
+    """The as-of date `n` stored as-of dates before the newest one (any ticker), or the oldest
+    when there are fewer: the start of "the last n sessions" for a page about many tickers."""
+    as_of = ForecastRow.as_of_date
+    recent = select(as_of).group_by(as_of).order_by(as_of.desc()).limit(n).subquery()
+    return session.scalar(select(func.min(recent.c.as_of_date)))
 
 
 def daily_mae(

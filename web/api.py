@@ -24,6 +24,7 @@ from web.errors import ApiError
 from web.fast_predict import RAW_KEY_MAX_BYTES, raw_key
 from web.forecasts import check_ticker, find_forecast, parse_date, parse_level, price
 from web.params import parse_int
+from web.skill_view import skill_json
 
 bp = Blueprint("api", __name__)
 log = logging.getLogger(__name__)
@@ -123,13 +124,15 @@ def predict() -> Response:
 
 @bp.get("/api/forecasts/<ticker>")
 def forecast(ticker: str) -> Response:
-    """Same body as /predict; `as_of` defaults to today (i.e. the latest session).
+    """The body of /predict plus `skill` (web.skill_view.skill_json: the forecast's skill against
+    the baselines over the 250 sessions up to its as-of date); `as_of` defaults to today (i.e.
+    the latest session).
 
     Has an ETag when stored: If-None-Match with it answers 304 until the database changes.
     """
     symbol = check_ticker(state().config, ticker)
     day = _optional_date("as_of") or datetime.now(UTC).date()
-    return _forecast_json(symbol, day, _query_level(), conditional=True)
+    return _forecast_json(symbol, day, _query_level(), conditional=True, with_skill=True)
 
 
 def _forecast_json(
@@ -139,6 +142,7 @@ def _forecast_json(
     *,
     conditional: bool = False,
     also_key: Hashable | None = None,
+    with_skill: bool = False,
 ) -> Response:
     """The forecast as of the latest session on or before `day` (stored, else live).
 
@@ -148,7 +152,7 @@ def _forecast_json(
     404 `no_quantiles` when a level other than 80 is asked of a forecast without quantiles.
     """
     cache = response_cache()
-    key = ("forecast", ticker, day, level)
+    key = ("forecast", ticker, day, level, with_skill)
     marker = cache.marker(state().engine, db_session)
     entry = cache.get(key, marker)
     if entry is not None:
@@ -170,9 +174,12 @@ def _forecast_json(
             f"the forecast of {ticker} as of {view.as_of.isoformat()} has no {level}% interval "
             f"(its model made no close quantiles); level 80 is always available",
         )
+    body = view.to_json(level)
+    if with_skill:
+        body["skill"] = skill_json(db_session(), ticker, view.as_of)
     if not cacheable():  # a live answer (web.cache.never_cache, set by find_forecast)
-        return jsonify(view.to_json(level))
-    rendered = jsonify(view.to_json(level))  # the same bytes as an uncached answer
+        return jsonify(body)
+    rendered = jsonify(body)  # the same bytes as an uncached answer
     entry = cache.put(key, marker, rendered.get_data(), rendered.mimetype)
     if also_key is not None:
         cache.put_entry(also_key, marker, entry)  # the same body and ETag

@@ -101,33 +101,29 @@ def history_chart(rows: Sequence[Any]) -> Figure:
     return figure(traces, xaxis={"type": "date"}, yaxis={"title": {"text": "close"}})
 
 
-def rolling_mae_chart(daily: pd.DataFrame, sessions: int) -> Figure:
-    """Rolling `sessions`-session MAE of the model and of the naive forecast, by as-of date.
-
-    `daily` has one row per as-of date (index) with columns model_mae and naive_mae.
-    """
-    rolled = daily.rolling(sessions, min_periods=min(5, sessions)).mean().dropna()
+def rolling_score_chart(rolled: pd.DataFrame, sessions: int) -> Figure:
+    """The rolling `sessions`-date mean 80% interval score of the served model and of GARCH(1,1)
+    (forecasting.skill.rolling_interval_score: one column per model, indexed by as-of date)."""
     x = iso([ts.date() if hasattr(ts, "date") else ts for ts in rolled.index])
+    styles = {
+        "candlecast": ("candlecast", {"color": FORECAST, "width": 2}),
+        "garch": ("GARCH(1,1)", {"color": "#555", "width": 2, "dash": "dash"}),
+    }
     traces = [
         {
             "type": "scatter",
             "x": x,
-            "y": rolled["model_mae"].tolist(),
+            "y": [float(v) for v in rolled[model]],
             "mode": "lines",
-            "name": "model MAE",
-            "line": {"color": FORECAST, "width": 2},
-        },
-        {
-            "type": "scatter",
-            "x": x,
-            "y": rolled["naive_mae"].tolist(),
-            "mode": "lines",
-            "name": "naive MAE",
-            "line": {"color": "#555", "width": 2, "dash": "dash"},
-        },
+            "name": styles.get(model, (model, {}))[0],
+            "line": styles.get(model, (model, {}))[1],
+        }
+        for model in rolled.columns
     ]
     return figure(
-        traces, xaxis={"type": "date"}, yaxis={"title": {"text": "MAE"}, "rangemode": "tozero"}
+        traces,
+        xaxis={"type": "date"},
+        yaxis={"title": {"text": f"interval score ({sessions}-date mean)"}, "rangemode": "tozero"},
     )
 
 

@@ -23,6 +23,7 @@ from web.cache import cached_page
 from web.errors import ApiError
 from web.forecasts import ForecastView, check_ticker, latest_stored
 from web.params import parse_int
+from web.skill_view import index_skill
 from web.sparkline import FanStep, sparkline_svg
 
 bp = Blueprint("pages", __name__)
@@ -147,7 +148,8 @@ def _index_row(
 @cached_page(lambda: _query_key("filter"))
 def index() -> str:
     """One row per configured ticker: last close and day change, a sparkline of ~3 months of
-    closes with the forecast fan, the next-session forecast, model age and last run status.
+    closes with the forecast fan, the next-session forecast, its skill against GARCH(1,1) over
+    the last 250 sessions, model age and last run status.
     A constant number of queries, whatever the number of tickers.
     """
     session = db_session()
@@ -165,6 +167,7 @@ def index() -> str:
         rows=rows,
         show_filter=len(symbols) > FILTER_ABOVE or request.args.get("filter") == "1",
         run=q.latest_run(session),
+        skill=index_skill(session, symbols),
     )
 
 

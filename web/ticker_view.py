@@ -10,12 +10,13 @@ from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-import pandas as pd
 from flask import url_for
 
 from db import web_queries as q
 from db.repository import load_candles
-from web import candle_chart, charts, db_session, state
+from forecasting import skill
+from forecasting.model_names import PRODUCT
+from web import candle_chart, charts, db_session, skill_view, state
 from web.errors import ApiError
 from web.forecasts import ForecastView, find_forecast, latest_stored, parse_date
 
@@ -55,54 +56,23 @@ MAX_PAGE = 1_000_000  # of scored forecasts: ?page= beyond is a 400
 ACCURACY_WINDOWS = ("60", "250", "all")  # sessions of as-of dates scored; "all" = no limit
 DEFAULT_WINDOW = "250"
 ROLLING_SESSIONS = 20
-LEVEL_NAMES = (50, 80, 90)
-
-
-def versus_naive(row: Any) -> dict[str, Any]:
-    """MAE ratio to naive and its verdict: 'better'/'worse' only beyond two paired standard errors.
-
-    The SE is that of the mean paired difference (model - naive absolute error), treating the
-    forecasts as independent (overlapping horizons make it optimistic, so the rule is lenient).
-    """
-    n, model, naive = row["n"], row["model_mae"], row["naive_mae"]
-    ratio = model / naive if naive else None
-    mean_diff, mean_sq = row["mean_diff"] or 0.0, row["mean_diff2"] or 0.0
-    se = math.sqrt(max(mean_sq - mean_diff**2, 0.0) * n / (n - 1) / n) if n > 1 else None
-    noise = 2 * se / naive if se is not None and naive else None
-    if ratio is None or se is None or abs(mean_diff) <= 2 * se:
-        verdict = "within noise"
-    else:
-        verdict = "better" if mean_diff < 0 else "worse"
-    return {"ratio": ratio, "noise": noise, "verdict": verdict}
-
-
-def coverage(row: Any) -> list[dict[str, Any]]:
-    """Each level's hit rate against its nominal rate; `off` when beyond two binomial SEs."""
-    out = []
-    for level in LEVEL_NAMES:
-        rate = row[f"coverage_{level}"]
-        nominal = level / 100
-        band = 2 * math.sqrt(nominal * (1 - nominal) / row["n"]) if row["n"] else 0.0
-        off = rate is not None and abs(rate - nominal) > band
-        out.append({"level": level, "rate": rate, "off": off})
-    return out
 
 
 def accuracy_panel(session: Any, symbol: str, start: date | None, end: date) -> dict[str, Any]:
-    """Model vs naive and vs each stored baseline per horizon, coverage, rolling MAE chart."""
-    model_rows = [
-        {**row, **versus_naive(row), "levels": coverage(row)}
-        for row in q.paired_accuracy(session, ticker=symbol, start=start, end=end)
-    ]
-    baselines: dict[str, dict[int, dict[str, Any]]] = {}
-    for row in q.baseline_paired_accuracy(session, ticker=symbol, start=start, end=end):
-        baselines.setdefault(row["model"], {})[row["horizon"]] = {**row, **versus_naive(row)}
-    daily = q.daily_mae(session, ticker=symbol, start=start, end=end)
-    rolling = None
-    if len(daily) >= 5:
-        frame = pd.DataFrame([dict(r) for r in daily]).set_index("as_of_date").astype(float)
-        rolling = charts.to_div(charts.rolling_mae_chart(frame, ROLLING_SESSIONS), 240)
-    return {"summary": model_rows, "baselines": baselines, "rolling_div": rolling}
+    """Skill against GARCH/EWMA (interval score, pinball), the 20-session range (high/low) and
+    naive (close), each with its 95% interval; coverage against nominal; the rolling interval
+    score of the model and of GARCH."""
+    frame = skill_view.scored_frame(session, [symbol], start, end)
+    rolling = skill.rolling_interval_score(frame, (PRODUCT, "garch"), ROLLING_SESSIONS)
+    rolling_div = None
+    if len(rolling) >= 5:
+        rolling_div = charts.to_div(charts.rolling_score_chart(rolling, ROLLING_SESSIONS), 240)
+    return {
+        "skill": skill.skill(frame),
+        "coverage": skill.coverage(frame),
+        "scored": skill_view.scored_count(frame),
+        "rolling_div": rolling_div,
+    }
 
 
 def ticker_context(symbol: str, raw: str, window: str, page_no: int) -> tuple[dict[str, Any], int]:
@@ -120,7 +90,7 @@ def ticker_context(symbol: str, raw: str, window: str, page_no: int) -> tuple[di
     ref = view.as_of if view else (None if raw else last_session)
     nearest = [d for d in (before, after) if d is not None] if view is None and raw else []
     chart = attention = history_div = more_url = None
-    panel: dict[str, Any] = {"summary": [], "baselines": {}, "rolling_div": None}
+    panel: dict[str, Any] = {"skill": [], "coverage": [], "scored": 0, "rolling_div": None}
     past: Sequence[Any] = []
     total = 0
     if ref is not None:

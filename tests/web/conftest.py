@@ -162,6 +162,11 @@ def serving(app: Flask) -> Iterator[str]:
         server.server_close()
 
 
+def without_skill(body: dict[str, Any]) -> dict[str, Any]:
+    """An /api/forecasts body without its `skill` object: the /predict body."""
+    return {k: v for k, v in body.items() if k != "skill"}
+
+
 def http_get(
     base: str, path: str, headers: dict[str, str] | None = None
 ) -> tuple[int, dict[str, str], bytes]:

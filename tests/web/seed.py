@@ -17,7 +17,13 @@ import pandas as pd
 from sqlalchemy.orm import Session
 
 from db.model_store import add_model_version
-from db.models import QUANTILE_COLUMNS, Forecast, ForecastRun, ForecastRunTicker
+from db.models import (
+    QUANTILE_COLUMNS,
+    BaselineForecast,
+    Forecast,
+    ForecastRun,
+    ForecastRunTicker,
+)
 from db.repository import upsert_candles
 from forecasting.calendar import next_sessions
 from forecasting.providers import make_provider
@@ -92,6 +98,46 @@ def forecast_rows(
     return rows
 
 
+# The stored baselines the pages compare with: quantile spread around the last close relative to
+# the model's (GARCH and EWMA wider), and the 20-session range's high/low distance.
+BASELINE_SPREAD = {"garch": 1.6, "ewma": 1.3, "naive": None, "range20": None}
+
+
+def baseline_rows(
+    candles: pd.DataFrame, *, ticker: str, as_of: date, run_id: int
+) -> list[BaselineForecast]:
+    """Stored baseline forecasts as of `as_of`: GARCH and EWMA with wider quantiles than the
+    seed's model, naive and the 20-session range without an interval."""
+    past = candles.loc[candles.index <= pd.Timestamp(as_of)]
+    last = float(past["close"].iloc[-1])
+    rows = []
+    for model, spread in BASELINE_SPREAD.items():
+        for horizon, target in enumerate(next_sessions(as_of, 4, "XNYS"), start=1):
+            quantiles = {
+                name: last * (1 + (factor - 1) * spread * horizon**0.5) if spread else None
+                for name, factor in zip(QUANTILE_COLUMNS, QUANTILE_FACTORS, strict=True)
+            }
+            reach = 0.012 if model == "range20" else 0.01
+            rows.append(
+                BaselineForecast(
+                    run_id=run_id,
+                    ticker=ticker,
+                    as_of_date=as_of,
+                    horizon=horizon,
+                    target_date=target,
+                    model=model,
+                    open=last,
+                    high=last * (1 + reach),
+                    low=last * (1 - reach),
+                    close=last,
+                    close_lo=quantiles["close_q10"],
+                    close_hi=quantiles["close_q90"],
+                    **quantiles,
+                )
+            )
+    return rows
+
+
 def _run(session: Session, *, as_of: date, status: str, started: datetime) -> ForecastRun:
     run = ForecastRun(
         trigger="schedule",
@@ -142,6 +188,7 @@ def seed(session: Session, *, model_record: dict[str, Any]) -> Seed:
                 frames["AAPL"], ticker="AAPL", as_of=as_of, run_id=first.id, model_id=model.id
             )
         )
+        session.add_all(baseline_rows(frames["AAPL"], ticker="AAPL", as_of=as_of, run_id=first.id))
     session.add_all(
         forecast_rows(
             frames["MSFT"],

@@ -114,7 +114,10 @@ def test_forecast_endpoint_matches_predict(client: FlaskClient, site: Site) -> N
     as_of = site.seed.stored_as_of[3]
     response = client.get(f"/api/forecasts/AAPL?as_of={as_of.isoformat()}")
     assert response.status_code == 200
-    assert response.get_json() == predict(client, "AAPL", as_of.isoformat())[1]
+    body = response.get_json()
+    skill = body.pop("skill")  # the /predict body plus the forecast's skill
+    assert body == predict(client, "AAPL", as_of.isoformat())[1]
+    assert skill["end"] == as_of.isoformat() and skill["sessions"] == 250
     latest = client.get("/api/forecasts/MSFT")  # no as_of: the latest session
     assert latest.status_code == 200
     assert latest.get_json()["as_of"] == site.seed.msft_as_of.isoformat()

@@ -43,7 +43,7 @@ def test_ticker_page_charts_accuracy_and_attention(client: FlaskClient, site: Si
     assert '"fill":"tonexty"' in page  # the close interval band
     assert f'data-as-of="{site.seed.stored_as_of[-1].isoformat()}"' in page
     assert 'data-source="stored"' in page
-    assert 'id="accuracy"' in page and "naive MAE" in page
+    assert 'id="skill"' in page and "GARCH(1,1)" in page and 'id="coverage"' in page
     assert 'id="past"' in page
     assert 'type="date" id="as_of" name="as_of"' in page
 

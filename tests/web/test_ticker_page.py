@@ -122,8 +122,13 @@ def test_as_of_page_puts_forecast_candles_beside_the_actuals(client: FlaskClient
 
 
 def accuracy_counts(page: str) -> dict[int, int]:
-    table = page.split('id="accuracy"', 1)[1].split("</table>", 1)[0]
-    return {int(h): int(n) for h, n in re.findall(r'data-horizon="(\d)" data-n="(\d+)"', table)}
+    """Forecasts scored per horizon, from the 80% row of the coverage table."""
+    table = page.split('id="coverage"', 1)[1].split("</table>", 1)[0]
+    row = table.split('data-level="80"', 1)[1].split("</tr>", 1)[0]
+    return {
+        int(h): int(n)
+        for h, n in re.findall(r'data-h="(\d)" data-rate="[^"]+" data-n="(\d+)"', row)
+    }
 
 
 def test_accuracy_summary_honours_as_of_and_window(client: FlaskClient, site: Site) -> None:
@@ -132,10 +137,12 @@ def test_accuracy_summary_honours_as_of_and_window(client: FlaskClient, site: Si
     assert accuracy_counts(latest) and accuracy_counts(earlier)
     assert sum(accuracy_counts(earlier).values()) < sum(accuracy_counts(latest).values())
     assert accuracy_counts(earlier)[1] == 13  # as-of dates 0..12 all have their h1 actual
-    verdicts = re.findall(r'data-verdict="([^"]+)"', latest)
-    assert verdicts and set(verdicts) <= {"better", "worse", "within noise"}
-    assert 'id="accuracy-rule"' in latest and "2 standard errors" in latest
+    verdict_classes = re.findall(r'<td class="(\w+)" data-h=', latest.split('id="skill"')[1])
+    assert verdict_classes and set(verdict_classes) <= {"better", "worse", "neutral"}
+    assert 'id="skill-rule"' in latest and "95% block-bootstrap interval" in latest
     assert 'id="rolling-chart"' in latest
+    rolling, _ = figure(latest, "rolling-chart")
+    assert [t["name"] for t in rolling] == ["candlecast", "GARCH(1,1)"]  # not model vs naive
     small = get(client, f"/tickers/AAPL?as_of={site.seed.stored_as_of[-1]}&window=60")
     assert accuracy_counts(small) == accuracy_counts(latest)  # all 30 stored are in 60 sessions
     history, _ = figure(latest, "history-chart")
@@ -276,38 +283,3 @@ def test_as_of_page_in_a_browser(browser, live_server: str, sqlite_site: Site) -
         finally:
             context.close()
     assert errors == []
-
-
-def paired(n: int, model: float, naive: float, diffs: list[float]) -> dict[str, Any]:
-    mean = sum(diffs) / len(diffs)
-    return {
-        "n": n,
-        "model_mae": model,
-        "naive_mae": naive,
-        "mean_diff": mean,
-        "mean_diff2": sum(d * d for d in diffs) / len(diffs),
-    }
-
-
-def test_ratio_is_coloured_only_beyond_two_paired_standard_errors() -> None:
-    noisy = ticker_view.versus_naive(paired(4, 1.0, 1.1, [-1.0, 1.0, -1.0, 0.6]))
-    assert noisy["verdict"] == "within noise" and noisy["noise"] > 0.1
-    better = ticker_view.versus_naive(paired(4, 1.0, 1.1, [-0.1, -0.11, -0.09, -0.1]))
-    assert better["verdict"] == "better" and abs(better["ratio"] - 1 / 1.1) < 1e-9
-    assert (
-        ticker_view.versus_naive(paired(4, 1.2, 1.0, [0.2, 0.21, 0.19, 0.2]))["verdict"] == "worse"
-    )
-    assert ticker_view.versus_naive(paired(1, 1.0, 1.0, [0.0]))["verdict"] == "within noise"
-
-
-def test_stored_baselines_appear_beside_the_model(
-    client: FlaskClient, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    row = {"model": "har_range", "horizon": 1, **paired(30, 1.0, 1.3, [-0.3, -0.31, -0.29])}
-    monkeypatch.setattr(ticker_view.q, "baseline_paired_accuracy", lambda *a, **k: [row])
-    clear_page_cache(client)
-    page = get(client, "/tickers/AAPL")
-    table = page.split('id="accuracy"', 1)[1].split("</table>", 1)[0]
-    assert "<th>har_range / naive</th>" in table
-    first = table.split('data-horizon="1"', 1)[1].split("</tr>", 1)[0]
-    assert 'class="better" data-verdict="better"' in first and "0.769" in first
