@@ -439,23 +439,6 @@ def change_marker(session: Session) -> tuple[int, ...]:
 # --- ticker page: accuracy panel honouring as-of and window, paged history (issue 12 part 2) ---
 
 
-def _paired_columns(table: Any) -> list[Any]:
-    """n, model/naive MAE and the mean and mean square of the paired error difference."""
-    c = table.c
-    diff = c.abs_error - c.naive_abs_error
-    return [
-        func.count().label("n"),
-        func.avg(c.abs_error).label("model_mae"),
-        func.avg(c.naive_abs_error).label("naive_mae"),
-        func.avg(diff).label("mean_diff"),
-        func.avg(diff * diff).label("mean_diff2"),
-        *(
-            cast(func.avg(c[col]), Float).label(f"coverage_{lv}")
-            for lv, col in ((50, "in_interval_50"), (80, "in_interval"), (90, "in_interval_90"))
-        ),
-    ]
-
-
 def _scored(table: Any, ticker: str, start: date | None, end: date | None) -> list[Any]:
     c = table.c
     conditions: list[Any] = [
@@ -469,36 +452,6 @@ def _scored(table: Any, ticker: str, start: date | None, end: date | None) -> li
     if end is not None:
         conditions.append(c.as_of_date <= end)
     return conditions
-
-
-def paired_accuracy(
-    session: Session, *, ticker: str, start: date | None, end: date | None
-) -> Sequence[RowMapping]:
-    """Per horizon over forecasts made in [start, end] with a known actual: n, model and naive
-    MAE, mean and mean square of (model - naive) absolute error, 50/80/90% coverage.
-    """
-    fa = forecast_accuracy
-    stmt = (
-        select(fa.c.horizon, *_paired_columns(fa))
-        .where(*_scored(fa, ticker, start, end))
-        .group_by(fa.c.horizon)
-        .order_by(fa.c.horizon)
-    )
-    return session.execute(stmt).mappings().all()
-
-
-def baseline_paired_accuracy(
-    session: Session, *, ticker: str, start: date | None, end: date | None
-) -> Sequence[RowMapping]:
-    """paired_accuracy for each stored baseline (baseline_accuracy), by model then horizon."""
-    ba = baseline_accuracy
-    stmt = (
-        select(ba.c.model, ba.c.horizon, *_paired_columns(ba))
-        .where(*_scored(ba, ticker, start, end))
-        .group_by(ba.c.model, ba.c.horizon)
-        .order_by(ba.c.model, ba.c.horizon)
-    )
-    return session.execute(stmt).mappings().all()
 
 
 _SCORED_COLUMNS = (
@@ -544,24 +497,6 @@ def nth_forecast_date_back(session: Session, *, n: int) -> date | None:
     as_of = ForecastRow.as_of_date
     recent = select(as_of).group_by(as_of).order_by(as_of.desc()).limit(n).subquery()
     return session.scalar(select(func.min(recent.c.as_of_date)))
-
-
-def daily_mae(
-    session: Session, *, ticker: str, start: date | None, end: date | None
-) -> Sequence[RowMapping]:
-    """Per as-of date in [start, end]: the model's and naive's MAE over the horizons scored."""
-    fa = forecast_accuracy
-    stmt = (
-        select(
-            fa.c.as_of_date,
-            func.avg(fa.c.abs_error).label("model_mae"),
-            func.avg(fa.c.naive_abs_error).label("naive_mae"),
-        )
-        .where(*_scored(fa, ticker, start, end))
-        .group_by(fa.c.as_of_date)
-        .order_by(fa.c.as_of_date)
-    )
-    return session.execute(stmt).mappings().all()
 
 
 def scored_forecasts_page(
