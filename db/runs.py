@@ -125,6 +125,13 @@ def set_run_as_of(session: Session, *, run_id: int, as_of_date: date) -> None:
     )
 
 
+def touch_run(session: Session, *, run_id: int) -> None:
+    """Advance the run's heartbeat: the process is alive and working on it (after each ticker)."""
+    session.execute(
+        update(ForecastRun).where(ForecastRun.id == run_id).values(heartbeat_at=utcnow())
+    )
+
+
 def finish_run(session: Session, *, run_id: int, status: str, message: str | None = None) -> None:
     """Record the final status of a run."""
     if status not in FINAL_RUN_STATUSES:
@@ -132,7 +139,7 @@ def finish_run(session: Session, *, run_id: int, status: str, message: str | Non
     session.execute(
         update(ForecastRun)
         .where(ForecastRun.id == run_id)
-        .values(status=status, finished_at=utcnow(), message=message)
+        .values(status=status, finished_at=(now := utcnow()), heartbeat_at=now, message=message)
     )
 
 

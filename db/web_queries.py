@@ -382,6 +382,27 @@ def run_with_tickers(session: Session, *, run_id: int) -> ForecastRun | None:
     return session.scalars(stmt).first()
 
 
+def run_forecasts(session: Session, *, run_id: int) -> Sequence[RowMapping]:
+    """The forecast candles stored by run `run_id` (ticker, as_of_date, horizon, close,
+    model_mix), by ticker, newest as-of first, then horizon: what a run page shows."""
+    stmt = (
+        select(_F.ticker, _F.as_of_date, _F.horizon, _F.close, _F.model_mix)
+        .where(_F.run_id == run_id)
+        .order_by(_F.ticker, _F.as_of_date.desc(), _F.horizon)
+    )
+    return session.execute(stmt).mappings().all()
+
+
+def model_version_metrics(session: Session, *, ids: Sequence[int]) -> dict[int, RowMapping]:
+    """id -> (id, train_end, val_loss, metrics) of model versions (artifacts not loaded)."""
+    if not ids:
+        return {}
+    stmt = select(
+        ModelVersion.id, ModelVersion.train_end, ModelVersion.val_loss, ModelVersion.metrics
+    ).where(ModelVersion.id.in_(sorted(set(ids))))
+    return {row.id: row for row in session.execute(stmt).mappings()}
+
+
 # --- API paging and response caching (issue 12 parts 4 and 5) ---
 
 

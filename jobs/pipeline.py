@@ -387,6 +387,12 @@ class Pipeline:
             raise
 
     def _report(self, outcome: TickerOutcome, run_id: int) -> None:
+        """Log a failed ticker, advance the run's heartbeat, tell the on_ticker callback."""
+        in_transaction(
+            self.factory,
+            f"run {run_id}: heartbeat",
+            lambda session: runs.touch_run(session, run_id=run_id),
+        )
         if outcome.status == "failed":
             # With an on_ticker callback (the CLI prints each outcome) a text log line would be a
             # second copy of the same error on stderr: keep it for --verbose only. JSON logs are
@@ -409,15 +415,17 @@ class Pipeline:
     ) -> RunResult:
         failed = [o.ticker for o in outcomes if o.status != "succeeded"]
         done = len(outcomes)
+        total = f"{len(symbols)} ticker{'s' if len(symbols) != 1 else ''}"
         if done < len(symbols):
             status = "interrupted"
-            message = f"interrupted after {done} of {len(symbols)} tickers"
+            message = f"interrupted after {done} of {total}"
         elif not failed:
-            status, message = "succeeded", None
+            status, message = "succeeded", f"{total}: all succeeded"
         elif len(failed) == len(symbols):
-            status, message = "failed", f"all {len(symbols)} tickers failed"
+            status, message = "failed", f"all {total} failed"
         else:
-            status, message = "partial", f"failed: {', '.join(failed)}"
+            status = "partial"
+            message = f"{total}: {len(failed)} failed ({', '.join(failed)})"
         if note:
             message = f"{message} ({note})" if message else note
         in_transaction(

@@ -263,7 +263,41 @@ def runs() -> str:
 @cached_page(lambda run_id: run_id)
 def run_detail(run_id: int) -> str:
     """One run: its times, host and message, and every ticker's outcome with its full error."""
-    run = q.run_with_tickers(db_session(), run_id=run_id) if run_id <= MAX_RUN_ID else None
+    session = db_session()
+    run = q.run_with_tickers(session, run_id=run_id) if run_id <= MAX_RUN_ID else None
     if run is None:
         raise ApiError(404, "not_found", f"There is no job run #{run_id}.")
-    return render_template("run_detail.html", run=run)
+    stored: dict[str, dict[str, Any]] = {}
+    for row in q.run_forecasts(session, run_id=run_id):  # newest as-of first per ticker
+        entry = stored.setdefault(
+            row["ticker"], {"as_of": row["as_of_date"], "closes": [], "mix": row["model_mix"]}
+        )
+        if row["as_of_date"] == entry["as_of"]:  # (a stored backtest holds many as-of dates)
+            entry["closes"].append(row["close"])
+    versions = [t.model_version_id for t in run.tickers if t.model_version_id]
+    return render_template(
+        "run_detail.html",
+        run=run,
+        stored=stored,
+        models=q.model_version_metrics(session, ids=versions),
+        mix_text=_mix_text,
+    )
+
+
+def _mix_text(mix: Any) -> str:
+    """The model mix of a forecast in a few words: the network's share of the quantiles per
+    horizon and where the high/low came from, e.g. 'quantiles: network 0/0/25/0%, range: HAR'."""
+    if not isinstance(mix, dict):
+        return "—"
+    quantiles, ranges = mix.get("quantiles"), mix.get("range")  # per horizon (older: one value)
+    quantiles = [quantiles] if isinstance(quantiles, dict) else quantiles or []
+    ranges = {ranges} if isinstance(ranges, str) else {str(r) for r in ranges or []}
+    shares = [q.get("lstm", 0.0) for q in quantiles if isinstance(q, dict)]
+    parts = []
+    if shares:
+        parts.append("network " + "/".join(f"{round(100 * float(v))}" for v in shares) + "%")
+    if ranges:
+        parts.append(
+            "high/low " + ", ".join(sorted(r.replace("har_range", "HAR-range") for r in ranges))
+        )
+    return "; ".join(parts) or "—"

@@ -240,3 +240,24 @@ def test_an_unexpected_error_mid_run_finishes_the_run_failed(
     assert run.status == "failed" and run.finished_at is not None
     assert run.message == "run failed: pooled fit exploded"
     assert run.as_of_date == date(2023, 12, 29)
+
+
+def test_the_heartbeat_advances_per_ticker_and_the_message_sums_up_the_run(
+    pipeline_config, session_factory
+):
+    seen: list[tuple] = []
+
+    def after_ticker(outcome) -> None:  # noqa: ANN001 - a TickerOutcome
+        with session_factory() as s:
+            run = s.scalars(select(ForecastRun).where(ForecastRun.status == "running")).one()
+            seen.append((outcome.ticker, run.started_at, run.heartbeat_at))
+
+    result = Pipeline(pipeline_config(), on_ticker=after_ticker).run_nightly()
+    assert result.status == "succeeded"
+    # after each ticker the heartbeat is later than the start (it stayed at the start time)
+    assert [t for t, _, _ in seen] == ["AAPL", "MSFT"]
+    assert all(beat > started for _, started, beat in seen)
+    assert seen[1][2] > seen[0][2]
+    with session_factory() as s:
+        run = s.get(ForecastRun, result.run_id)
+    assert run.message == "2 tickers: all succeeded" and run.heartbeat_at == run.finished_at

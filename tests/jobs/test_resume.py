@@ -89,7 +89,7 @@ def test_resume_runs_only_the_tickers_without_forecasts_once(
             "abandoned",
             "abandoned: the process running it stopped before finishing",
         ),
-        (result.run_id, "schedule", "succeeded", f"resumes run {stale}"),
+        (result.run_id, "schedule", "succeeded", f"1 ticker: all succeeded (resumes run {stale})"),
     ]
     with session_factory() as s:
         owners = dict(s.execute(select(Forecast.ticker, Forecast.run_id).distinct()).all())
@@ -157,7 +157,7 @@ def test_a_daemon_killed_mid_run_resumes_it_at_start_up(tmp_path: Path, candleca
     assert "resuming abandoned run 1 as of 2023-12-29: 1 ticker(s) without forecasts: MSFT" in err
     assert [r[1:] for r in all_runs(factory)] == [
         ("schedule", "abandoned", "abandoned: the process running it stopped before finishing"),
-        ("schedule", "succeeded", "resumes run 1"),
+        ("schedule", "succeeded", "1 ticker: all succeeded (resumes run 1)"),
     ]
     assert forecast_sets(factory) == {"AAPL": 4, "MSFT": 4}
     engine.dispose()

@@ -117,3 +117,35 @@ def test_security_headers(client: FlaskClient) -> None:
         headers = client.get(path).headers
         assert headers["X-Content-Type-Options"] == "nosniff"
         assert "default-src 'self'" in headers["Content-Security-Policy"]
+
+
+def test_a_run_page_shows_each_tickers_forecast_model_and_mix(
+    client: FlaskClient, site: Site
+) -> None:
+    from sqlalchemy import create_engine, text
+
+    page = html(client, f"/runs/{site.seed.run_ids[0]}")
+    row = page.split('<tr id="ticker-AAPL"', 1)[1].split("</tr>", 1)[0]
+    last = site.seed.stored_as_of[-1].isoformat()
+    # the link opens the forecast this run stored, not the latest one
+    assert f'href="/tickers/AAPL?as_of={last}"' in row
+    engine = create_engine(site.url)
+    try:
+        with engine.connect() as conn:
+            closes = (
+                conn.execute(
+                    text(
+                        "SELECT close FROM forecasts WHERE run_id = :r AND ticker = 'AAPL' "
+                        "AND as_of_date = :d ORDER BY horizon"
+                    ),
+                    {"r": site.seed.run_ids[0], "d": site.seed.stored_as_of[-1]},
+                )
+                .scalars()
+                .all()
+            )
+    finally:
+        engine.dispose()
+    assert " · ".join(f"{c:,.2f}" for c in closes) in row
+    assert "80%: " in row and "MAE/naive: " in row  # the model version's validation scores
+    assert "network 30%; high/low HAR-range" in row  # the stored model mix
+    assert "12.5" in row  # seconds

@@ -222,7 +222,9 @@ def test_an_unknown_run_is_a_404_page(client: FlaskClient, path: str) -> None:
         assert "There is no job run #999999." in page
 
 
-def test_pages_take_at_most_two_queries(client: FlaskClient, runs_site: RunsSite) -> None:
+def test_pages_take_a_constant_number_of_queries(client: FlaskClient, runs_site: RunsSite) -> None:
+    """/runs: the page and its count; a run page: the run, its tickers, its stored forecasts and
+    its model versions, whatever the number of tickers."""
     engine = state_of(runs_site.app).engine
     statements: list[str] = []
 
@@ -233,10 +235,14 @@ def test_pages_take_at_most_two_queries(client: FlaskClient, runs_site: RunsSite
     get(client, "/runs")  # warm the connection pool
     event.listen(engine, "before_cursor_execute", count)
     try:
-        for path in ("/runs", "/runs?status=failed", f"/runs/{runs_site.ids[3]}"):
+        for path, most in (
+            ("/runs", 2),
+            ("/runs?status=failed", 2),
+            (f"/runs/{runs_site.ids[3]}", 4),
+        ):
             statements.clear()
             get(client, path)
-            assert len(statements) <= 2, (path, statements)
+            assert len(statements) <= most, (path, statements)
     finally:
         event.remove(engine, "before_cursor_execute", count)
 
