@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import Float, cast, func, select
 from sqlalchemy.orm import Session
 
-from db.models import Forecast, ForecastRun, ForecastRunTicker
+from db.models import Candle, Forecast, ForecastRun, ForecastRunTicker
 from db.views import forecast_accuracy
 
 FINISHED_STATUSES: tuple[str, ...] = ("succeeded", "partial", "failed", "interrupted", "abandoned")
@@ -31,6 +31,39 @@ _NEWEST_FINISHED = (
 
 
 @dataclass(frozen=True)
+class DataAge:
+    """How far the stored candles are behind: the stalest ticker's newest candle."""
+
+    as_of: date  # the oldest of the tickers' newest candles
+    sessions_behind: int  # sessions of its exchange after it, up to today
+    tickers: tuple[str, ...]  # the tickers whose newest candle is that old
+    stale_after: int  # [schedule] data_stale_after_sessions (0: never stale)
+
+    @property
+    def stale(self) -> bool:
+        return self.stale_after > 0 and self.sessions_behind > self.stale_after
+
+    def describe(self) -> str:
+        names = ", ".join(self.tickers[:5]) + (" ..." if len(self.tickers) > 5 else "")
+        return (
+            f"the newest candle of {names} is from {self.as_of.isoformat()}, "
+            f"{self.sessions_behind} sessions ago"
+        )
+
+
+def newest_candles(session: Session, *, tickers: Sequence[str]) -> dict[str, date]:
+    """ticker -> its newest stored candle's session date (tickers without any left out)."""
+    if not tickers:
+        return {}
+    stmt = (
+        select(Candle.ticker, func.max(Candle.session_date))
+        .where(Candle.ticker.in_(tickers))
+        .group_by(Candle.ticker)
+    )
+    return {ticker: day for ticker, day in session.execute(stmt)}
+
+
+@dataclass(frozen=True)
 class Readiness:
     """The verdict: ok, or degraded with one human-readable reason per problem."""
 
@@ -39,6 +72,7 @@ class Readiness:
     last_success: ForecastRun | None = None  # the latest succeeded run
     due_at: datetime | None = None  # the run that must have succeeded by now was due then
     stale: bool = False  # no run succeeded since due_at (one of the reasons)
+    data: DataAge | None = None  # how old the stored candles are (jobs.health.data_age)
 
     @property
     def ok(self) -> bool:
@@ -78,11 +112,17 @@ def describe_run(run: ForecastRun) -> str:
 
 
 def readiness(
-    session: Session, *, now: datetime, due_at: datetime | None, stale_after_hours: float
+    session: Session,
+    *,
+    now: datetime,
+    due_at: datetime | None,
+    stale_after_hours: float,
+    data: DataAge | None = None,
 ) -> Readiness:
-    """Degraded when the latest finished run failed or was partial, or when no run succeeded
+    """Degraded when the latest finished run failed or was partial, when no run succeeded
     (finished) at or after `due_at`: the latest scheduled fire time at least `stale_after_hours`
-    before `now`, i.e. the run that should have succeeded by now (None: nothing was due)."""
+    before `now`, i.e. the run that should have succeeded by now (None: nothing was due), or
+    when the candles are stale (`data`, see DataAge)."""
     reasons: list[str] = []
     stale = False
     latest = latest_finished_run(session)
@@ -101,8 +141,18 @@ def readiness(
             f"no run succeeded within {stale_after_hours:g} h of the run due at "
             f"{due_at.isoformat()} (last success: {last})"
         )
+    if data is not None and data.stale:
+        reasons.append(
+            f"the data is stale: {data.describe()} (more than {data.stale_after}; "
+            "[schedule] data_stale_after_sessions)"
+        )
     return Readiness(
-        reasons=reasons, latest_run=latest, last_success=success, due_at=due_at, stale=stale
+        reasons=reasons,
+        latest_run=latest,
+        last_success=success,
+        due_at=due_at,
+        stale=stale,
+        data=data,
     )
 
 

@@ -98,3 +98,14 @@ def next_sessions(after: datetime.date, n: int, exchange: str = "XNYS") -> list[
             f"calendar ({sessions[-1].isoformat()})"
         )
     return list(sessions[start : start + n])
+
+
+def sessions_between(first: datetime.date, last: datetime.date, exchange: str = "XNYS") -> int:
+    """How many sessions of `exchange` lie after `first` up to and including `last` (0 when
+    `last` <= `first`): how far data ending on `first` is behind on `last`."""
+    first, last = _as_date(first), _as_date(last)
+    sessions = _sessions(exchange)
+    if last <= first:
+        return 0
+    last = min(last, sessions[-1])
+    return max(0, bisect.bisect_right(sessions, last) - bisect.bisect_right(sessions, first))

@@ -83,6 +83,9 @@ class ScheduleConfig:
     timezone: str = "America/New_York"
     misfire_grace_time_s: int = 6 * 3600
     stale_after_hours: float = 12.0  # a due run that has not succeeded this long after: degraded
+    # candles older than this many sessions of their exchange: degraded, and the index warns
+    # (0: never)
+    data_stale_after_sessions: int = 5
     metrics_port: int = 0  # the daemon's Prometheus metrics port (0: not served)
 
 

@@ -77,6 +77,11 @@ def _validated(config: Config, base_dir: Path) -> Config:
     _check_timezone(schedule.timezone)
     _check_cron(schedule.cron, schedule.timezone)
     _positive("schedule.misfire_grace_time_s", schedule.misfire_grace_time_s)
+    if not 0 <= schedule.data_stale_after_sessions <= 10_000:
+        raise ConfigError(
+            "schedule.data_stale_after_sessions must be between 0 (off) and 10000, "
+            f"got {schedule.data_stale_after_sessions}"
+        )
     if not 0 < schedule.stale_after_hours <= 24 * 366:
         raise ConfigError(
             f"schedule.stale_after_hours must be > 0 and at most a year, "

@@ -14,7 +14,8 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from db.health import Readiness, readiness
+from db.health import DataAge, Readiness, newest_candles, readiness
+from forecasting.calendar import sessions_between
 from jobs.config import Config, ScheduleConfig
 from jobs.config_checks import cron_trigger
 
@@ -51,6 +52,27 @@ def due_time(schedule: ScheduleConfig, now: datetime) -> datetime | None:
     return last_fire_time(trigger, now - timedelta(hours=schedule.stale_after_hours))
 
 
+def data_age(session: Session, config: Config, now: datetime) -> DataAge | None:
+    """How far the configured tickers' candles are behind `now`, each on its own exchange's
+    calendar: the stalest ticker's newest candle (None when no candle is stored)."""
+    newest = newest_candles(session, tickers=config.tickers.symbols)
+    if not newest:
+        return None
+    today = now.astimezone(UTC).date()
+    behind = {
+        ticker: sessions_between(day, today, config.tickers.exchange_for(ticker))
+        for ticker, day in newest.items()
+    }
+    worst = max(behind.values())
+    tickers = tuple(t for t in config.tickers.symbols if behind.get(t) == worst)
+    return DataAge(
+        as_of=min(newest[t] for t in tickers),
+        sessions_behind=worst,
+        tickers=tickers,
+        stale_after=config.schedule.data_stale_after_sessions,
+    )
+
+
 def check(session: Session, config: Config, now: datetime | None = None) -> Readiness:
     """The service's readiness verdict at `now` (default: the current time)."""
     now = now or datetime.now(UTC)
@@ -59,4 +81,5 @@ def check(session: Session, config: Config, now: datetime | None = None) -> Read
         now=now,
         due_at=due_time(config.schedule, now),
         stale_after_hours=config.schedule.stale_after_hours,
+        data=data_age(session, config, now),
     )

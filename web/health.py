@@ -1,9 +1,10 @@
 """GET /readyz: is the service doing its job (not just alive, which is /healthz in web.api)?
 
 200 `{"status": "ok", ...}`, or 503 `{"status": "degraded", "reasons": [...]}` when the latest
-finished run failed or was partial, or when the run last due has not succeeded within
-`[schedule] stale_after_hours` (jobs.health: the same verdict as `candlecast status`). An
-unreachable database is degraded too.
+finished run failed or was partial, when the run last due has not succeeded within
+`[schedule] stale_after_hours`, or when the stored candles are more than
+`[schedule] data_stale_after_sessions` sessions old (jobs.health: the same verdict as `candlecast
+status`). An unreachable database is degraded too.
 """
 
 from __future__ import annotations
@@ -56,5 +57,20 @@ def readyz() -> tuple[Response, int]:
         last_success=_run(verdict.last_success),
         due_at=verdict.due_at.isoformat() if verdict.due_at else None,
         stale_after_hours=config.schedule.stale_after_hours,
+        data=_data(verdict),
     )
     return jsonify(body), 200 if verdict.ok else 503
+
+
+def _data(verdict: Any) -> dict[str, Any] | None:
+    """The age of the stored candles (the stalest ticker's newest candle)."""
+    data = verdict.data
+    if data is None:
+        return None
+    return {
+        "as_of": data.as_of.isoformat(),
+        "sessions_behind": data.sessions_behind,
+        "tickers": list(data.tickers),
+        "stale_after_sessions": data.stale_after,
+        "stale": data.stale,
+    }

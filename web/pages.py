@@ -17,6 +17,7 @@ from markupsafe import Markup
 
 from db import web_queries as q
 from db.models import QUANTILE_COLUMNS, RUN_STATUSES
+from jobs.health import data_age
 from web import db_session, state
 from web import ticker_view as tv
 from web.cache import cached_page
@@ -145,7 +146,7 @@ def _index_row(
 
 
 @bp.get("/")
-@cached_page(lambda: _query_key("filter"))
+@cached_page(lambda: (_query_key("filter"), datetime.now(UTC).date()))  # data age: by the day
 def index() -> str:
     """One row per configured ticker: last close and day change, a sparkline of ~3 months of
     closes with the forecast fan, the next-session forecast, its skill against GARCH(1,1) over
@@ -168,6 +169,7 @@ def index() -> str:
         show_filter=len(symbols) > FILTER_ABOVE or request.args.get("filter") == "1",
         run=q.latest_run(session),
         skill=index_skill(session, symbols),
+        data=data_age(session, state().config, datetime.now(UTC)),
     )
 
 
