@@ -29,7 +29,28 @@ from jobs.cli_support import (
 from jobs.config import Config
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def first_sentence(text: str | None) -> str:
+    """The first sentence of a docstring, whole (click's short help cuts it at ~45 chars)."""
+    paragraph = " ".join((text or "").strip().split("\n\n", 1)[0].split())
+    end = paragraph.find(". ")
+    return paragraph if end < 0 else paragraph[: end + 1]
+
+
+class FirstSentenceGroup(click.Group):
+    """A group whose --help lists each command with the first sentence of its help, whole."""
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, first_sentence(command.help)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+@click.group(cls=FirstSentenceGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--config",
     "config_path",
@@ -69,20 +90,24 @@ class _LoggingAppContext(AppContext):
 
 
 @cli.command()
-@click.argument(
-    "directory", required=False, default=".", type=click.Path(exists=True, file_okay=False)
-)
+@click.argument("directory", required=False, default=".", type=click.Path(file_okay=False))
 def init(directory: str) -> None:
     """Write a commented starter config.toml (the packaged default) into DIRECTORY.
 
-    DIRECTORY defaults to the current directory. An existing config.toml is never overwritten.
-    Relative paths in it (the SQLite file var/candlecast.db) resolve against DIRECTORY.
+    DIRECTORY defaults to the current directory and is created (with its parents) when missing.
+    An existing config.toml is never overwritten. Relative paths in it (the SQLite file
+    var/candlecast.db) resolve against DIRECTORY.
     """
     from pathlib import Path
 
     from jobs.config import in_checkout, packaged_config_path
 
-    target = Path(directory) / "config.toml"
+    folder = Path(directory)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CommandError(f"cannot create {folder}: {exc.strerror or exc}") from None
+    target = folder / "config.toml"
     text = packaged_config_path().read_text(encoding="utf-8")
     try:
         with open(target, "x", encoding="utf-8") as file:
@@ -97,7 +122,7 @@ def init(directory: str) -> None:
     click.echo(f"wrote {target}; {hint}", err=True)
 
 
-@cli.group()
+@cli.group(cls=FirstSentenceGroup)
 def db() -> None:
     """Create, migrate or inspect the database schema (Alembic)."""
 

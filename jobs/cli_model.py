@@ -7,6 +7,7 @@ from datetime import date
 from pathlib import Path
 
 import click
+from rich import box
 from rich.table import Table
 
 from forecasting.model_names import DEFAULT_MODELS
@@ -66,9 +67,8 @@ def forecast(app: AppContext, ticker: str, as_of) -> None:  # noqa: ANN001
     if not synced.ok:
         stderr.print(f"warning: {synced.error}; using the candles already stored")
     with factory() as session:
-        candles = repository.load_candles(
-            session, ticker=symbol, end=as_of.date() if as_of else None
-        )
+        stored = repository.load_candles(session, ticker=symbol)
+    candles = stored if as_of is None else stored.loc[stored.index <= as_of]
     if candles.empty:
         raise CommandError(f"no candles stored for {symbol} on or before {as_of or 'today'}")
     as_of_day = candles.index[-1].date()
@@ -98,26 +98,44 @@ def forecast(app: AppContext, ticker: str, as_of) -> None:  # noqa: ANN001
     result = predict(
         trained, candles, as_of=as_of_day, exchange=config.tickers.exchange_for(symbol)
     )
+    stdout.print(_forecast_table(symbol, as_of_day, candles, stored, result.candles))
+    stdout.print(source)
+
+
+def _forecast_table(symbol, as_of_day, candles, stored, forecast) -> Table:  # noqa: ANN001
+    """The four candles with their 80% interval; for a past as-of date, the actual close beside
+    each (the stored candle of that day, when there is one) and whether it fell inside."""
+    actual = {ts.date(): row for ts, row in stored.loc[stored.index > candles.index[-1]].iterrows()}
+    known = any(c.date in actual for c in forecast)
     table = Table(
-        "date",
-        "open",
-        "high",
-        "low",
-        "close",
-        "close 80% interval",
         title=f"{symbol} as of {as_of_day} (last close {candles['close'].iloc[-1]:.2f})",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        collapse_padding=True,
     )
-    for c in result.candles:
-        table.add_row(
+    for name in ("date", "open", "high", "low", "close", "80% interval"):
+        table.add_column(name, justify="left" if name == "date" else "right", no_wrap=True)
+    if known:  # fits 80 columns with prices up to 9,999.99
+        table.add_column("actual", justify="right", no_wrap=True)
+        table.add_column("in 80%", justify="center", no_wrap=True)
+    for c in forecast:
+        row = [
             str(c.date),
             f"{c.open:.2f}",
             f"{c.high:.2f}",
             f"{c.low:.2f}",
             f"{c.close:.2f}",
-            f"{c.close_lo:.2f} .. {c.close_hi:.2f}",
-        )
-    stdout.print(table)
-    stdout.print(source)
+            f"{c.close_lo:.2f}..{c.close_hi:.2f}",
+        ]
+        if known:
+            day = actual.get(c.date)
+            if day is None:
+                row += ["—", ""]
+            else:
+                inside = c.close_lo <= day["close"] <= c.close_hi
+                row += [f"{day['close']:.2f}", "yes" if inside else "no"]
+        table.add_row(*row)
+    return table
 
 
 def _fresh_stored_model(factory, ticker: str, as_of: date, retrain_every: int):  # noqa: ANN001, ANN202

@@ -7,6 +7,7 @@ import signal
 import threading
 
 import click
+from rich import box
 from rich.table import Table
 
 from jobs.cli_support import (
@@ -56,16 +57,20 @@ def _stop_on_signals() -> threading.Event:
 
 
 def _outcome_table(title: str, outcomes) -> Table:  # noqa: ANN001 - list[TickerOutcome]
-    table = Table(
-        "ticker", "status", "seconds", "train s", "model", "closes (h1..h4)", "error", title=title
-    )
+    """One row per ticker that fits 80 columns: the closes never wrap, a long error does."""
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("ticker", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("s", justify="right", no_wrap=True)  # seconds (training included)
+    table.add_column("model", justify="right", no_wrap=True)
+    table.add_column("closes h1..h4", no_wrap=True)
+    table.add_column("error", overflow="fold", ratio=1)
     for o in outcomes:
         table.add_row(
             o.ticker,
             o.status,
-            f"{o.duration_s:.1f}",
-            f"{o.train_s:.1f}" if o.train_s else "",
-            str(o.model_version_id or ""),
+            f"{o.duration_s:.0f}",
+            f"v{o.model_version_id}" if o.model_version_id else "",
             " ".join(f"{c:.2f}" for c in o.closes),
             o.error or "",
         )

@@ -1,0 +1,72 @@
+"""The command line as a new user meets it (issue 20 item 12): init creates its directory, --help
+shows whole sentences, a past forecast shows what happened, the tables fit 80 columns."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from jobs.cli import cli, first_sentence, main
+from jobs.cli_support import EXIT_OK
+from tests.jobs.test_cli_model import config_file
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_init_creates_a_missing_directory(tmp_path: Path, capsys) -> None:
+    target = tmp_path / "new" / "deeper"
+    assert main(["init", str(target)]) == EXIT_OK
+    assert (target / "config.toml").is_file()
+    assert main(["init", str(target)]) != EXIT_OK  # never overwritten
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_help_shows_each_commands_first_sentence_whole(capsys) -> None:
+    assert main(["--help"]) == EXIT_OK
+    out = " ".join(capsys.readouterr().out.split("Commands:", 1)[1].split())
+    assert "..." not in out  # click's short help cut every description with "..."
+    for name, command in cli.commands.items():
+        sentence = first_sentence(command.help)
+        assert sentence.endswith(".") and f"{name} {sentence}" in out, name
+    assert first_sentence("One. Two.\n\nThree.") == "One."
+
+
+def _candlecast(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "CANDLECAST_DATABASE_URL"}
+    env.update(COLUMNS="80", TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(ROOT))
+    return subprocess.run(
+        [sys.executable, "-m", "jobs.cli", "--config", str(config), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.slow
+def test_past_forecast_shows_the_actuals_and_tables_fit_80_columns(
+    tmp_path: Path, universe: Path, migrated_url: str
+) -> None:
+    config = config_file(tmp_path, universe, migrated_url)
+    run = _candlecast(config, "run-once")
+    assert run.returncode == 0, run.stderr
+    past = _candlecast(config, "forecast", "--ticker", "AAPL", "--as-of", "2023-12-20")
+    assert past.returncode == 0, past.stderr
+    for out in (run.stdout, past.stdout):
+        assert max(len(line) for line in out.splitlines()) <= 80, out
+    rows = [line for line in past.stdout.splitlines() if re.match(r"\s*2023-12-2\d ", line)]
+    # the four sessions after 2023-12-20, each with the actual close and whether it was inside
+    assert [r.split()[0] for r in rows] == ["2023-12-21", "2023-12-22", "2023-12-26", "2023-12-27"]
+    assert "actual" in past.stdout and "in 80%" in past.stdout
+    assert all(r.split()[-1] in ("yes", "no") for r in rows)
+    assert " 194.68 " in rows[0]  # AAPL's close of 2023-12-21 (bundled data)
+    closes = [
+        line for line in run.stdout.splitlines() if line.lstrip().startswith(("AAPL", "MSFT"))
+    ]
+    assert len(closes) == 2 and all(len(line.split()) >= 8 for line in closes)  # 4 closes unwrapped
