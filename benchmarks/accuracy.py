@@ -107,7 +107,9 @@ def main(argv: list[str] | None = None) -> int:
         history_years=args.history_years,
         retrain_every=args.retrain_every,
         models=models,
-        progress=lambda msg: print(f"  {time.perf_counter() - began:6.0f}s {msg}", flush=True),
+        progress=lambda done, total, msg: print(
+            f"  {time.perf_counter() - began:6.0f}s {done}/{total} {msg}", flush=True
+        ),
     )
     print(f"{len(rows)} rows in {time.perf_counter() - began:.0f}s")
     scored = S.add_scores(rows)

@@ -102,10 +102,13 @@ def walk_forward(
     history_years: int = 5,
     retrain_every: int = 21,
     models: Sequence[str] = DEFAULT_MODELS,
-    progress: Callable[[str], None] | None = None,
+    progress: Callable[[int, int, str], None] | None = None,
 ) -> pd.DataFrame:
     """Rows (``model`` + CSV_COLUMNS) for every model, ticker and as-of session in [start, end]
-    that has ``horizon`` later sessions. Target dates are the data's own next sessions."""
+    that has ``horizon`` later sessions. Target dates are the data's own next sessions.
+
+    ``progress(done, total, message)`` is called after each (refit block, ticker) step, with
+    the number of steps done and in all."""
     from forecasting.range_model import HarRange
     from forecasting.train import history_slice
 
@@ -117,7 +120,9 @@ def walk_forward(
     grid = sorted({d for c in candles_by_ticker.values() for d in c.index if lo <= d <= hi})
     needs_range = any(m in models for m in (PRODUCT, "lstm", "har_range"))
     frames = []
-    for b in range(0, len(grid), retrain_every):
+    refits = range(0, len(grid), retrain_every)
+    total, done = len(refits) * len(candles_by_ticker), 0
+    for b in refits:
         d0, d1 = grid[b], grid[min(b + retrain_every, len(grid)) - 1]
         histories, blocks = {}, {}
         for ticker, candles in candles_by_ticker.items():
@@ -163,9 +168,12 @@ def walk_forward(
                 prices["seed"] = _seed_prices(candles, rows, params, ticker, history_years)
             for name in models:
                 frames.append(_rows_frame(candles, rows, prices[name], ticker, h, name))
+            done += 1
             if progress is not None:
                 progress(
-                    f"{ticker}: refitted at {candles.index[rows[0]].date()}, {len(rows)} as-of"
+                    done,
+                    total,
+                    f"{ticker}: refitted at {candles.index[rows[0]].date()}, {len(rows)} as-of",
                 )
     if not frames:
         return pd.DataFrame(columns=["model", *CSV_COLUMNS])

@@ -246,6 +246,52 @@ def format_skill_table(skill: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+VERSUS_METRICS = (
+    ("winkler_80", "interval score"),
+    ("pinball", "pinball"),
+    ("hl_ae", "high/low"),
+    ("close_ae", "close"),
+)
+
+
+def _ratio_cell(row: object | None) -> str:
+    """'0.962 [0.95,0.97]', 'same' for identical forecasts, '—' when there is no ratio."""
+    if row is None or np.isnan(row.ratio):
+        return "—"
+    if abs(row.ratio_lo - 1.0) < 1e-12 and abs(row.ratio_hi - 1.0) < 1e-12:
+        return "same"
+    mark = {"better": "+", "worse": "-"}.get(row.verdict, " ")
+    return f"{row.ratio:.3f}{mark}[{row.ratio_lo:.2f},{row.ratio_hi:.2f}]"
+
+
+def format_versus(skill: pd.DataFrame, served: str) -> str:
+    """The served model against each other model, one line per (model, horizon), at most 100
+    columns: the ratio of each score with its 95% interval. Models whose forecasts equal the
+    served ones on every score are named once instead ("same forecasts as ...")."""
+    rows = skill[skill["model"] == served]
+    head = f"{'against':<10} {'h':>3}  " + "".join(f"{name:<20}" for _, name in VERSUS_METRICS)
+    lines = [head.rstrip(), "-" * len(head.rstrip())]
+    same: list[str] = []
+    for baseline, by_base in rows.groupby("baseline", sort=False):
+        cells = {(r.metric, str(r.horizon)): r for r in by_base.itertuples(index=False)}
+        texts = {key: _ratio_cell(r) for key, r in cells.items()}
+        if texts and all(t in ("same", "—") for t in texts.values()):
+            same.append(str(baseline))
+            continue
+        horizons = sorted({h for _, h in cells if h != "all"}, key=int) + ["all"]
+        for h in horizons:
+            parts = [texts.get((metric, h), "—") for metric, _ in VERSUS_METRICS]
+            lines.append((f"{baseline:<10} {h:>3}  " + "".join(f"{p:<20}" for p in parts)).rstrip())
+    lines.append(f"ratio = {served}'s mean score / the other model's on the same rows")
+    lines.append(
+        f"(< 1: {served} is better); + or - when the whole 95% moving-block bootstrap interval"
+    )
+    lines.append("is below or above 1; — when the other model has no such forecast.")
+    if same:
+        lines.append(f"same forecasts as {served} on every score: {', '.join(same)}")
+    return "\n".join(lines)
+
+
 def _cell(value: object) -> str:
     if isinstance(value, float | np.floating):
         return "nan" if np.isnan(value) else f"{value:.4f}"

@@ -16,9 +16,9 @@ from jobs.cli_support import (
     AppContext,
     CommandError,
     UsageError,
+    backtest_progress,
     fail_cleanly,
     pass_app,
-    progress_bar,
     require_schema,
     stderr,
     stdout,
@@ -271,6 +271,13 @@ def backtest(
     provider = provider_for(config)
     # The first refit needs history_years before START, plus a margin for feature warm-up.
     fetch_from = (pd.Timestamp(start) - pd.DateOffset(years=config.data.history_years + 1)).date()
+    stderr.print(
+        f"backtest: {len(tickers)} ticker(s), {start.date()}..{end.date()}, models "
+        f"{','.join(models)}, refit every {every} sessions: fetching candles",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
     candles, failures = {}, []
     for ticker in tickers:
         try:
@@ -281,8 +288,7 @@ def backtest(
             failures.append(f"{ticker}: {exc}")
     rows = pd.DataFrame()
     if candles:
-        with progress_bar() as progress:
-            task = progress.add_task("backtest", total=None)
+        with backtest_progress() as progress:
             try:
                 rows = walk_forward(
                     candles,
@@ -292,7 +298,7 @@ def backtest(
                     history_years=config.data.history_years,
                     retrain_every=every,
                     models=models,
-                    progress=lambda msg: progress.update(task, description=msg),
+                    progress=progress,
                 )
             except ValueError as exc:  # InsufficientHistoryError and friends
                 failures.append(str(exc))
@@ -303,15 +309,21 @@ def backtest(
     _write(lambda: write_rows_csv(served, output_path), output_path)
     _write(lambda: write_rows_csv(rows, all_path), all_path)
     scored = S.add_scores(rows)
-    click.echo(f"{served_name} rows -> {output_path}; every model's rows -> {all_path}")
-    click.echo(f"refit every {every} sessions; scores are relative to the as-of close\n")
-    click.echo(S.format_summary_table(S.summary_table(scored)))
+    summary = S.summary_table(scored)
+    summary_path = output_path.with_suffix(".summary.csv")
+    _write(lambda: summary.to_csv(summary_path, index=False), summary_path)
     products = [m for m in models if m in (PRODUCT, "lstm", "har_range")]
     baselines = [m for m in models if m not in products]
-    if products and baselines:
-        skill = S.skill_table(scored, products, baselines)
-        click.echo("\nskill: mean score ratio (model / baseline), block bootstrap 95% interval")
-        click.echo(S.format_skill_table(skill))
+    others = [m for m in models if m != served_name]
+    click.echo(f"{served_name} rows -> {output_path}; every model's rows -> {all_path}")
+    click.echo(f"per-model scores -> {summary_path}")
+    if others:
+        versus = S.skill_table(scored, [served_name], others)
+        skill = S.skill_table(scored, products or [served_name], baselines or others)
+        skill_path = output_path.with_suffix(".skill.csv")
+        _write(lambda: skill.to_csv(skill_path, index=False), skill_path)
+        click.echo(f"every model against every baseline -> {skill_path}\n")
+        click.echo(S.format_versus(versus, served_name))
     _write(
         lambda: write_html_report(
             scored,

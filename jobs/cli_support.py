@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import math
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import wraps
 from typing import Any
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from db.urls import safe_url
 from jobs.config import Config, ConfigError, load_config, validate_ticker
@@ -144,6 +153,50 @@ def require_schema(config: Config) -> None:
             f"the database {safe_url(config.database.url)} has no schema; "
             "run `candlecast db upgrade` first"
         )
+
+
+PLAIN_PROGRESS_EVERY_S = 5.0  # without a terminal: a progress line at most this often
+
+
+@contextmanager
+def backtest_progress() -> Iterator[Callable[[int, int, str], None]]:
+    """A progress(done, total, message) callback on stderr: a rich bar with the ETA on a
+    terminal; otherwise plain lines (the first step, then at most every few seconds, and the
+    last), so a log or a pipe shows where a long backtest is."""
+    if stderr.is_terminal:
+        with Progress(
+            TextColumn("[progress.description]{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=stderr,
+            transient=True,
+        ) as bar:
+            task = bar.add_task("backtest", total=None)
+            yield lambda done, total, message: bar.update(
+                task, completed=done, total=total, description=message
+            )
+        return
+    began, last = time.monotonic(), [-math.inf]
+
+    def plain(done: int, total: int, message: str) -> None:
+        now = time.monotonic()
+        if done not in (1, total) and now - last[0] < PLAIN_PROGRESS_EVERY_S:
+            return
+        last[0] = now
+        elapsed = now - began
+        eta = elapsed / done * (total - done) if done else 0.0
+        stderr.print(
+            f"backtest {done}/{total} ({100 * done / max(total, 1):.0f}%, "
+            f"{elapsed:.0f} s, ETA {eta:.0f} s): {message}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+
+    yield plain
 
 
 def progress_bar() -> Progress:

@@ -120,9 +120,24 @@ def test_backtest_writes_the_csv_and_can_store_backfill_runs(
     # sessions 12-18 .. 12-22 have four later sessions in the data; 12-26 onwards do not
     assert sorted(rows["as_of_date"].unique()) == [f"2023-12-{d}" for d in (18, 19, 20, 21, 22)]
     assert len(rows) == 5 * 4
-    out = capsys.readouterr().out
-    assert "close_ratio" in out and "stored 5 forecast sets" in out
-    assert "candlecast   garch      winkler_80" in out  # the skill table, model vs baseline
+    captured = capsys.readouterr()
+    out = captured.out
+    assert "stored 5 forecast sets" in out
+    # the compact summary: candlecast against each model, one line per horizon, <= 100 columns
+    assert max(len(line) for line in out.splitlines() if str(tmp_path) not in line) <= 100
+    lines = [line.split() for line in out.splitlines()]
+    assert [ln[:2] for ln in lines if ln and ln[0] == "garch"] == [
+        ["garch", h] for h in ("1", "2", "3", "4", "all")
+    ]
+    # identical forecasts read "same", and a model identical on every score gets no rows
+    assert not [ln for ln in lines if len(ln) >= 6 and ln[2:6] == ["same"] * 4]
+    assert "nan" not in out
+    # the full tables go to files
+    summary = pd.read_csv(output.with_suffix(".summary.csv"))
+    assert {"model", "horizon", "close_ratio", "winkler_80", "coverage_80"} <= set(summary.columns)
+    skill = pd.read_csv(output.with_suffix(".skill.csv"))
+    assert {"model", "baseline", "metric", "ratio", "ratio_lo", "ratio_hi"} <= set(skill.columns)
+    assert "backtest 5/5" in captured.err or "backtest 1/" in captured.err  # progress on stderr
     every = pd.read_csv(output.with_suffix(".models.csv"))
     default_models = {"candlecast", "lstm", "har_range", "naive", "ewma", "garch", "range20"}
     assert set(every["model"]) == default_models
@@ -151,7 +166,7 @@ def test_backtest_store_takes_the_run_lock_and_stores_nothing_while_another_run_
     try:
         with RunLockHandle(engine):  # another run (the nightly job, a backfill) is in progress
             assert main(args) == EXIT_LOCKED
-            err = capsys.readouterr().err.strip()
+            err = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress lines
             assert err.startswith("candlecast: error: another candlecast run is in progress")
             assert err.endswith("; nothing stored (the CSV and the report are written)")
             assert "\n" not in err and "Traceback" not in err

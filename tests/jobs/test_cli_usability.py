@@ -70,3 +70,34 @@ def test_past_forecast_shows_the_actuals_and_tables_fit_80_columns(
         line for line in run.stdout.splitlines() if line.lstrip().startswith(("AAPL", "MSFT"))
     ]
     assert len(closes) == 2 and all(len(line.split()) >= 8 for line in closes)  # 4 closes unwrapped
+
+
+@pytest.mark.slow
+def test_backtest_shows_progress_on_stderr_while_it_works(
+    tmp_path: Path, universe: Path, migrated_url: str
+) -> None:
+    config = config_file(tmp_path, universe, migrated_url)
+    env = {k: v for k, v in os.environ.items() if k != "CANDLECAST_DATABASE_URL"}
+    env.update(TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(ROOT))
+    args = ["backtest", "--tickers", "AAPL,MSFT", "--start", "2023-11-20", "--end", "2023-12-29"]
+    args += ["--output", str(tmp_path / "bt.csv"), "--retrain-every", "10"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "jobs.cli", "--config", str(config), *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        first = process.stderr.readline()
+        # the first line comes before any candle is fetched or model trained: the work goes on
+        assert first.startswith("backtest: 2 ticker(s), 2023-11-20..2023-12-29"), first
+        assert process.poll() is None
+        out, rest = process.communicate(timeout=300)
+    finally:
+        process.kill()
+    assert process.returncode == 0, rest
+    steps = re.findall(r"^backtest (\d+)/(\d+) \(\d+%, \d+ s, ETA \d+ s\): ", rest, re.M)
+    assert steps and steps[-1][0] == steps[-1][1]  # per (block, ticker) step, ending at the total
+    assert out.index("against") < out.index("garch")  # the summary, after the work
