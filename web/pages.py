@@ -219,6 +219,33 @@ def forecasts_csv(ticker: str) -> Response:
     return response
 
 
+SKILL_CSV_COLUMNS = ("table", "metric", "against", "level", "horizon", "value", "lo", "hi", "n")
+
+
+@bp.get("/tickers/<ticker>/accuracy.csv")
+def accuracy_csv(ticker: str) -> Response:
+    """The ticker page's skill and coverage tables as CSV (same window and as-of arguments)."""
+    symbol = check_ticker(state().config, ticker)
+    window = request.args.get("window", tv.DEFAULT_WINDOW)
+    window = window if window in tv.ACCURACY_WINDOWS else tv.DEFAULT_WINDOW
+    context, _ = tv.ticker_context(symbol, request.args.get("as_of", "").strip(), window, 1)
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(SKILL_CSV_COLUMNS)
+    for entry in context["skill"]:
+        for h, c in entry["by_horizon"].items():
+            writer.writerow(
+                ["skill", entry["metric"], entry["baseline"], "", h, c["ratio"], c["lo"], c["hi"]]
+                + [c["n"]]
+            )
+    for level in context["coverage"]:
+        for h, c in level["by_horizon"].items():
+            writer.writerow(["coverage", "", "", level["level"], h, c["rate"], "", "", c["n"]])
+    response = Response(out.getvalue(), mimetype="text/csv")
+    response.headers["Content-Disposition"] = f'attachment; filename="{symbol}-accuracy.csv"'
+    return response
+
+
 RUNS_PER_PAGE = 20
 MAX_RUNS_PAGE = 1_000_000  # later pages are empty without asking the database
 MAX_RUN_ID = 2**31 - 1  # forecast_runs.id is a 32-bit integer

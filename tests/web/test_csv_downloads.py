@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 
+import pytest
 from sqlalchemy import create_engine, text
 
 from tests.web.conftest import Site, http_get, serving
@@ -42,3 +44,22 @@ def test_forecasts_csv_holds_every_stored_forecast_with_its_outcome(site: Site) 
         if winkler is not None:
             assert float(row["winkler_80"]) == winkler
     assert any(r["actual_close"] for r in rows) and any(not r["actual_close"] for r in rows)
+
+
+def test_accuracy_csv_holds_the_pages_skill_and_coverage_tables(site: Site) -> None:
+    with serving(site.app) as base:
+        status, headers, body = http_get(base, "/tickers/AAPL/accuracy.csv?window=60")
+        api = json.loads(http_get(base, "/api/forecasts/AAPL")[2])["skill"]
+        page = http_get(base, "/tickers/AAPL")[2].decode()
+    assert status == 200 and headers["Content-Type"].startswith("text/csv")
+    assert headers["Content-Disposition"] == 'attachment; filename="AAPL-accuracy.csv"'
+    assert 'id="accuracy-csv"' in page
+    rows = list(csv.DictReader(io.StringIO(body.decode())))
+    skill = {(r["metric"], r["against"], r["horizon"]): r for r in rows if r["table"] == "skill"}
+    for entry in api["versus"]:  # the same numbers as the API (all 30 stored as-of dates)
+        for h, cell in entry["by_horizon"].items():
+            row = skill[(entry["metric"], entry["baseline"], h)]
+            assert float(row["value"]) == pytest.approx(cell["ratio"])
+            assert int(row["n"]) == cell["n"]
+    coverage = [r for r in rows if r["table"] == "coverage"]
+    assert {r["level"] for r in coverage} == {"50", "80", "90"}
