@@ -190,7 +190,7 @@ def _html_table(frame: pd.DataFrame) -> str:
     for row in frame.itertuples(index=False):
         cells = []
         for v in row:
-            text = f"{v:.4f}" if isinstance(v, float) else str(v)
+            text = ("—" if v != v else f"{v:.4f}") if isinstance(v, float) else str(v)
             cells.append(f"<td>{_e(text)}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
@@ -210,10 +210,10 @@ def write_html_report(
 ) -> Path:
     """Write the report for add_scores() rows to ``path`` and return it.
 
-    Sections: header (tickers, dates, n), the headline table (each model against each baseline
-    per metric and horizon, with bootstrap intervals), skill bars per model and metric, the
-    reliability diagram, rolling Winkler-80, and the summary table per model/horizon. Pairs
-    with identical forecasts (e.g. the served model when it is HAR-range) are left out.
+    Sections: header (tickers, dates, n), the headline table (the served model, models[0],
+    against each baseline per metric and horizon, with bootstrap intervals), its skill bars per
+    metric, the reliability diagram and rolling Winkler-80 of every model, and the summary
+    table per model/horizon. Pairs with identical forecasts are left out.
     """
     path = Path(path)
     shown = list(dict.fromkeys([*models, *baselines]))
@@ -223,8 +223,9 @@ def write_html_report(
     tickers = sorted(str(t) for t in scored["ticker"].unique())
     span = f"{dates.min():%Y-%m-%d} .. {dates.max():%Y-%m-%d}" if len(dates) else "no dates"
     colors = {m: PALETTE[i % len(PALETTE)] for i, m in enumerate(shown)}
+    served = list(models[:1])  # the headline and the skill charts: the served model only
     skill = skill_table(
-        scored, models, baselines, HEADLINE_METRICS, block=block, n_boot=n_boot, seed=seed
+        scored, served, baselines, HEADLINE_METRICS, block=block, n_boot=n_boot, seed=seed
     )
     skill = skill[skill["ratio"].notna() & ~_identical(skill)]
     parts = [
@@ -239,7 +240,7 @@ def write_html_report(
         f"<h2>{_e(SECTION_TITLES['skill'])}</h2>",
     ]
     n_figs = 0
-    for model in models:
+    for model in served:
         for metric in SKILL_PLOT_METRICS:
             pair = skill[(skill["model"] == model) & (skill["metric"] == metric)]
             if not pair.empty:
