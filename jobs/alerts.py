@@ -31,7 +31,7 @@ from jobs.text import one_line
 
 if TYPE_CHECKING:
     from db.health import Readiness
-    from jobs.pipeline import RunResult
+    from jobs.run_result import RunResult
 
 log = logging.getLogger("candlecast.alerts")
 

@@ -295,17 +295,20 @@ def web(app: AppContext, workers: int | None, host: str | None, port: int | None
     The app opens the database read-only and never writes; the scheduler never runs inside it.
     For development, `flask --app web run` works too.
     """
-    from dataclasses import replace
-
-    from web.serve import serve
-
     config = app.config
     require_schema(config)
-    config = replace(
-        config, web=replace(config.web, host=host or config.web.host, port=port or config.web.port)
-    )
-    click.echo(f"serving on http://{config.web.host}:{config.web.port}/", err=True)
-    serve(config, workers=workers)
+    args = [sys.executable, "-m", "web.serve"]
+    if app.config_path:
+        args += ["--config", app.config_path]
+    for flag, value in (("--workers", workers), ("--host", host), ("--port", port)):
+        if value is not None:
+            args += [flag, str(value)]
+    shown = f"{host or config.web.host}:{port or config.web.port}"
+    click.echo(f"serving on http://{shown}/", err=True)
+    sys.stderr.flush()
+    # The web app runs in this process, replaced by `python -m web.serve` (same pid, signals and
+    # exit code): the command line never imports the web package (jobs never imports web).
+    os.execv(sys.executable, args)
 
 
 class Degraded(click.ClickException):

@@ -1,7 +1,7 @@
 """Validation of a parsed candlecast Config, and the cron trigger of its schedule.
 
-Used by jobs.config.config_from_dict (which imports this module lazily, so this module can import
-jobs.config at the top without a cycle); jobs.config re-exports cron_trigger.
+Used by jobs.config.config_from_dict; it reads the dataclasses of jobs.config_types (which
+jobs.config re-exports), so jobs.config -> jobs.config_checks -> jobs.config_types is no cycle.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from db.urls import safe_url
-from jobs.config import (
+from jobs.config_types import (
     ALERT_EVENTS,
     DATABASE_URL_ENV,
     EXECUTORS,

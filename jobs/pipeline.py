@@ -13,7 +13,6 @@ import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import date
 from functools import partial
 
@@ -30,6 +29,7 @@ from jobs.config import Config
 from jobs.db_retry import OutageTolerantLock, in_transaction
 from jobs.executor import InlineExecutor, TickerExecutor, make_executor
 from jobs.logs import logs_are_json
+from jobs.run_result import RunResult
 from jobs.sync import SyncResult, provider_for, sync_tickers
 from jobs.tasks import (
     ModelSlot,
@@ -48,17 +48,6 @@ log = logging.getLogger("candlecast.pipeline")
 # (stored before validation knew the calendar, and not yet re-synced) can sit above it.
 AS_OF_LOOKBACK = 30
 NO_CANDLES = "no candles stored on or before today for any ticker of this run: nothing to forecast"
-
-
-@dataclass
-class RunResult:
-    """The outcome of one run (one as-of date)."""
-
-    run_id: int
-    as_of: date | None
-    status: str
-    outcomes: list[TickerOutcome]
-    message: str | None = None
 
 
 class Pipeline:

@@ -48,7 +48,8 @@ STALE_ALERTED: set[datetime] = set()
 log = logging.getLogger("candlecast.scheduler")
 
 if TYPE_CHECKING:
-    from jobs.pipeline import Pipeline, RunResult
+    from jobs.pipeline import Pipeline
+    from jobs.run_result import RunResult
 
 # The daemon's stop flag: set by SIGTERM/SIGINT/SIGHUP, checked by the pipeline between tickers.
 STOP = threading.Event()

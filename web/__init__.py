@@ -16,81 +16,26 @@ request reads it, and the model cache (keyed by model version id) starts empty a
 from __future__ import annotations
 
 import logging
-import math
-from dataclasses import dataclass
-from typing import Any
 
-from flask import Flask, Response, current_app, g
-from flask.json.provider import DefaultJSONProvider
+from flask import Flask, Response, g
 from sqlalchemy import Engine
-from sqlalchemy.orm import Session, sessionmaker
 
 from db.session import make_engine, make_session_factory, on_file_change
 from jobs.config import Config, load_config
+from web.context import (
+    MAX_BODY_BYTES,
+    SECURITY_HEADER_ITEMS,
+    SECURITY_HEADERS,
+    STATE_KEY,
+    FiniteJSONProvider,
+    WebState,
+    db_session,
+    finite_or_null,
+    state,
+)
 from web.live import ModelCache
 
-MAX_BODY_BYTES = 16 * 1024
-STATE_KEY = "candlecast"
-SECURITY_HEADERS = {
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "same-origin",
-    "Content-Security-Policy": (
-        "default-src 'self'; script-src 'self' 'unsafe-inline'; "
-        "style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'"
-    ),
-}
-SECURITY_HEADER_ITEMS = tuple(SECURITY_HEADERS.items())
-
 logger = logging.getLogger("candlecast.web")
-
-
-def finite_or_null(obj: Any) -> Any:
-    """`obj` with every NaN/inf float (in dicts, lists, tuples, at any depth) replaced by None."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {key: finite_or_null(value) for key, value in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [finite_or_null(value) for value in obj]
-    return obj
-
-
-class FiniteJSONProvider(DefaultJSONProvider):
-    """Flask's JSON provider, but strict: NaN/Infinity are never emitted, they become null."""
-
-    def dumps(self, obj: Any, **kwargs: Any) -> str:
-        default = kwargs.pop("default", self.default)
-        kwargs["allow_nan"] = False
-        kwargs["default"] = lambda o: finite_or_null(default(o))
-        try:
-            return super().dumps(obj, **kwargs)
-        except ValueError:
-            # Out of range float values (NaN/inf): the only ValueError json.dumps raises here.
-            logger.warning("JSON response held NaN/inf; sent as null")
-            return super().dumps(finite_or_null(obj), **kwargs)
-
-
-@dataclass
-class WebState:
-    """Per-app (hence per-process) resources."""
-
-    config: Config
-    engine: Engine
-    sessions: sessionmaker[Session]
-    models: ModelCache
-
-
-def state() -> WebState:
-    """The current app's WebState."""
-    return current_app.extensions[STATE_KEY]
-
-
-def db_session() -> Session:
-    """This request's session, opened on first use and closed on teardown."""
-    if "db_session" not in g:
-        g.db_session = state().sessions()
-    return g.db_session
 
 
 def create_app(config: Config | None = None, *, engine: Engine | None = None) -> Flask:
@@ -149,4 +94,11 @@ def create_app(config: Config | None = None, *, engine: Engine | None = None) ->
     return app
 
 
-__all__ = ["FiniteJSONProvider", "create_app", "db_session", "finite_or_null", "state"]
+__all__ = [
+    "SECURITY_HEADERS",
+    "FiniteJSONProvider",
+    "create_app",
+    "db_session",
+    "finite_or_null",
+    "state",
+]

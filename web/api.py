@@ -18,8 +18,8 @@ from db.models import ForecastRun
 from db.repository import load_candles
 from db.session import DatabaseFileMissing
 from forecasting.quantiles import DEFAULT_LEVEL
-from web import db_session, state
 from web.cache import cacheable, cached_page, response_cache
+from web.context import db_session, state
 from web.errors import ApiError
 from web.fast_predict import RAW_KEY_MAX_BYTES, raw_key
 from web.forecasts import check_ticker, find_forecast, parse_date, parse_level, price

@@ -268,7 +268,7 @@ def response_cache() -> ResponseCache:
     replaced by another one)."""
     cache = current_app.extensions.get(CACHE_KEY)
     if cache is None:
-        from web import state
+        from web.context import state
 
         with _create_lock:
             cache = current_app.extensions.get(CACHE_KEY)
@@ -316,7 +316,7 @@ def cached_page(key_fn: Callable[..., Hashable | None]) -> Callable[[F], F]:
             key = key_fn(*args, **kwargs)
             if key is None:
                 return view(*args, **kwargs)
-            from web import db_session, state
+            from web.context import db_session, state
 
             cache = response_cache()
             full_key = ("page", request.endpoint, key)

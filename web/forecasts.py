@@ -19,7 +19,14 @@ from forecasting.quantiles import DEFAULT_LEVEL, INTERVAL_LEVELS, QUANTILE_NAMES
 from jobs.config import Config, validate_ticker
 from web.cache import never_cache
 from web.errors import ApiError
-from web.live import ModelCache, ModelPruned, ModelUnavailable, NoForecast, live_forecast
+from web.live import (
+    LiveForecast,
+    ModelCache,
+    ModelPruned,
+    ModelUnavailable,
+    NoForecast,
+    live_forecast,
+)
 from web.params import whole_number
 
 DATE_PATTERN = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
@@ -236,7 +243,7 @@ def find_forecast(
     if as_of is None:
         raise ApiError(404, "no_data", f"no candles of {ticker} on or before {day.isoformat()}")
     try:
-        view = live_forecast(
+        live = live_forecast(
             session,
             ticker=ticker,
             as_of=as_of,
@@ -250,7 +257,37 @@ def find_forecast(
     except ModelUnavailable as exc:
         raise ApiError(503, "model_unavailable", str(exc)) from None
     never_cache()  # a live answer depends on the models in memory: pages and API alike
-    return _with_staleness(session, view, config=config, day=day)
+    return _with_staleness(session, live_view(ticker, live), config=config, day=day)
+
+
+def live_view(ticker: str, live: LiveForecast) -> ForecastView:
+    """The view of a forecast inferred now (web.live)."""
+    result = live.result
+    return ForecastView(
+        ticker=ticker,
+        as_of=result.as_of,
+        source="live",
+        model_version=live.model_version,
+        candles=tuple(
+            CandleView(
+                c.date,
+                c.horizon,
+                c.open,
+                c.high,
+                c.low,
+                c.close,
+                c.close_lo,
+                c.close_hi,
+                clean_quantiles(getattr(c, "quantiles", ())),
+            )
+            for c in result.candles
+        ),
+        attention_dates=tuple(result.attention_dates),
+        attention=tuple(result.attention),
+        model_mix=getattr(result, "model_mix", None) or None,
+        model_trained_through=live.model_trained_through,
+        model_age_sessions=live.model_age_sessions,
+    )
 
 
 def _missing_session(as_of: date, day: date, exchange: str) -> bool:

@@ -18,7 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from db.models import ForecastRun
 from db.session import DatabaseFileError, DatabaseFileMissing
 from jobs.health import check
-from web import db_session, state
+from web.context import db_session, state
 
 bp = Blueprint("health", __name__)
 log = logging.getLogger(__name__)

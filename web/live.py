@@ -14,6 +14,7 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +30,7 @@ from db.model_store import (
 from db.repository import load_candles
 
 if TYPE_CHECKING:
-    from web.forecasts import ForecastView
+    from forecasting.predict import Forecast
 
 DEFAULT_CACHE_SIZE = 8
 log = logging.getLogger(__name__)
@@ -169,16 +170,26 @@ def history_rows(window: int) -> int:
     return first_valid_end(window) + 1 + WARMUP
 
 
+@dataclass(frozen=True)
+class LiveForecast:
+    """A forecast inferred now, with the model version that made it (web.forecasts turns it
+    into the view every answer is built from)."""
+
+    result: Forecast
+    model_version: int
+    model_trained_through: date
+    model_age_sessions: int | None
+
+
 def live_forecast(
     session: Session, *, ticker: str, as_of: date, exchange: str, cache: ModelCache
-) -> ForecastView:
+) -> LiveForecast:
     """Infer the forecast as of `as_of` from the newest model trained on data up to it.
 
     NoForecast when there is none; ModelPruned (a NoForecast naming the fix) when the only ones
     had their artifacts pruned; ModelUnavailable when every one fails its checks."""
     from forecasting.artifact import UnusableModelError
     from forecasting.predict import forecast
-    from web.forecasts import CandleView, ForecastView, clean_quantiles
 
     skipped = cache.unusable()
     candidates = model_candidates(session, ticker=ticker, trained_up_to=as_of, exclude=skipped)
@@ -222,28 +233,9 @@ def live_forecast(
         result = forecast(trained, candles, as_of=as_of, exchange=exchange)
     except ValueError as exc:  # InsufficientHistoryError, or dates outside the exchange calendar
         raise NoForecast(str(exc)) from None
-    return ForecastView(
-        ticker=ticker,
-        as_of=result.as_of,
-        source="live",
+    return LiveForecast(
+        result=result,
         model_version=version_id,
-        candles=tuple(
-            CandleView(
-                c.date,
-                c.horizon,
-                c.open,
-                c.high,
-                c.low,
-                c.close,
-                c.close_lo,
-                c.close_hi,
-                clean_quantiles(getattr(c, "quantiles", ())),
-            )
-            for c in result.candles
-        ),
-        attention_dates=tuple(result.attention_dates),
-        attention=tuple(result.attention),
-        model_mix=getattr(result, "model_mix", None) or None,
         model_trained_through=train_end,
         model_age_sessions=sessions_between(session, ticker=ticker, start=train_end, end=as_of),
     )

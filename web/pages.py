@@ -18,9 +18,9 @@ from markupsafe import Markup
 from db import web_queries as q
 from db.models import QUANTILE_COLUMNS, RUN_STATUSES
 from jobs.health import data_age
-from web import db_session, state
 from web import ticker_view as tv
 from web.cache import cached_page
+from web.context import db_session, state
 from web.errors import ApiError
 from web.forecasts import ForecastView, check_ticker, latest_stored
 from web.params import parse_int

@@ -179,3 +179,26 @@ def serve(config: Config, *, workers: int | None = None) -> None:
     """
     logs.configure(config.logging, keep=True)
     CandlecastServer(config, gunicorn_options(config, workers)).run()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m web.serve [--config FILE] [--workers N] [--host H] [--port P]`: what
+    `candlecast web` runs (it replaces itself with this process)."""
+    import argparse
+    from dataclasses import replace
+
+    from jobs.config import load_config
+
+    parser = argparse.ArgumentParser(prog="candlecast web")
+    parser.add_argument("--config")
+    parser.add_argument("--workers", type=int)
+    parser.add_argument("--host")
+    parser.add_argument("--port", type=int)
+    args = parser.parse_args(argv)
+    config = load_config(args.config)
+    web = replace(config.web, host=args.host or config.web.host, port=args.port or config.web.port)
+    serve(replace(config, web=web), workers=args.workers)
+
+
+if __name__ == "__main__":
+    main()

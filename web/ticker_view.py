@@ -16,7 +16,8 @@ from db import web_queries as q
 from db.repository import load_candles
 from forecasting import skill
 from forecasting.model_names import PRODUCT
-from web import candle_chart, charts, db_session, skill_view, state
+from web import candle_chart, charts, skill_view
+from web.context import db_session, state
 from web.errors import ApiError
 from web.forecasts import ForecastView, find_forecast, latest_stored, parse_date
 
