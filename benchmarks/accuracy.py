@@ -22,18 +22,18 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import pandas as pd  # noqa: E402
+import pandas as pd
 
-from forecasting import scoring as S  # noqa: E402
-from forecasting.backtest import (  # noqa: E402
+from forecasting import scoring as S
+from forecasting.backtest import (
     DEFAULT_MODELS,
     MODEL_NAMES,
     PRODUCT,
     walk_forward,
     write_rows_csv,
 )
-from forecasting.params import ModelParams  # noqa: E402
-from forecasting.report import write_html_report  # noqa: E402
+from forecasting.params import ModelParams
+from forecasting.report import write_html_report
 
 BUNDLED = Path(__file__).resolve().parents[1] / "forecasting" / "bundled"
 DEFAULT_TICKERS = ["AAPL", "AMZN", "GOOGL", "MSFT", "TSLA"]

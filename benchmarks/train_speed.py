@@ -20,9 +20,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from accuracy import DEFAULT_TICKERS, load_candles  # noqa: E402
+from accuracy import DEFAULT_TICKERS, load_candles
 
-from forecasting.params import ModelParams  # noqa: E402
+from forecasting.params import ModelParams
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -136,7 +136,7 @@ class RunLockHandle:
             if taken != 1:
                 raise RunLockedError("another candlecast run took the lock first")
 
-    def _holder_alive(self, host: str, pid: int, heartbeat_at) -> bool:  # noqa: ANN001
+    def _holder_alive(self, host: str, pid: int, heartbeat_at) -> bool:
         if utcnow() - heartbeat_at > timedelta(seconds=self.lease_seconds):
             return False
         if host == self.host:

@@ -560,7 +560,7 @@ def change_marker_fast(engine: Engine, session: Callable[[], Session]) -> tuple[
         sql = _MARKER_SQL.setdefault(engine.dialect.name, str(compiled))
     try:
         raw = engine.raw_connection()
-    except Exception:  # noqa: BLE001 - re-raised properly by the Session path
+    except Exception:
         return change_marker(session())
     try:
         cursor = raw.cursor()
@@ -569,7 +569,7 @@ def change_marker_fast(engine: Engine, session: Callable[[], Session]) -> tuple[
             row = cursor.fetchone()
         finally:
             cursor.close()
-    except Exception:  # noqa: BLE001
+    except Exception:
         raw.invalidate()
         return change_marker(session())
     finally:

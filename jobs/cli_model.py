@@ -43,7 +43,7 @@ class StoreLockedError(CommandError):
 )
 @pass_app
 @fail_cleanly
-def forecast(app: AppContext, ticker: str, as_of) -> None:  # noqa: ANN001
+def forecast(app: AppContext, ticker: str, as_of) -> None:
     """Print the next four candles of TICKER with their dates and 80% close interval.
 
     Candles are synced first. The latest stored model trained on data up to the as-of date is
@@ -102,7 +102,7 @@ def forecast(app: AppContext, ticker: str, as_of) -> None:  # noqa: ANN001
     stdout.print(source)
 
 
-def _forecast_table(symbol, as_of_day, candles, stored, forecast) -> Table:  # noqa: ANN001
+def _forecast_table(symbol, as_of_day, candles, stored, forecast) -> Table:
     """The four candles with their 80% interval; for a past as-of date, the actual close beside
     each (the stored candle of that day, when there is one) and whether it fell inside."""
     actual = {ts.date(): row for ts, row in stored.loc[stored.index > candles.index[-1]].iterrows()}
@@ -138,7 +138,7 @@ def _forecast_table(symbol, as_of_day, candles, stored, forecast) -> Table:  # n
     return table
 
 
-def _fresh_stored_model(factory, ticker: str, as_of: date, retrain_every: int):  # noqa: ANN001, ANN202
+def _fresh_stored_model(factory, ticker: str, as_of: date, retrain_every: int):
     """(id, TrainedModel) of the newest stored model usable for `as_of`, or None.
 
     Usable is the shared rule (db.model_store.model_is_fresh). A version that fails its checks
@@ -231,7 +231,7 @@ def backtest(
     report,
     with_seed_baseline,
     store,
-) -> None:  # noqa: ANN001
+) -> None:
     """Walk-forward evaluation of the product beside the baselines, on the same dates.
 
     For every session t in [START, END] with four later sessions known, every model forecasts
@@ -374,7 +374,7 @@ def _check_writable(path: Path, what: str) -> None:
     raise UsageError(f"{what} {path}: {reason}")
 
 
-def _write(write, path: Path) -> None:  # noqa: ANN001
+def _write(write, path: Path) -> None:
     """Run `write()`; an OSError (disk full, a directory removed meanwhile) is one line."""
     try:
         write()
@@ -382,7 +382,7 @@ def _write(write, path: Path) -> None:  # noqa: ANN001
         raise CommandError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
-def _store_backtest(app: AppContext, all_rows, served_name: str) -> int:  # noqa: ANN001
+def _store_backtest(app: AppContext, all_rows, served_name: str) -> int:
     """Write backtest forecasts as backfill runs (one per as-of date); returns sets stored.
 
     The served model's rows go to forecasts, the other models' to baseline_forecasts. They hold
@@ -408,7 +408,7 @@ def _store_backtest(app: AppContext, all_rows, served_name: str) -> int:  # noqa
         engine.dispose()
 
 
-def _store_backtest_rows(factory, all_rows, served_name: str) -> int:  # noqa: ANN001
+def _store_backtest_rows(factory, all_rows, served_name: str) -> int:
     """`_store_backtest`'s writes, under the run lock."""
     from db import runs
 

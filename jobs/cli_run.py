@@ -56,7 +56,7 @@ def _stop_on_signals() -> threading.Event:
     return stop
 
 
-def _outcome_table(title: str, outcomes) -> Table:  # noqa: ANN001 - list[TickerOutcome]
+def _outcome_table(title: str, outcomes) -> Table:
     """One row per ticker that fits 80 columns: the closes never wrap, a long error does."""
     table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("ticker", no_wrap=True)
@@ -77,14 +77,14 @@ def _outcome_table(title: str, outcomes) -> Table:  # noqa: ANN001 - list[Ticker
     return table
 
 
-def _pipeline(app: AppContext):  # noqa: ANN202
+def _pipeline(app: AppContext):
     from jobs.pipeline import Pipeline
 
     require_schema(app.config)
     return Pipeline(app.config, stop_event=_stop_on_signals(), on_ticker=_print_progress)
 
 
-def _print_progress(outcome) -> None:  # noqa: ANN001 - jobs.tasks.TickerOutcome
+def _print_progress(outcome) -> None:
     """One stderr line per finished ticker, so a long run shows where it is."""
     detail = f": {outcome.error}" if outcome.error else ""
     stderr.print(
@@ -104,7 +104,7 @@ def _print_progress(outcome) -> None:  # noqa: ANN001 - jobs.tasks.TickerOutcome
 @click.option("--tickers", "tickers_opt", help="Comma-separated tickers (default: all configured).")
 @pass_app
 @fail_cleanly
-def run_once(app: AppContext, as_of, tickers_opt: str | None) -> None:  # noqa: ANN001
+def run_once(app: AppContext, as_of, tickers_opt: str | None) -> None:
     """Do one night's work now: sync, retrain and forecast every ticker, store the results.
 
     Exits 0 when every ticker succeeded, 3 when some failed (partial), 4 when all failed,
@@ -141,7 +141,7 @@ def run_once(app: AppContext, as_of, tickers_opt: str | None) -> None:  # noqa: 
 )
 @pass_app
 @fail_cleanly
-def backfill(app: AppContext, start, end, tickers_opt, retrain_every) -> None:  # noqa: ANN001
+def backfill(app: AppContext, start, end, tickers_opt, retrain_every) -> None:
     """Store forecasts for past as-of dates, as if the nightly job had run then.
 
     Every stored session in [START, END] gets one run (trigger 'backfill'); models are retrained
@@ -154,7 +154,7 @@ def backfill(app: AppContext, start, end, tickers_opt, retrain_every) -> None:  
     tickers = app.tickers(tickers_opt)
     pipeline = _pipeline(app)
 
-    def on_run(result) -> None:  # noqa: ANN001
+    def on_run(result) -> None:
         ok = sum(o.status == "succeeded" for o in result.outcomes)
         stderr.print(f"as of {result.as_of}: {result.status} ({ok}/{len(result.outcomes)})")
 

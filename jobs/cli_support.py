@@ -110,7 +110,7 @@ class AppContext:
             self._config = load_config(self.config_path)
         return self._config
 
-    def session_factory(self):  # noqa: ANN201 - sessionmaker type comes from the db layer
+    def session_factory(self):
         from db.session import make_engine, make_session_factory
 
         return make_session_factory(make_engine(self.config.database.url))

@@ -212,7 +212,7 @@ def _check_timezone(name: str) -> None:
         raise ConfigError(f"schedule.timezone: unknown time zone {name!r}") from None
 
 
-def cron_trigger(expr: str, timezone: str):  # noqa: ANN201 - apscheduler CronTrigger
+def cron_trigger(expr: str, timezone: str):
     """The APScheduler trigger of a five-field crontab (minute hour day month day_of_week), or of
     six fields whose first is the second (handy for tests and sub-minute schedules)."""
     from apscheduler.triggers.cron import CronTrigger

@@ -49,13 +49,13 @@ class TickerExecutor:
 class InlineExecutor(TickerExecutor):
     """Tasks one after another in this process; stops between tasks when `stop` is set."""
 
-    def map(self, fn, args_list, stop):  # noqa: ANN001, ANN201
+    def map(self, fn, args_list, stop):
         for index, args in enumerate(args_list):
             if stop.is_set():
                 return
             try:
                 yield index, fn(*args), None
-            except Exception as exc:  # noqa: BLE001 - reported to the coordinator
+            except Exception as exc:
                 yield index, None, exc
 
 
@@ -67,7 +67,7 @@ class ProcessPoolTickerExecutor(TickerExecutor):
             max_workers=workers, mp_context=multiprocessing.get_context("spawn")
         )
 
-    def map(self, fn, args_list, stop):  # noqa: ANN001, ANN201
+    def map(self, fn, args_list, stop):
         futures: dict[Future, int] = {
             self.pool.submit(fn, *args): i for i, args in enumerate(args_list)
         }
@@ -100,7 +100,7 @@ class DaskTickerExecutor(TickerExecutor):
                 )
             self.client = Client(self.cluster)
 
-    def map(self, fn, args_list, stop):  # noqa: ANN001, ANN201
+    def map(self, fn, args_list, stop):
         futures = {self.client.submit(fn, *args, pure=False): i for i, args in enumerate(args_list)}
         pending = set(futures)
         from distributed import as_completed
@@ -111,7 +111,7 @@ class DaskTickerExecutor(TickerExecutor):
             index = futures[future]
             try:
                 yield index, future.result(), None
-            except Exception as exc:  # noqa: BLE001 - e.g. KilledWorker after repeated deaths
+            except Exception as exc:
                 yield index, None, exc
             if stop.is_set() and pending:
                 self.client.cancel(list(pending))

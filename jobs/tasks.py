@@ -183,7 +183,7 @@ def process_ticker(
         outcome.status = "succeeded"
         outcome.model_version_id = version_id
         outcome.closes = [c.close for c in result.candles]
-    except Exception as exc:  # noqa: BLE001 - one ticker's failure must not stop the others
+    except Exception as exc:
         # The coordinator reports the one-line error (pipeline._report); the traceback is for
         # --verbose only.
         context = {"run_id": run_id, "ticker": ticker}
@@ -194,7 +194,7 @@ def process_ticker(
     return outcome
 
 
-def _baseline_sets(config: Config, candles: pd.DataFrame, result) -> dict[str, list]:  # noqa: ANN001
+def _baseline_sets(config: Config, candles: pd.DataFrame, result) -> dict[str, list]:
     """The served forecast's parts and every baseline, as rows for baseline_forecasts.
 
     They cost milliseconds (GARCH: one small fit) and let analysts score the product against
@@ -212,7 +212,7 @@ def _baseline_sets(config: Config, candles: pd.DataFrame, result) -> dict[str, l
         for name, paths in baseline_paths(history, history).items():
             prices = {**paths.prices(), "quantiles": paths.quantiles}
             sets[name] = candles_from(prices, dates)
-    except Exception as exc:  # noqa: BLE001 - a baseline never fails the product's forecast
+    except Exception as exc:
         log.warning(
             "%s: baselines skipped: %s",
             result.ticker,
@@ -261,7 +261,7 @@ def describe(exc: BaseException) -> str:
     return text if len(text) <= 500 else text[:497] + "..."
 
 
-def _train(config: Config, ticker: str, candles: pd.DataFrame, as_of: date, range_fit=None):  # noqa: ANN001, ANN202
+def _train(config: Config, ticker: str, candles: pd.DataFrame, as_of: date, range_fit=None):
     from forecasting.train import train_model
 
     return train_model(

@@ -204,7 +204,7 @@ def test_concurrent_writers_queue_and_both_count(engine: Engine) -> None:
             try:
                 with engine.begin() as conn:
                     conn.execute(text(UPDATES["candles"]))
-            except BaseException as exc:  # noqa: BLE001 - reported below
+            except BaseException as exc:
                 errors.append(exc)
             finally:
                 done.set()

@@ -6,11 +6,11 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import pytest  # noqa: E402
+import numpy as np
+import pandas as pd
+import pytest
 
-from forecasting.backtest import (  # noqa: E402
+from forecasting.backtest import (
     CSV_COLUMNS,
     PRICE_KEYS,
     QUANTILE_COLUMNS,
@@ -18,9 +18,9 @@ from forecasting.backtest import (  # noqa: E402
     summarize,
     walk_forward,
 )
-from forecasting.params import ModelParams  # noqa: E402
-from forecasting.train import required_sessions  # noqa: E402
-from tests.forecasting.test_features import synthetic_candles  # noqa: E402
+from forecasting.params import ModelParams
+from forecasting.train import required_sessions
+from tests.forecasting.test_features import synthetic_candles
 
 TINY = ModelParams(window=10, horizon=4, epochs=1, batch_size=32, units=4, patience=1)
 MODELS = ("candlecast", "lstm", "har_range", "naive", "ewma")

@@ -6,25 +6,25 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import dataclasses  # noqa: E402
-from datetime import date  # noqa: E402
+import dataclasses
+from datetime import date
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import pytest  # noqa: E402
+import numpy as np
+import pandas as pd
+import pytest
 
-from forecasting import artifact as A  # noqa: E402
-from forecasting import calibration as C  # noqa: E402
-from forecasting.params import ModelParams  # noqa: E402
-from forecasting.predict import decode, forecast, forecast_many  # noqa: E402
-from forecasting.range_model import HarRange  # noqa: E402
-from forecasting.train import (  # noqa: E402
+from forecasting import artifact as A
+from forecasting import calibration as C
+from forecasting.params import ModelParams
+from forecasting.predict import decode, forecast, forecast_many
+from forecasting.range_model import HarRange
+from forecasting.train import (
     MIN_CAL_WINDOWS,
     InsufficientHistoryError,
     required_sessions,
     train_model,
 )
-from tests.forecasting.test_features import synthetic_candles  # noqa: E402
+from tests.forecasting.test_features import synthetic_candles
 
 TINY = ModelParams(window=10, horizon=4, epochs=2, batch_size=32, units=4, patience=1)
 BUNDLED = os.path.join(os.path.dirname(__file__), "..", "..", "forecasting", "bundled")

@@ -159,7 +159,7 @@ class AuthReceiver:
         seen = self.authorization = []
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            def do_POST(self) -> None:
                 self.rfile.read(int(self.headers["Content-Length"]))
                 seen.append((self.path, self.headers.get("Authorization")))
                 self.send_response(200)

@@ -36,7 +36,7 @@ class Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 receiver.posts.append(
                     {
@@ -93,7 +93,7 @@ def unreachable_url() -> str:
 def fake_success(*tickers: str):
     """process_ticker where `tickers` succeed at once (no training) and the others run for real."""
 
-    def task(factory, config, run_id, ticker, *args, **kwargs):  # noqa: ANN001, ANN202
+    def task(factory, config, run_id, ticker, *args, **kwargs):
         if ticker in tickers:
             return TickerOutcome(ticker, "succeeded")
         return process_ticker(factory, config, run_id, ticker, *args, **kwargs)

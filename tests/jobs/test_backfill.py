@@ -97,7 +97,7 @@ def test_backfill_pools_har_range_over_the_tickers_that_synced(
     pooled: list[tuple[str, ...]] = []
     real = jobs.pipeline.pooled_range_fits
 
-    def spy(factory, config, tickers, as_of):  # noqa: ANN001, ANN202
+    def spy(factory, config, tickers, as_of):
         pooled.append(tuple(tickers))
         return real(factory, config, tickers, as_of)
 

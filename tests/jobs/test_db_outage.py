@@ -82,7 +82,7 @@ def cut_at(monkeypatch, proxy: TcpProxy, target: str, *, after: bool = False) ->
     module, name = target.rsplit(".", 1)
     original = getattr(importlib.import_module(module), name)
 
-    def wrapper(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def wrapper(*args, **kwargs):
         if not after:
             proxy.cut()
         result = original(*args, **kwargs)
@@ -149,14 +149,14 @@ def test_an_outage_beyond_the_retry_budget_fails_the_ticker_and_still_finishes_t
 
 
 def counted(calls: list, function: Callable) -> Callable:
-    def wrapper(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def wrapper(*args, **kwargs):
         calls.append(args)
         return function(*args, **kwargs)
 
     return wrapper
 
 
-def wrapped(orig: Exception, cls=OperationalError) -> Exception:  # noqa: ANN001
+def wrapped(orig: Exception, cls=OperationalError) -> Exception:
     return cls("SELECT 1", {}, orig)
 
 

@@ -128,7 +128,7 @@ def test_a_row_naming_another_function_is_refused_never_resolved_and_deleted(
     resolved: list[str] = []
     real_ref_to_obj = apscheduler.job.ref_to_obj
 
-    def spy(ref: str):  # noqa: ANN202
+    def spy(ref: str):
         resolved.append(ref)
         return real_ref_to_obj(ref)
 

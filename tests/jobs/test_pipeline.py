@@ -247,7 +247,7 @@ def test_the_heartbeat_advances_per_ticker_and_the_message_sums_up_the_run(
 ):
     seen: list[tuple] = []
 
-    def after_ticker(outcome) -> None:  # noqa: ANN001 - a TickerOutcome
+    def after_ticker(outcome) -> None:
         with session_factory() as s:
             run = s.scalars(select(ForecastRun).where(ForecastRun.status == "running")).one()
             seen.append((outcome.ticker, run.started_at, run.heartbeat_at))

@@ -24,7 +24,7 @@ SLOW_MODEL = {"epochs": 4, "units": 8, "patience": 4, "batch_size": 32}  # graph
 TIMEOUT_S = 120
 
 
-def wait_for(condition: Callable[[], bool], what: str, proc=None) -> None:  # noqa: ANN001
+def wait_for(condition: Callable[[], bool], what: str, proc=None) -> None:
     """Poll `condition` until true; fail with `what` on timeout or when `proc` exits first."""
     deadline = time.monotonic() + TIMEOUT_S
     while time.monotonic() < deadline:

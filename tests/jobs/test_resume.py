@@ -30,7 +30,7 @@ def dead_pid() -> int:
     return child.pid
 
 
-def store_set(session, run_id: int, ticker: str, as_of: date) -> None:  # noqa: ANN001
+def store_set(session, run_id: int, ticker: str, as_of: date) -> None:
     """A forecast set with made-up numbers and the ticker's `succeeded` outcome."""
     rows = [
         runs.ForecastRow(h, day, 100.0, 101.0, 99.0, 100.5, 99.5, 101.5)
@@ -42,7 +42,7 @@ def store_set(session, run_id: int, ticker: str, as_of: date) -> None:  # noqa: 
     runs.finish_ticker(session, run_id=run_id, ticker=ticker, status="succeeded", duration_s=1)
 
 
-def leave_run(factory, *, as_of: date, done: tuple[str, ...], status="running", trigger="schedule"):  # noqa: ANN001, ANN201
+def leave_run(factory, *, as_of: date, done: tuple[str, ...], status="running", trigger="schedule"):
     """A run row as a killed process leaves it: `done` tickers stored (fake numbers), no others."""
     with factory.begin() as s:
         run = runs.start_run(s, trigger=trigger, as_of_date=as_of)
@@ -52,14 +52,14 @@ def leave_run(factory, *, as_of: date, done: tuple[str, ...], status="running", 
         return run.id
 
 
-def fake_process_ticker(factory, config, run_id, ticker, as_of, range_fit=None):  # noqa: ANN001, ANN201, ARG001
+def fake_process_ticker(factory, config, run_id, ticker, as_of, range_fit=None):
     """process_ticker without the training (test_pipeline and the daemon test below train)."""
     with factory.begin() as s:
         store_set(s, run_id, ticker, as_of)
     return TickerOutcome(ticker, "succeeded")
 
 
-def all_runs(factory) -> list[tuple[int, str, str, str | None]]:  # noqa: ANN001
+def all_runs(factory) -> list[tuple[int, str, str, str | None]]:
     with factory() as s:
         rows = s.execute(
             select(ForecastRun.id, ForecastRun.trigger, ForecastRun.status, ForecastRun.message)

@@ -11,30 +11,30 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import http.client  # noqa: E402
-import threading  # noqa: E402
-import uuid  # noqa: E402
-from collections.abc import Iterator  # noqa: E402
-from contextlib import contextmanager  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
-from urllib.parse import urlsplit  # noqa: E402
+import http.client
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
-import pytest  # noqa: E402
-from flask import Flask  # noqa: E402
-from flask.testing import FlaskClient  # noqa: E402
-from sqlalchemy import create_engine  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
-from sqlalchemy.pool import NullPool  # noqa: E402
-from werkzeug.serving import BaseWSGIServer, make_server  # noqa: E402
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import create_engine
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
+from werkzeug.serving import BaseWSGIServer, make_server
 
-from db.migrate import upgrade  # noqa: E402
-from db.session import make_engine, make_session_factory  # noqa: E402
-from jobs.config import DATABASE_URL_ENV, Config, config_from_dict  # noqa: E402
-from tests.conftest import DB_BACKENDS, POSTGRES_URL  # noqa: E402
-from tests.web.seed import MODEL_AS_OF, TICKERS, Seed, bundled_candles, seed  # noqa: E402
-from web import create_app, state  # noqa: E402
+from db.migrate import upgrade
+from db.session import make_engine, make_session_factory
+from jobs.config import DATABASE_URL_ENV, Config, config_from_dict
+from tests.conftest import DB_BACKENDS, POSTGRES_URL
+from tests.web.seed import MODEL_AS_OF, TICKERS, Seed, bundled_candles, seed
+from web import create_app, state
 
 
 @dataclass(frozen=True)
