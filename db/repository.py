@@ -13,7 +13,7 @@ from datetime import date, datetime
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Insert, delete, func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -42,7 +42,7 @@ class CandleRange:
     count: int
 
 
-def _dialect_insert(session: Session, table: Any) -> Insert:
+def _dialect_insert(session: Session, table: Any) -> postgresql.Insert | sqlite.Insert:
     """INSERT construct of the session's dialect (supports ON CONFLICT on SQLite and PostgreSQL)."""
     name = session.get_bind().dialect.name
     if name == "postgresql":

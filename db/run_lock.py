@@ -15,7 +15,7 @@ import uuid
 import zlib
 from datetime import timedelta
 
-from sqlalchemy import Connection, Engine, delete, select, text, update
+from sqlalchemy import Connection, Engine, delete, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from db.models import RunLock, utcnow
@@ -104,7 +104,7 @@ class RunLockHandle:
             if current is None:
                 try:
                     conn.execute(
-                        RunLock.__table__.insert().values(
+                        insert(RunLock).values(
                             name=LOCK_NAME,
                             token=self.token,
                             host=self.host,

@@ -121,7 +121,7 @@ def forecast_on_or_before(
     return session.execute(stmt, {"ticker": ticker, "day": day}).all()
 
 
-def latest_forecasts(session: Session, *, tickers: Sequence[str]) -> Sequence[Row[Any]]:
+def latest_forecasts(session: Session, *, tickers: Sequence[str]) -> Sequence[Any]:
     """Rows of the newest stored forecast of each ticker in `tickers`, by ticker and horizon."""
     latest = (
         select(ForecastRow.ticker, func.max(ForecastRow.as_of_date).label("as_of_date"))

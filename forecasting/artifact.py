@@ -13,7 +13,7 @@ import os
 import tempfile
 import warnings
 import zipfile
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 from forecasting.params import ModelParams
@@ -110,8 +110,10 @@ def trained_to_record(trained: TrainedModel) -> dict[str, Any]:
 
 
 def _as_date(value: Any) -> date:
+    if isinstance(value, datetime):
+        return value.date()
     if isinstance(value, date):
-        return value if type(value) is date else value.date()
+        return value
     return date.fromisoformat(str(value)[:10])
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -254,7 +255,7 @@ VERSUS_METRICS = (
 )
 
 
-def _ratio_cell(row: object | None) -> str:
+def _ratio_cell(row: Any) -> str:
     """'0.962 [0.95,0.97]', 'same' for identical forecasts, '—' when there is no ratio."""
     if row is None or np.isnan(row.ratio):
         return "—"

@@ -57,14 +57,14 @@ def _stop_on_signals() -> threading.Event:
 
 
 def _outcome_table(title: str, outcomes) -> Table:
-    """One row per ticker that fits 80 columns: the closes never wrap, a long error does."""
+    """One row per ticker that fits 80 columns (the closes never wrap). A failed ticker's error
+    is not repeated here: it was printed on its own line as the ticker finished."""
     table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("ticker", no_wrap=True)
     table.add_column("status", no_wrap=True)
     table.add_column("s", justify="right", no_wrap=True)  # seconds (training included)
     table.add_column("model", justify="right", no_wrap=True)
     table.add_column("closes h1..h4", no_wrap=True)
-    table.add_column("error", overflow="fold", ratio=1)
     for o in outcomes:
         table.add_row(
             o.ticker,
@@ -72,7 +72,6 @@ def _outcome_table(title: str, outcomes) -> Table:
             f"{o.duration_s:.0f}",
             f"v{o.model_version_id}" if o.model_version_id else "",
             " ".join(f"{c:.2f}" for c in o.closes),
-            o.error or "",
         )
     return table
 

@@ -112,7 +112,7 @@ def test_an_outage_at_the_commit_is_retried_without_retraining_and_the_run_succe
     assert len(trainings) == 1
     pipeline.engine.dispose()
     runs, tickers, sets = stored(session_factory)
-    assert runs == [("succeeded", "manual", None)]
+    assert runs == [("succeeded", "manual", "1 ticker: all succeeded")]
     assert tickers == {"AAPL": "succeeded"}
     assert sets == {4}
 
@@ -141,7 +141,7 @@ def test_an_outage_beyond_the_retry_budget_fails_the_ticker_and_still_finishes_t
     assert trainings == []
     pipeline.engine.dispose()
     runs, tickers, sets = stored(session_factory)
-    assert runs == [("failed", "manual", "all 1 tickers failed")]
+    assert runs == [("failed", "manual", "all 1 ticker failed")]
     assert tickers == {"AAPL": "failed"}
     assert sets == set()
     with session_factory() as s:
