@@ -106,3 +106,14 @@ def make_config(
         return config_from_dict(raw, base_dir=tmp_path)
 
     return factory
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark what a test needs: `browser` when it drives chromium, `postgres` when it runs on
+    PostgreSQL (its backend parameter). `slow` is set by the tests themselves."""
+    for item in items:
+        if "browser" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.browser)
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and "postgresql" in callspec.params.values():
+            item.add_marker(pytest.mark.postgres)

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # real daemons, training or installs: seconds each
+
 REPO = Path(__file__).resolve().parents[1]
 # What the copy the wheel is built from leaves out: build output, caches, tests, benchmarks.
 COPY_IGNORE = shutil.ignore_patterns(

@@ -125,6 +125,7 @@ def test_forecasts_do_not_change_when_the_future_changes(rows, candles):
     assert not np.allclose(again.loc[later, "close_hi"], rows.loc[later, "close_hi"])
 
 
+@pytest.mark.slow
 def test_seed_baseline_rows(candles, monkeypatch):
     from forecasting import seed_baseline
 

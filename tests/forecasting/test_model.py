@@ -211,6 +211,7 @@ def test_forecast_ignores_rows_after_as_of(trained, real_tail):
     assert again.candles == base.candles and again.attention == base.attention
 
 
+@pytest.mark.slow
 def test_training_ignores_rows_after_as_of(real_tail):
     as_of = real_tail.index[-30].date()
     a = train_model(real_tail.iloc[:-29], TINY, ticker="X")

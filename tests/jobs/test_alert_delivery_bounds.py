@@ -103,6 +103,7 @@ def _run_once(tmp_path: Path, url: str, webhook: str) -> subprocess.Popen[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # delivery, not storage
 def test_run_once_exits_within_30_s_of_its_run_despite_a_trickling_webhook(
     tmp_path: Path, migrated_url: str, session_factory, trickler: Trickler
 ) -> None:
@@ -122,6 +123,8 @@ def test_run_once_exits_within_30_s_of_its_run_despite_a_trickling_webhook(
     assert "not delivered" in stderr and "s3cr3t" not in stderr
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # delivery, not storage
+@pytest.mark.slow
 def test_sigterm_during_delivery_ends_run_once_promptly(
     tmp_path: Path, migrated_url: str, session_factory, trickler: Trickler
 ) -> None:

@@ -11,6 +11,7 @@ import logging
 from datetime import date
 
 import pandas as pd
+import pytest
 from sqlalchemy import func, select
 
 import jobs.pipeline
@@ -18,6 +19,8 @@ from db.models import Forecast, ForecastRun, ForecastRunTicker
 from jobs.pipeline import Pipeline
 from jobs.sync import provider_for, sync_tickers
 from tests.jobs.test_calendar_data import write_london
+
+pytestmark = pytest.mark.slow  # real daemons, training or installs: seconds each
 
 BOXING_DAY = date(2023, 12, 26)  # an XNYS session, an XLON holiday
 

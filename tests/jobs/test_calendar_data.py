@@ -11,6 +11,7 @@ from datetime import date
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from sqlalchemy import select
 
 from db import repository
@@ -37,6 +38,7 @@ def stored_dates(factory, ticker: str) -> list[date]:
         return [ts.date() for ts in repository.load_candles(s, ticker=ticker).index]
 
 
+@pytest.mark.slow
 def test_a_saturday_last_row_is_reported_and_dropped_and_every_ticker_succeeds(
     pipeline_config, universe, session_factory, caplog
 ):
@@ -65,6 +67,7 @@ def write_london(folder: Path, ticker: str, last: date) -> None:
     frame.to_csv(folder / f"{ticker}.csv", index=False)
 
 
+@pytest.mark.slow
 def test_tickers_on_different_exchanges_each_get_their_own_as_of(
     pipeline_config, universe, session_factory, caplog
 ):

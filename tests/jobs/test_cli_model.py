@@ -70,6 +70,7 @@ def _corrupt_newest_model(session_factory, how: str) -> int:
         return version.id
 
 
+@pytest.mark.slow
 def test_forecast_retrains_when_the_stored_model_is_unusable(
     tmp_path, universe, migrated_url, session_factory, capsys
 ):

@@ -50,6 +50,7 @@ def _candlecast(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # output, not storage
 def test_past_forecast_shows_the_actuals_and_tables_fit_80_columns(
     tmp_path: Path, universe: Path, migrated_url: str
 ) -> None:
@@ -73,6 +74,7 @@ def test_past_forecast_shows_the_actuals_and_tables_fit_80_columns(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # output, not storage
 def test_backtest_shows_progress_on_stderr_while_it_works(
     tmp_path: Path, universe: Path, migrated_url: str
 ) -> None:

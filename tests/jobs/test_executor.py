@@ -17,6 +17,8 @@ from jobs.config import ConfigError
 from jobs.pipeline import Pipeline
 from tests.jobs.conftest import write_universe
 
+pytestmark = pytest.mark.slow  # real daemons, training or installs: seconds each
+
 FIVE = ["AAPL", "GOOGL", "AMZN", "MSFT", "TSLA"]
 
 

@@ -12,6 +12,7 @@ from collections import Counter
 from datetime import date
 
 import pandas as pd
+import pytest
 from sqlalchemy import select
 
 from db.models import Candle, Forecast, ForecastRunTicker
@@ -37,6 +38,7 @@ def faulty_folder(folder) -> None:
     (folder / "JUNK.csv").write_bytes(bytes(range(256)) * 8)
 
 
+@pytest.mark.slow
 def test_broken_files_fail_alone_and_nothing_non_finite_is_stored(
     pipeline_config, universe, session_factory
 ):

@@ -190,6 +190,7 @@ def test_sync_warnings_are_log_lines(tmp_path: Path, migrated_url: str, log_form
     assert any("AAPL: dropped 1 of 80 rows" in message for *_, message in records), records
 
 
+@pytest.mark.slow
 def test_json_run_once_failed_ticker_is_an_error_record(tmp_path: Path, migrated_url: str) -> None:
     """Too little history fails the ticker before any training; the CLI also prints it."""
     write_universe(tmp_path / "csv", ("AAPL",), sessions=50)

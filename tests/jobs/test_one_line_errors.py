@@ -124,6 +124,7 @@ def test_a_multi_line_driver_error_is_one_line(tmp_path: Path) -> None:
     assert "refused" in line.lower()
 
 
+@pytest.mark.slow
 def test_a_failing_ticker_is_one_line_without_a_traceback(
     tmp_path: Path, migrated_url: str
 ) -> None:

@@ -33,6 +33,7 @@ def forecasts_per_set(factory) -> set[int]:
         return set(rows)
 
 
+@pytest.mark.slow
 def test_run_once_stores_four_candles_per_ticker_and_is_idempotent(
     pipeline_config, session_factory
 ):
@@ -120,6 +121,7 @@ def test_a_failing_ticker_makes_the_run_partial_and_keeps_the_others(
     assert forecasts_per_set(session_factory) == {4}
 
 
+@pytest.mark.slow
 def test_corrupt_rows_fail_the_ticker_when_configured(pipeline_config, universe, session_factory):
     path = universe / "MSFT.csv"
     text = path.read_text().splitlines()
@@ -142,6 +144,7 @@ def test_too_little_history_is_a_stored_ticker_error(pipeline_config, universe, 
     assert result.status == "partial"
 
 
+@pytest.mark.slow
 def test_a_second_run_is_refused_while_the_lock_is_held(pipeline_config):
     config = pipeline_config()
     holder = Pipeline(config)
@@ -151,6 +154,7 @@ def test_a_second_run_is_refused_while_the_lock_is_held(pipeline_config):
     assert Pipeline(config).run_nightly().status == "succeeded"
 
 
+@pytest.mark.slow
 def test_a_run_left_running_is_marked_abandoned(pipeline_config, session_factory):
     from db import runs
 
@@ -166,6 +170,7 @@ def test_a_run_left_running_is_marked_abandoned(pipeline_config, session_factory
     assert old_ticker.status == "failed" and "abandoned" in old_ticker.error
 
 
+@pytest.mark.slow
 def test_stop_flag_interrupts_after_the_ticker_in_progress(pipeline_config, session_factory):
     pipeline = Pipeline(pipeline_config())
     pipeline.on_ticker = lambda outcome: pipeline.stop_event.set()
@@ -175,6 +180,7 @@ def test_stop_flag_interrupts_after_the_ticker_in_progress(pipeline_config, sess
     assert forecasts_per_set(session_factory) == {4}
 
 
+@pytest.mark.slow
 def test_backfill_retrains_every_n_sessions(pipeline_config, session_factory):
     pipeline = Pipeline(pipeline_config())
     results = pipeline.run_backfill(
@@ -242,6 +248,7 @@ def test_an_unexpected_error_mid_run_finishes_the_run_failed(
     assert run.as_of_date == date(2023, 12, 29)
 
 
+@pytest.mark.slow
 def test_the_heartbeat_advances_per_ticker_and_the_message_sums_up_the_run(
     pipeline_config, session_factory
 ):

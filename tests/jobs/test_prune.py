@@ -225,6 +225,7 @@ def test_db_prune_rejects_keep_0(cli_config, capsys):
 # The nightly run ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_the_nightly_run_prunes_its_tickers(pipeline_config, session_factory):
     with session_factory.begin() as s:
         old = [add_version(s, "AAPL", DAY0 + timedelta(days=i), 64) for i in range(3)]

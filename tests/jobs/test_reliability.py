@@ -19,6 +19,8 @@ from db.session import make_engine, make_session_factory
 from jobs.cli_support import EXIT_LOCKED, EXIT_OK
 from tests.jobs.conftest import TINY_MODEL, write_config, write_universe
 
+pytestmark = pytest.mark.slow  # real daemons, training or installs: seconds each
+
 # Long enough that a test can observe (and kill) a process in the middle of training.
 SLOW_MODEL = {"epochs": 4, "units": 8, "patience": 4, "batch_size": 32}  # graph mode: ~10 s
 TIMEOUT_S = 120

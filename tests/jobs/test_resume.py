@@ -21,6 +21,8 @@ from jobs.tasks import TickerOutcome
 from tests.jobs.conftest import TINY_MODEL, write_config, write_universe
 from tests.jobs.test_reliability import TIMEOUT_S, forecast_sets, wait_for
 
+pytestmark = pytest.mark.slow  # real daemons, training or installs: seconds each
+
 AS_OF = date(2023, 12, 29)  # the last bundled session: the as-of a run now uses
 
 

@@ -31,6 +31,8 @@ from tests.conftest import DB_BACKENDS, POSTGRES_URL
 from tests.jobs.conftest import TINY_MODEL, write_config, write_universe
 from tests.web.conftest import site_database
 
+pytestmark = pytest.mark.slow  # the module's tests share one trained night
+
 TICKERS = ("AAPL", "FLAT")
 FLAT_PRICE = 10.0
 NO_INTERVAL = ("naive", "range20")  # baselines that forecast the close without an interval

@@ -53,6 +53,7 @@ def pages(site: Site) -> list[tuple[str, str]]:
 
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])
+@pytest.mark.slow
 def test_no_element_overflows_its_box(
     browser, live_server: str, sqlite_site: Site, scheme: str
 ) -> None:

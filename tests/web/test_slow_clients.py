@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
+import pytest
+
 from tests.web.conftest import Site
 from tests.web.test_serve import ROOT, child_env, free_port, wait_for
 from web import SECURITY_HEADERS
@@ -94,6 +96,7 @@ def test_health_answers_while_eight_clients_stall(sqlite_site: Site, tmp_path: P
                 pass
 
 
+@pytest.mark.slow
 def test_stalled_client_is_disconnected_after_read_timeout(
     sqlite_site: Site, tmp_path: Path
 ) -> None:

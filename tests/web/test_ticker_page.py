@@ -223,6 +223,7 @@ CANDLE_TRACES = """() => {
 ACTUAL = f"({GD}).data.find(t => t.name === 'actual')"
 
 
+@pytest.mark.slow
 def test_as_of_page_in_a_browser(browser, live_server: str, sqlite_site: Site) -> None:
     SHOTS.mkdir(parents=True, exist_ok=True)
     as_of = sqlite_site.seed.stored_as_of[3].isoformat()
