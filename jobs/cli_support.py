@@ -164,16 +164,7 @@ def backtest_progress() -> Iterator[Callable[[int, int, str], None]]:
     terminal; otherwise plain lines (the first step, then at most every few seconds, and the
     last), so a log or a pipe shows where a long backtest is."""
     if stderr.is_terminal:
-        with Progress(
-            TextColumn("[progress.description]{task.description}"),
-            BarColumn(),
-            TextColumn("{task.completed}/{task.total}"),
-            TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-            console=stderr,
-            transient=True,
-        ) as bar:
+        with progress_bar(eta=True) as bar:
             task = bar.add_task("backtest", total=None)
             yield lambda done, total, message: bar.update(
                 task, completed=done, total=total, description=message
@@ -199,12 +190,15 @@ def backtest_progress() -> Iterator[Callable[[int, int, str], None]]:
     yield plain
 
 
-def progress_bar() -> Progress:
+def progress_bar(*, eta: bool = False) -> Progress:
+    """A transient progress bar on stderr: description, bar, done/total, elapsed (and ETA)."""
+    eta_columns = (TextColumn("ETA"), TimeRemainingColumn()) if eta else ()
     return Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
         TextColumn("{task.completed}/{task.total}"),
         TimeElapsedColumn(),
+        *eta_columns,
         console=stderr,
         transient=True,
     )

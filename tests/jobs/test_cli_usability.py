@@ -3,10 +3,7 @@ shows whole sentences, a past forecast shows what happened, the tables fit 80 co
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,8 +11,6 @@ import pytest
 from jobs.cli import cli, first_sentence, main
 from jobs.cli_support import EXIT_OK
 from tests.jobs.test_cli_model import config_file
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_init_creates_a_missing_directory(tmp_path: Path, capsys) -> None:
@@ -36,28 +31,18 @@ def test_help_shows_each_commands_first_sentence_whole(capsys) -> None:
     assert first_sentence("One. Two.\n\nThree.") == "One."
 
 
-def _candlecast(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "CANDLECAST_DATABASE_URL"}
-    env.update(COLUMNS="80", TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(ROOT))
-    return subprocess.run(
-        [sys.executable, "-m", "jobs.cli", "--config", str(config), *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # output, not storage
 def test_past_forecast_shows_the_actuals_and_tables_fit_80_columns(
-    tmp_path: Path, universe: Path, migrated_url: str
+    tmp_path: Path, universe: Path, migrated_url: str, candlecast, monkeypatch
 ) -> None:
+    monkeypatch.setenv("COLUMNS", "80")  # a terminal 80 columns wide
     config = config_file(tmp_path, universe, migrated_url)
-    run = _candlecast(config, "run-once")
+    run = candlecast(config, "run-once")
+    run.stdout, run.stderr = run.communicate(timeout=300)
     assert run.returncode == 0, run.stderr
-    past = _candlecast(config, "forecast", "--ticker", "AAPL", "--as-of", "2023-12-20")
+    past = candlecast(config, "forecast", "--ticker", "AAPL", "--as-of", "2023-12-20")
+    past.stdout, past.stderr = past.communicate(timeout=300)
     assert past.returncode == 0, past.stderr
     for out in (run.stdout, past.stdout):
         assert max(len(line) for line in out.splitlines()) <= 80, out
@@ -76,21 +61,12 @@ def test_past_forecast_shows_the_actuals_and_tables_fit_80_columns(
 @pytest.mark.slow
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # output, not storage
 def test_backtest_shows_progress_on_stderr_while_it_works(
-    tmp_path: Path, universe: Path, migrated_url: str
+    tmp_path: Path, universe: Path, migrated_url: str, candlecast
 ) -> None:
     config = config_file(tmp_path, universe, migrated_url)
-    env = {k: v for k, v in os.environ.items() if k != "CANDLECAST_DATABASE_URL"}
-    env.update(TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(ROOT))
     args = ["backtest", "--tickers", "AAPL,MSFT", "--start", "2023-11-20", "--end", "2023-12-29"]
     args += ["--output", str(tmp_path / "bt.csv"), "--retrain-every", "10"]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "jobs.cli", "--config", str(config), *args],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = candlecast(config, *args)
     try:
         first = process.stderr.readline()
         # the first line comes before any candle is fetched or model trained: the work goes on
@@ -98,7 +74,7 @@ def test_backtest_shows_progress_on_stderr_while_it_works(
         assert process.poll() is None
         out, rest = process.communicate(timeout=300)
     finally:
-        process.kill()
+        process.kill()  # (the fixture also kills what is left running)
     assert process.returncode == 0, rest
     steps = re.findall(r"^backtest (\d+)/(\d+) \(\d+%, \d+ s, ETA \d+ s\): ", rest, re.M)
     assert steps and steps[-1][0] == steps[-1][1]  # per (block, ticker) step, ending at the total
