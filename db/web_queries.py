@@ -158,16 +158,6 @@ def model_versions_info(session: Session, *, ids: Sequence[int]) -> dict[int, Ro
     return {row.id: row for row in session.execute(stmt).mappings()}
 
 
-def latest_model_id(session: Session, *, ticker: str, trained_up_to: date) -> int | None:
-    """Id of the newest model of `ticker` trained on data up to `trained_up_to` (no artifact)."""
-    return session.scalar(
-        select(ModelVersion.id)
-        .where(ModelVersion.ticker == ticker, ModelVersion.train_end <= trained_up_to)
-        .order_by(ModelVersion.train_end.desc(), ModelVersion.id.desc())
-        .limit(1)
-    )
-
-
 def model_version_with_artifact(session: Session, *, version_id: int) -> ModelVersion | None:
     """The model version `version_id` with its `.keras` bytes loaded."""
     stmt = (

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from datetime import date
 from typing import Any
 
 import numpy as np
@@ -88,7 +87,3 @@ def normal_quantiles(close0: np.ndarray, sigma_h: np.ndarray) -> np.ndarray:
 
     z = norm.ppf(np.asarray(QUANTILE_LEVELS))
     return close0[:, None, None] * np.exp(sigma_h[..., None] * z[None, None, :])
-
-
-def as_dates(index: pd.DatetimeIndex, rows: np.ndarray) -> list[date]:
-    return [ts.date() for ts in index[rows]]

@@ -14,8 +14,6 @@ from forecasting.backtest import (
     CSV_COLUMNS,
     PRICE_KEYS,
     QUANTILE_COLUMNS,
-    format_summary,
-    summarize,
     walk_forward,
 )
 from forecasting.params import ModelParams
@@ -103,8 +101,6 @@ def test_naive_and_actuals_come_from_the_right_rows(rows, candles):
     naive = _model(rows, "naive")
     assert (naive["close"] == naive["naive_close"]).all()
     assert naive[QUANTILE_COLUMNS].isna().all().all()
-    table = summarize(naive[CSV_COLUMNS])  # summarize still takes one model's rows
-    assert (table["ratio"] == 1.0).all()
 
 
 def test_forecasts_do_not_change_when_the_future_changes(rows, candles):
@@ -139,53 +135,6 @@ def test_seed_baseline_rows(candles, monkeypatch):
     assert out["close_lo"].isna().all() and out[QUANTILE_COLUMNS].isna().all().all()
     assert np.isfinite(out["close"]).all()
     assert (out["open"] == out["close"]).all()
-
-
-def test_summarize_hand_made_rows():
-    base = {
-        "as_of_date": None,
-        "target_date": None,
-        "open": 0.0,
-        "high": 0.0,
-        "low": 0.0,
-        "actual_open": 0.0,
-        "actual_high": 0.0,
-        "actual_low": 0.0,
-        **{column: np.nan for column in QUANTILE_COLUMNS},
-    }
-    data = [
-        # ticker, h, close, naive, actual, lo, hi
-        ("A", 1, 11.0, 10.0, 12.0, 9.0, 13.0),
-        ("A", 1, 10.0, 10.0, 9.0, 9.5, 10.5),
-        ("B", 1, 20.0, 21.0, 22.0, 19.0, 23.0),
-    ]
-    frame = pd.DataFrame(
-        [
-            {
-                **base,
-                "ticker": t,
-                "horizon": h,
-                "close": c,
-                "naive_close": n,
-                "actual_close": a,
-                "close_lo": lo,
-                "close_hi": hi,
-            }
-            for t, h, c, n, a, lo, hi in data
-        ]
-    )[CSV_COLUMNS]
-    table = summarize(frame).set_index("ticker")
-    a, b, total = table.loc["A"], table.loc["B"], table.loc["ALL"]
-    assert (a.mae_model, a.mae_naive, a.n) == (1.0, 1.5, 2)
-    assert a.ratio == pytest.approx(2 / 3)
-    assert a.directional_accuracy == 1.0  # the row equal to naive is not counted
-    assert a.coverage_80 == 0.5
-    assert (b.ratio, b.directional_accuracy, b.coverage_80) == (2.0, 0.0, 1.0)
-    assert total.ratio == pytest.approx((2 / 3 + 2.0) / 2)
-    assert total.coverage_80 == pytest.approx(0.75)
-    assert total.mae_model == pytest.approx(1.5)
-    text = format_summary(summarize(frame))
-    assert "ALL" in text and "ratio" in text
 
 
 def test_unknown_model_is_rejected(candles):

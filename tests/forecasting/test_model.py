@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -284,3 +285,21 @@ def test_attention_ablation_gives_uniform_weights_and_round_trips(tmp_path):
     np.testing.assert_allclose(M.infer(loaded, x)[0], M.infer(net, x)[0], rtol=1e-6)
     learnt = M.build_model(10, 7, 4, 4)
     assert len(learnt.get_layer("attention").weights) == 4
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, 0.0, -1.0])
+def test_a_served_forecast_with_a_bad_price_is_refused(bad: float) -> None:
+    """Forecast.check_finite (called by the nightly task before anything is stored) refuses a
+    non-finite or non-positive price, in the candle or in its quantiles."""
+    from forecasting.predict import Forecast, ForecastCandle
+
+    def forecast(**change: float) -> Forecast:
+        values = {"open": 10.0, "high": 11.0, "low": 9.0, "close": 10.0}
+        values |= {"close_lo": 9.5, "close_hi": 10.5, **change}
+        candle = ForecastCandle(date(2024, 1, 2), 1, **values, quantiles=(9.0, 9.5, 10.0))
+        return Forecast("AAPL", date(2023, 12, 29), [candle], [], [])
+
+    forecast().check_finite()  # a valid one passes
+    for key in ("open", "high", "low", "close", "close_lo", "close_hi"):
+        with pytest.raises(ValueError, match="non-finite or non-positive price; not stored"):
+            forecast(**{key: bad}).check_finite()
