@@ -137,7 +137,7 @@ def db_upgrade(app: AppContext, revision: str) -> None:
 
     url = app.config.database.url
     migrate.upgrade(url, revision)
-    click.echo(f"database at revision {migrate.current(url)} ({safe_url(url)})")
+    _echo_revision(url)
 
 
 @db.command("downgrade")
@@ -150,6 +150,13 @@ def db_downgrade(app: AppContext, revision: str) -> None:
 
     url = app.config.database.url
     migrate.downgrade(url, revision)
+    _echo_revision(url)
+
+
+def _echo_revision(url: str) -> None:
+    """'database at revision R (URL, password hidden)' after a migration."""
+    from db import migrate
+
     click.echo(f"database at revision {migrate.current(url) or 'base'} ({safe_url(url)})")
 
 

@@ -382,6 +382,13 @@ def _write(write, path: Path) -> None:
         raise CommandError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
+def _forecast_rows(group):
+    """Stored-forecast rows of a DataFrame of backtest rows."""
+    from db import runs
+
+    return [runs.ForecastRow.of(r, target_date=r.target_date) for r in group.itertuples()]
+
+
 def _store_backtest(app: AppContext, all_rows, served_name: str) -> int:
     """Write backtest forecasts as backfill runs (one per as-of date); returns sets stored.
 
@@ -425,10 +432,7 @@ def _store_backtest_rows(factory, all_rows, served_name: str) -> int:
                     ticker=ticker,
                     as_of_date=as_of,
                     model_version_id=None,
-                    rows=[
-                        runs.ForecastRow.of(r, target_date=r.target_date)
-                        for r in group.itertuples()
-                    ],
+                    rows=_forecast_rows(group),
                 )
                 runs.finish_ticker(
                     session, run_id=run.id, ticker=ticker, status="succeeded", duration_s=0.0
@@ -442,10 +446,7 @@ def _store_backtest_rows(factory, all_rows, served_name: str) -> int:
                     ticker=ticker,
                     as_of_date=as_of,
                     model=model,
-                    rows=[
-                        runs.ForecastRow.of(r, target_date=r.target_date)
-                        for r in group.itertuples()
-                    ],
+                    rows=_forecast_rows(group),
                 )
             runs.finish_run(
                 session, run_id=run.id, status="succeeded", message="stored by candlecast backtest"
