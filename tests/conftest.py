@@ -26,6 +26,11 @@ from jobs.config import DATABASE_URL_ENV, Config, config_from_dict
 POSTGRES_URL_ENV = "CANDLECAST_TEST_POSTGRES_URL"
 POSTGRES_URL = os.environ.get(POSTGRES_URL_ENV) or None
 DB_BACKENDS = ["sqlite", "postgresql"] if POSTGRES_URL else ["sqlite"]
+# For slow tests of behaviour that does not depend on the database (executors, per-ticker dates,
+# output): one run, on PostgreSQL when it is there (the production database), else SQLite.
+one_backend = pytest.mark.parametrize(
+    "db_url", ["postgresql" if POSTGRES_URL else "sqlite"], indirect=True
+)
 
 # Small and fast model settings for tests; pass model={...} to make_config to override.
 TEST_MODEL: dict[str, Any] = {"epochs": 1, "units": 4, "patience": 1}

@@ -18,6 +18,7 @@ import jobs.pipeline
 from db.models import Forecast, ForecastRun, ForecastRunTicker
 from jobs.pipeline import Pipeline
 from jobs.sync import provider_for, sync_tickers
+from tests.conftest import one_backend
 from tests.jobs.test_calendar_data import write_london
 
 pytestmark = pytest.mark.slow  # real daemons, training or installs: seconds each
@@ -39,6 +40,7 @@ def statuses(factory, run_id: int) -> dict[str, str]:
         return {t.ticker: t.status for t in rows}
 
 
+@one_backend
 def test_backfill_forecasts_each_ticker_as_of_its_own_exchange_session(
     pipeline_config, universe, session_factory
 ):
@@ -72,6 +74,7 @@ def test_backfill_forecasts_each_ticker_as_of_its_own_exchange_session(
     assert runs[boxing] == BOXING_DAY
 
 
+@one_backend
 def test_backfill_forecasts_a_ticker_missing_a_session_as_of_its_latest_one(
     pipeline_config, universe, session_factory, caplog
 ):
@@ -91,6 +94,7 @@ def test_backfill_forecasts_a_ticker_missing_a_session_as_of_its_latest_one(
     )
 
 
+@one_backend
 def test_backfill_pools_har_range_over_the_tickers_that_synced(
     pipeline_config, universe, session_factory, monkeypatch
 ):

@@ -14,6 +14,7 @@ from forecasting.artifact import sha256_hex
 from forecasting.backtest import CSV_COLUMNS
 from jobs.cli import main
 from jobs.cli_support import EXIT_LOCKED, EXIT_OK, EXIT_USAGE
+from tests.conftest import one_backend
 from tests.jobs.conftest import TINY_MODEL, write_config
 
 
@@ -29,6 +30,7 @@ def config_file(tmp_path, universe, url):
     )
 
 
+@one_backend
 def test_forecast_trains_once_then_reuses_the_stored_model(
     tmp_path, universe, migrated_url, session_factory, capsys
 ):
@@ -71,6 +73,7 @@ def _corrupt_newest_model(session_factory, how: str) -> int:
 
 
 @pytest.mark.slow
+@one_backend
 def test_forecast_retrains_when_the_stored_model_is_unusable(
     tmp_path, universe, migrated_url, session_factory, capsys
 ):

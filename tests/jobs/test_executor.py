@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 from db.models import Forecast, ForecastRunTicker, ModelVersion
 from jobs.config import ConfigError
 from jobs.pipeline import Pipeline
+from tests.conftest import one_backend
 from tests.jobs.conftest import write_universe
 
 pytestmark = pytest.mark.slow  # real daemons, training or installs: seconds each
@@ -43,6 +44,7 @@ def five(universe):
     return FIVE
 
 
+@one_backend
 def test_dask_local_cluster_writes_what_the_local_executor_writes(
     pipeline_config, five, session_factory
 ):
@@ -61,6 +63,7 @@ def test_dask_local_cluster_writes_what_the_local_executor_writes(
     assert after_local["models"] == 2 * after_dask["models"]
 
 
+@one_backend
 def test_local_process_pool_runs_tickers_in_spawned_workers(pipeline_config, session_factory):
     config = pipeline_config(executor={"kind": "local", "workers": 2})
     result = Pipeline(config).run_nightly()
@@ -68,6 +71,7 @@ def test_local_process_pool_runs_tickers_in_spawned_workers(pipeline_config, ses
     assert table_counts(session_factory) == {"forecasts": 8, "models": 2, "sets": 2}
 
 
+@one_backend
 def test_a_killed_dask_worker_still_accounts_for_every_ticker(
     pipeline_config, five, session_factory
 ):

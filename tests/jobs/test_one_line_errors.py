@@ -18,6 +18,7 @@ import pytest
 
 from jobs.cli_support import EXIT_FAILURE, EXIT_USAGE
 from jobs.config import DATABASE_URL_ENV
+from tests.conftest import one_backend
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -125,6 +126,7 @@ def test_a_multi_line_driver_error_is_one_line(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@one_backend
 def test_a_failing_ticker_is_one_line_without_a_traceback(
     tmp_path: Path, migrated_url: str
 ) -> None:
