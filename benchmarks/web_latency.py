@@ -297,7 +297,7 @@ def run_wrk_spread(
     for proc in procs:
         out, err = proc.communicate()
         if proc.returncode != 0:
-            raise SystemExit(f"wrk failed:\n{out}\n{err}")
+            raise SystemExit(f"wrk failed: {command}\n{out}\n{err}")
         parts.append(_parse_wrk(out, err))
     return Result(
         rps=sum(r.rps for r in parts),
