@@ -161,21 +161,30 @@ def paired_ratio(
     """
     m = scored.loc[scored["model"] == model, [*KEYS, metric]]
     b = scored.loc[scored["model"] == baseline, [*KEYS, metric]]
-    pair = m.merge(b, on=KEYS, suffixes=("_m", "_b")).dropna(subset=[f"{metric}_m", f"{metric}_b"])
-    pair = pair.rename(columns={f"{metric}_m": "m", f"{metric}_b": "b"})
-    if pair.empty:
+    m_keys, b_keys = pd.MultiIndex.from_frame(m[KEYS]), pd.MultiIndex.from_frame(b[KEYS])
+    if not (m_keys.is_unique and b_keys.is_unique):
+        raise ValueError(f"{model} or {baseline} has two rows for one (ticker, as-of, horizon)")
+    at = b_keys.get_indexer(m_keys)  # the baseline's row of each model row (-1: none)
+    mv = np.where(at >= 0, m[metric].to_numpy(dtype=float), np.nan)
+    bv = b[metric].to_numpy(dtype=float)[np.where(at >= 0, at, 0)]
+    both = ~np.isnan(mv) & ~np.isnan(bv) & (at >= 0)
+    if not both.any():
         return pd.DataFrame(columns=PAIRED_COLUMNS)
-    dates = np.sort(pair["as_of_date"].unique())
-    horizons = sorted(pair["horizon"].unique())
-    sums = pair.groupby(["as_of_date", "horizon"])[["m", "b"]].sum()
+    mv, bv, rows = mv[both], bv[both], m.loc[both]
+    d_code, dates = pd.factorize(rows["as_of_date"].to_numpy(), sort=True)
+    h_code, horizons = pd.factorize(rows["horizon"].to_numpy(), sort=True)
+    t_code, tickers = pd.factorize(rows["ticker"].to_numpy(), sort=True)
+    n_d, n_h, n_t = len(dates), len(horizons), len(tickers)
 
-    def per_date(col: str) -> np.ndarray:
-        wide = sums[col].unstack("horizon", fill_value=0.0)
-        arr = wide.reindex(index=dates, columns=horizons, fill_value=0.0).to_numpy(dtype=float)
-        return np.column_stack([arr, arr.sum(axis=1)])  # last column: all horizons pooled
+    def sums(codes: tuple[np.ndarray, ...], shape: tuple[int, ...], values: np.ndarray):
+        out = np.zeros(shape)
+        np.add.at(out, codes, values)
+        return out
 
-    pm, pb = per_date("m"), per_date("b")
-    starts, eff_block = block_starts(len(dates), block, n_boot, np.random.default_rng(seed))
+    pm = sums((d_code, h_code), (n_d, n_h), mv)
+    pb = sums((d_code, h_code), (n_d, n_h), bv)
+    pm, pb = (np.column_stack([a, a.sum(axis=1)]) for a in (pm, pb))  # last: all horizons
+    starts, eff_block = block_starts(n_d, block, n_boot, np.random.default_rng(seed))
     with np.errstate(divide="ignore", invalid="ignore"):
         point = pm.sum(axis=0) / pb.sum(axis=0)
         boot = _boot_sums(pm, starts, eff_block) / _boot_sums(pb, starts, eff_block)
@@ -185,21 +194,27 @@ def paired_ratio(
     if ok.any():
         lo[ok], hi[ok] = np.nanpercentile(boot[:, ok], [2.5, 97.5], axis=0)
 
-    per_ticker = pair.groupby(["horizon", "ticker"])[["m", "b"]].sum()
-    pooled = pair.groupby("ticker")[["m", "b"]].sum()
+    count = sums((t_code, h_code), (n_t, n_h), np.ones(len(mv)))
+    tm = sums((t_code, h_code), (n_t, n_h), mv)
+    tb = sums((t_code, h_code), (n_t, n_h), bv)
+    seen = np.zeros((n_d, n_h), dtype=bool)
+    seen[d_code, h_code] = True
     out = []
     for i, h in enumerate([*horizons, "all"]):
-        sel = pair if h == "all" else pair[pair["horizon"] == h]
-        tick = pooled if h == "all" else per_ticker.xs(h, level="horizon")
+        if h == "all":
+            sel, n_dates = slice(None), n_d
+            has, better = count.sum(axis=1) > 0, tm.sum(axis=1) < tb.sum(axis=1)
+        else:
+            sel, n_dates = h_code == i, int(seen[:, i].sum())
+            has, better = count[:, i] > 0, tm[:, i] < tb[:, i]
         out.append(
             {
                 "model": model, "baseline": baseline, "metric": metric,
-                "horizon": h if h == "all" else int(h), "n": len(sel),
-                "n_dates": sel["as_of_date"].nunique(), "model_mean": sel["m"].mean(),
-                "baseline_mean": sel["b"].mean(), "ratio": point[i], "ratio_lo": lo[i],
+                "horizon": h if h == "all" else int(h), "n": int(np.size(mv[sel])),
+                "n_dates": n_dates, "model_mean": float(mv[sel].mean()),
+                "baseline_mean": float(bv[sel].mean()), "ratio": point[i], "ratio_lo": lo[i],
                 "ratio_hi": hi[i], "verdict": _verdict(lo[i], hi[i]),
-                "model_better_tickers": int((tick["m"] < tick["b"]).sum()),
-                "n_tickers": len(tick),
+                "model_better_tickers": int((better & has).sum()), "n_tickers": int(has.sum()),
             }
         )  # fmt: skip
     return pd.DataFrame(out, columns=PAIRED_COLUMNS)
