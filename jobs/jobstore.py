@@ -23,8 +23,8 @@ from apscheduler.jobstores.base import ConflictingIdError, JobLookupError
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.util import datetime_to_utc_timestamp
-from sqlalchemy import and_, select
-from sqlalchemy.exc import IntegrityError
+
+from db import scheduler_jobs
 
 FORMAT_VERSION = 1
 # The only function a stored job may name unless the store is given another list. Kept as a
@@ -108,35 +108,33 @@ class JsonSQLAlchemyJobStore(SQLAlchemyJobStore):
 
     def add_job(self, job: Job) -> None:
         self._check_func(job.id, job.func_ref)
-        insert = self.jobs_t.insert().values(
-            id=job.id,
-            next_run_time=datetime_to_utc_timestamp(job.next_run_time),
-            job_state=job_to_json(job),
-        )
         with self.engine.begin() as connection:
-            try:
-                connection.execute(insert)
-            except IntegrityError:
-                raise ConflictingIdError(job.id) from None
+            stored = scheduler_jobs.insert_job(
+                connection,
+                self.jobs_t,
+                job_id=job.id,
+                next_run_time=datetime_to_utc_timestamp(job.next_run_time),
+                state=job_to_json(job),
+            )
+            if not stored:  # raised inside: the failed transaction is rolled back
+                raise ConflictingIdError(job.id)
 
     def update_job(self, job: Job) -> None:
         self._check_func(job.id, job.func_ref)
-        update = (
-            self.jobs_t.update()
-            .values(
-                next_run_time=datetime_to_utc_timestamp(job.next_run_time),
-                job_state=job_to_json(job),
-            )
-            .where(self.jobs_t.c.id == job.id)
-        )
         with self.engine.begin() as connection:
-            if connection.execute(update).rowcount == 0:
-                raise JobLookupError(job.id)
+            found = scheduler_jobs.update_job(
+                connection,
+                self.jobs_t,
+                job_id=job.id,
+                next_run_time=datetime_to_utc_timestamp(job.next_run_time),
+                state=job_to_json(job),
+            )
+        if not found:
+            raise JobLookupError(job.id)
 
     def lookup_job(self, job_id: str) -> Job | None:
-        selectable = select(self.jobs_t.c.job_state).where(self.jobs_t.c.id == job_id)
         with self.engine.begin() as connection:
-            job_state = connection.execute(selectable).scalar()
+            job_state = scheduler_jobs.job_state(connection, self.jobs_t, job_id)
             if not job_state:
                 return None
             try:
@@ -147,19 +145,15 @@ class JsonSQLAlchemyJobStore(SQLAlchemyJobStore):
 
     def _get_jobs(self, *conditions: Any) -> list[Job]:
         jobs = []
-        selectable = select(self.jobs_t.c.id, self.jobs_t.c.job_state).order_by(
-            self.jobs_t.c.next_run_time
-        )
-        selectable = selectable.where(and_(*conditions)) if conditions else selectable
         with self.engine.begin() as connection:
-            for row in connection.execute(selectable).all():
+            for row in scheduler_jobs.job_rows(connection, self.jobs_t, *conditions):
                 try:
                     jobs.append(self._reconstitute_job(row.job_state))
                 except RefusedJobError as exc:
                     self._refuse(connection, row.id, exc)
                 except Exception:
                     self._logger.exception('Unable to restore job "%s" -- removing it', row.id)
-                    connection.execute(self.jobs_t.delete().where(self.jobs_t.c.id == row.id))
+                    scheduler_jobs.delete_job(connection, self.jobs_t, row.id)
         return jobs
 
     def _check_func(self, job_id: str, func: object) -> None:
@@ -170,7 +164,7 @@ class JsonSQLAlchemyJobStore(SQLAlchemyJobStore):
             )
 
     def _refuse(self, connection: Any, job_id: str, exc: RefusedJobError) -> None:
-        connection.execute(self.jobs_t.delete().where(self.jobs_t.c.id == job_id))
+        scheduler_jobs.delete_job(connection, self.jobs_t, job_id)
         log.error("refused a stored job: %s; deleted it from %s", exc, self.jobs_t.name)
 
     def _reconstitute_job(self, job_state: bytes) -> Job:
