@@ -161,6 +161,8 @@ def paired_ratio(
     """
     m = scored.loc[scored["model"] == model, [*KEYS, metric]]
     b = scored.loc[scored["model"] == baseline, [*KEYS, metric]]
+    if m.empty or b.empty:
+        return pd.DataFrame(columns=PAIRED_COLUMNS)
     m_keys, b_keys = pd.MultiIndex.from_frame(m[KEYS]), pd.MultiIndex.from_frame(b[KEYS])
     if not (m_keys.is_unique and b_keys.is_unique):
         raise ValueError(f"{model} or {baseline} has two rows for one (ticker, as-of, horizon)")

@@ -218,3 +218,13 @@ def test_rolling_scores_by_hand_on_common_rows():
     assert out.loc["a", "rolling_mean"].tolist()[1:] == [2.0, 3.5]
     assert out.loc["b", "rolling_mean"].tolist()[1:] == [20.0, 35.0]
     assert np.isnan(out.loc["a", "rolling_mean"].iloc[0])
+
+
+def test_a_pair_without_shared_rows_is_an_empty_table():
+    rows = _paired()
+    for model in ("base", "m"):  # either side missing
+        others = rows[rows["model"] != model]
+        assert paired_ratio(others, "m", "base", "metric", n_boot=20).empty
+    shifted = rows.copy()
+    shifted.loc[shifted["model"] == "base", "horizon"] += 10  # no (ticker, as-of, horizon) shared
+    assert paired_ratio(shifted, "m", "base", "metric", n_boot=20).empty
