@@ -134,6 +134,16 @@ def _boot_sums(per_date: np.ndarray, starts: np.ndarray, block: int) -> np.ndarr
     return (cum[starts + lengths] - cum[starts]).sum(axis=1)
 
 
+def block_bootstrap_sums(
+    per_date: np.ndarray, *, block: int = 10, n_boot: int = 1000, seed: int = 0
+) -> np.ndarray:
+    """Column sums of ``per_date`` (n_dates, k), ordered by date, over each moving-block
+    resample of its dates -> (n_boot, k): the draws paired_ratio uses, for other statistics."""
+    per_date = np.asarray(per_date, dtype=float).reshape(len(per_date), -1)
+    starts, eff_block = block_starts(len(per_date), block, n_boot, np.random.default_rng(seed))
+    return _boot_sums(per_date, starts, eff_block)
+
+
 def _verdict(lo: float, hi: float) -> str:
     if np.isnan(lo) or np.isnan(hi):
         return "n/a"

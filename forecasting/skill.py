@@ -13,10 +13,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from forecasting.model_names import PRODUCT
-from forecasting.scoring import LEVELS, add_scores, paired_ratio
+from forecasting.scoring import LEVELS, add_scores, block_bootstrap_sums, paired_ratio
 
 # (metric, baseline) pairs shown, in order: what the product is good at first, the close last.
 PANEL = (
@@ -84,9 +85,32 @@ def skill(
     return out
 
 
-def coverage(rows: pd.DataFrame) -> list[dict[str, Any]]:
-    """The served intervals' hit rates per level and horizon against nominal; `off` when more
-    than two binomial standard errors away."""
+def wilson_interval(hits: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The 95% Wilson score interval of a hit rate `hits`/`n` (sound for small n and at 0 or 1)."""
+    p, zz = hits / n, z * z / n
+    centre = (p + zz / 2) / (1 + zz)
+    half = z * math.sqrt(p * (1 - p) / n + zz / (4 * n)) / (1 + zz)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def rate_interval(
+    hits: pd.Series, dates: pd.Series, *, n_boot: int = BOOTSTRAP_DRAWS
+) -> tuple[float, float, float, int]:
+    """(rate, lo, hi, n) of 0/1 `hits` made on `dates`: the 95% interval is the wider of a
+    moving-block bootstrap over the dates (scoring.block_bootstrap_sums: the skill ratios' draws;
+    it keeps the correlation of one day's horizons and of neighbouring days) and the Wilson
+    interval (which stays honest when there are too few dates for blocks)."""
+    per_date = hits.astype(float).groupby(dates.to_numpy()).agg(["sum", "count"]).sort_index()
+    total, n = float(per_date["sum"].sum()), int(per_date["count"].sum())
+    boot = block_bootstrap_sums(per_date.to_numpy(), block=BLOCK, n_boot=n_boot)
+    b_lo, b_hi = np.percentile(boot[:, 0] / boot[:, 1], [2.5, 97.5])
+    w_lo, w_hi = wilson_interval(total, n)
+    return total / n, min(float(b_lo), w_lo), max(float(b_hi), w_hi), n
+
+
+def coverage(rows: pd.DataFrame, *, n_boot: int = BOOTSTRAP_DRAWS) -> list[dict[str, Any]]:
+    """The served intervals' hit rates per level and horizon against nominal, each with its 95%
+    interval (rate_interval); `off` when the interval excludes the nominal rate."""
     mine = rows[rows["model"] == PRODUCT] if not rows.empty else rows
     if mine.empty:
         return []
@@ -97,12 +121,14 @@ def coverage(rows: pd.DataFrame) -> list[dict[str, Any]]:
         by_horizon: dict[str, dict[str, Any]] = {}
         groups = [(str(h), g) for h, g in scored.groupby("horizon")] + [("all", scored)]
         for name, group in groups:
-            hits = group[f"covered_{level}"].dropna()
-            if hits.empty:
+            known = group[group[f"covered_{level}"].notna()]
+            if known.empty:
                 continue
-            rate, n = float(hits.mean()), len(hits)
-            band = 2 * math.sqrt(nominal * (1 - nominal) / n)
-            by_horizon[name] = {"rate": rate, "n": n, "off": abs(rate - nominal) > band}
+            rate, lo, hi, n = rate_interval(
+                known[f"covered_{level}"], known["as_of_date"], n_boot=n_boot
+            )
+            off = not lo <= nominal <= hi
+            by_horizon[name] = {"rate": rate, "lo": lo, "hi": hi, "n": n, "off": off}
         if by_horizon:
             out.append({"level": level, "nominal": nominal, "by_horizon": by_horizon})
     return out
@@ -138,6 +164,8 @@ __all__ = [
     "PANEL",
     "coverage",
     "headline",
+    "rate_interval",
     "rolling_interval_score",
     "skill",
+    "wilson_interval",
 ]

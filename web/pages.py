@@ -240,7 +240,9 @@ def accuracy_csv(ticker: str) -> Response:
             )
     for level in context["coverage"]:
         for h, c in level["by_horizon"].items():
-            writer.writerow(["coverage", "", "", level["level"], h, c["rate"], "", "", c["n"]])
+            writer.writerow(
+                ["coverage", "", "", level["level"], h, c["rate"], c["lo"], c["hi"], c["n"]]
+            )
     response = Response(out.getvalue(), mimetype="text/csv")
     response.headers["Content-Disposition"] = f'attachment; filename="{symbol}-accuracy.csv"'
     return response

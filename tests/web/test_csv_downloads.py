@@ -63,3 +63,10 @@ def test_accuracy_csv_holds_the_pages_skill_and_coverage_tables(site: Site) -> N
             assert int(row["n"]) == cell["n"]
     coverage = [r for r in rows if r["table"] == "coverage"]
     assert {r["level"] for r in coverage} == {"50", "80", "90"}
+    for level in api["coverage"]:  # each hit rate with its 95% interval
+        for h, cell in level["by_horizon"].items():
+            (row,) = [
+                r for r in coverage if r["level"] == str(level["level"]) and r["horizon"] == h
+            ]
+            got = [float(row[k]) for k in ("value", "lo", "hi")]
+            assert got == pytest.approx([cell["rate"], cell["lo"], cell["hi"]])

@@ -4,6 +4,7 @@ views (forecast_accuracy, baseline_accuracy), on SQLite and PostgreSQL; the page
 from __future__ import annotations
 
 import json
+import math
 from collections import defaultdict
 
 import pytest
@@ -85,6 +86,52 @@ def sql_coverage(url: str, ticker: str) -> dict[tuple[int, str], float]:
     return {k: sum(v) / len(v) for k, v in out.items()}
 
 
+def sql_hit_counts(url: str, ticker: str) -> dict[tuple[int, str], tuple[int, int]]:
+    """(hits, forecasts) per (level, horizon) from the view's in_interval columns."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT horizon, in_interval_50, in_interval, in_interval_90 "
+                    "FROM forecast_accuracy WHERE ticker = :t AND actual_close IS NOT NULL"
+                ),
+                {"t": ticker},
+            ).all()
+    finally:
+        engine.dispose()
+    out: dict[tuple[int, str], list[int]] = defaultdict(lambda: [0, 0])
+    for horizon, *hits in rows:
+        for level, hit in zip((50, 80, 90), hits, strict=True):
+            if hit is not None:
+                for key in ((level, str(horizon)), (level, "all")):
+                    out[key][0] += int(hit)
+                    out[key][1] += 1
+    return {k: (h, n) for k, (h, n) in out.items()}
+
+
+def wilson(hits: int, n: int) -> tuple[float, float]:
+    """The 95% Wilson score interval, written out here from its textbook formula."""
+    z, p = 1.96, hits / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return centre - half, centre + half
+
+
+def check_coverage_interval(
+    level: int, h: str, cell: dict, counts: dict, tol: float = 1e-9
+) -> None:
+    """The coverage cell's 95% interval holds its rate and is at least the Wilson interval of
+    the SQL view's counts; `off` is exactly 'the interval excludes nominal'."""
+    hits, n = counts[(level, h)]
+    assert cell["n"] == n and cell["rate"] == pytest.approx(hits / n)
+    w_lo, w_hi = wilson(hits, n)
+    assert cell["lo"] <= min(cell["rate"], w_lo + tol) and cell["hi"] >= max(
+        cell["rate"], w_hi - tol
+    )
+    assert cell["off"] == (not cell["lo"] <= level / 100 <= cell["hi"]), (level, h)
+
+
 PANEL = [("winkler_80", "garch"), ("winkler_80", "ewma"), ("pinball", "garch")]
 PANEL += [("pinball", "ewma"), ("hl_ae", "range20")]
 
@@ -112,6 +159,12 @@ def test_api_skill_object_matches_the_sql_views(site: Site) -> None:
         (c["level"], h): v["rate"] for c in skill["coverage"] for h, v in c["by_horizon"].items()
     }
     assert coverage == pytest.approx(sql_coverage(site.url, "AAPL"))
+    counts = sql_hit_counts(site.url, "AAPL")
+    for c in skill["coverage"]:
+        for h, cell in c["by_horizon"].items():
+            check_coverage_interval(c["level"], h, cell, counts)
+    # the seed's 80% intervals hold too many closes for 250 sessions of evidence: flagged
+    assert any(cell["off"] for c in skill["coverage"] for cell in c["by_horizon"].values())
 
 
 @pytest.mark.browser
@@ -131,7 +184,9 @@ def test_ticker_page_panel_shows_the_sql_numbers_in_a_browser(
         rates = page.eval_on_selector_all(
             "#coverage tbody td[data-h]",
             """tds => tds.map(td => ({level: parseInt(td.parentElement.dataset.level),
-                h: td.dataset.h, rate: parseFloat(td.dataset.rate), text: td.innerText}))""",
+                h: td.dataset.h, rate: parseFloat(td.dataset.rate), lo: parseFloat(td.dataset.lo),
+                hi: parseFloat(td.dataset.hi), n: parseInt(td.dataset.n),
+                off: td.classList.contains('worse'), text: td.innerText}))""",
         )
         names = page.locator("#skill tbody tr td:nth-child(2)").all_inner_texts()
     finally:
@@ -145,7 +200,11 @@ def test_ticker_page_panel_shows_the_sql_numbers_in_a_browser(
             assert cell["text"].startswith(f"{ratio:.3f}")  # what a reader sees
     expected = sql_coverage(sqlite_site.url, "AAPL")
     assert {(r["level"], r["h"]): r["rate"] for r in rates} == pytest.approx(expected, rel=1e-5)
-    assert all(r["text"] == f"{round(r['rate'] * 100)}%" for r in rates)
+    counts = sql_hit_counts(sqlite_site.url, "AAPL")
+    for r in rates:
+        check_coverage_interval(r["level"], r["h"], r, counts, tol=1e-6)  # 6 decimals shown
+        shown = f"{r['rate'] * 100:.0f}%\n{r['lo'] * 100:.0f}–{r['hi'] * 100:.0f}"
+        assert r["text"] == shown  # what a reader sees: the rate over its interval
 
 
 def test_index_shows_skill_against_garch(site: Site) -> None:

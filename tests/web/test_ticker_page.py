@@ -127,7 +127,7 @@ def accuracy_counts(page: str) -> dict[int, int]:
     row = table.split('data-level="80"', 1)[1].split("</tr>", 1)[0]
     return {
         int(h): int(n)
-        for h, n in re.findall(r'data-h="(\d)" data-rate="[^"]+" data-n="(\d+)"', row)
+        for h, n in re.findall(r'data-h="(\d)" data-rate="[^"]+"[^>]* data-n="(\d+)"', row)
     }
 
 
