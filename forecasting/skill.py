@@ -85,50 +85,75 @@ def skill(
     return out
 
 
-def wilson_interval(hits: float, n: int, z: float = 1.96) -> tuple[float, float]:
-    """The 95% Wilson score interval of a hit rate `hits`/`n` (sound for small n and at 0 or 1)."""
-    p, zz = hits / n, z * z / n
+def wilson_interval(hits: Any, n: Any, z: float = 1.96) -> tuple[Any, Any]:
+    """The 95% Wilson score interval of hit rates `hits`/`n` (floats or arrays; sound for small
+    n and at 0 or 1)."""
+    p, zz = np.divide(hits, n), z * z / np.asarray(n, dtype=float)
     centre = (p + zz / 2) / (1 + zz)
-    half = z * math.sqrt(p * (1 - p) / n + zz / (4 * n)) / (1 + zz)
-    return max(0.0, centre - half), min(1.0, centre + half)
+    half = z * np.sqrt(p * (1 - p) / n + zz / (4 * np.asarray(n, dtype=float))) / (1 + zz)
+    return np.maximum(0.0, centre - half), np.minimum(1.0, centre + half)
 
 
-def rate_interval(
-    hits: pd.Series, dates: pd.Series, *, n_boot: int = BOOTSTRAP_DRAWS
-) -> tuple[float, float, float, int]:
-    """(rate, lo, hi, n) of 0/1 `hits` made on `dates`: the 95% interval is the wider of a
-    moving-block bootstrap over the dates (scoring.block_bootstrap_sums: the skill ratios' draws;
-    it keeps the correlation of one day's horizons and of neighbouring days) and the Wilson
-    interval (which stays honest when there are too few dates for blocks)."""
-    per_date = hits.astype(float).groupby(dates.to_numpy()).agg(["sum", "count"]).sort_index()
-    total, n = float(per_date["sum"].sum()), int(per_date["count"].sum())
-    boot = block_bootstrap_sums(per_date.to_numpy(), block=BLOCK, n_boot=n_boot)
-    b_lo, b_hi = np.percentile(boot[:, 0] / boot[:, 1], [2.5, 97.5])
+def rate_intervals(
+    hits: np.ndarray, counts: np.ndarray, *, n_boot: int = BOOTSTRAP_DRAWS
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per column of `hits` and `counts` (n_dates, k; dates in order), the hit rate and its 95%
+    interval: the wider of a moving-block bootstrap over the dates (scoring.block_bootstrap_sums,
+    the skill ratios' draws: it keeps the correlation of one day's horizons and of neighbouring
+    days) and the Wilson interval (honest when there are too few dates for blocks)."""
+    k = hits.shape[1]
+    boot = block_bootstrap_sums(np.hstack([hits, counts]), block=BLOCK, n_boot=n_boot)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rates = boot[:, :k] / boot[:, k:]
+    b_lo, b_hi = np.nanpercentile(rates, [2.5, 97.5], axis=0)
+    total, n = hits.sum(axis=0), counts.sum(axis=0)
     w_lo, w_hi = wilson_interval(total, n)
-    return total / n, min(float(b_lo), w_lo), max(float(b_hi), w_hi), n
+    return total / n, np.minimum(b_lo, w_lo), np.maximum(b_hi, w_hi)
 
 
 def coverage(rows: pd.DataFrame, *, n_boot: int = BOOTSTRAP_DRAWS) -> list[dict[str, Any]]:
     """The served intervals' hit rates per level and horizon against nominal, each with its 95%
-    interval (rate_interval); `off` when the interval excludes the nominal rate."""
+    interval (rate_intervals); `off` when the interval excludes the nominal rate."""
     mine = rows[rows["model"] == PRODUCT] if not rows.empty else rows
     if mine.empty:
         return []
     scored = add_scores(mine)
+    hit_cols = [f"covered_{level}" for level in LEVELS]
+    known = scored[hit_cols].notna().astype(float).set_axis(hit_cols, axis=1)
+    per_date = (
+        pd.concat({"hits": scored[hit_cols].fillna(0.0).astype(float), "n": known}, axis=1)
+        .set_index([scored["as_of_date"], scored["horizon"].astype(str)])
+        .groupby(level=[0, 1])
+        .sum()
+        .unstack(fill_value=0.0)
+        .sort_index()
+    )  # one row per as-of date; columns (hits|n, level, horizon)
+    horizons = sorted(per_date.columns.get_level_values(2).unique(), key=int)
+    columns = [(col, h) for col in hit_cols for h in horizons]
+    hits = np.column_stack([per_date[("hits", c, h)] for c, h in columns])
+    counts = np.column_stack([per_date[("n", c, h)] for c, h in columns])
+    for c in hit_cols:  # all horizons pooled
+        columns.append((c, "all"))
+        hits = np.column_stack([hits, per_date["hits"][c].sum(axis=1)])
+        counts = np.column_stack([counts, per_date["n"][c].sum(axis=1)])
+    n = counts.sum(axis=0)
+    seen = n > 0
+    rate, lo, hi = (np.full(len(columns), np.nan) for _ in range(3))
+    if seen.any():
+        rate[seen], lo[seen], hi[seen] = rate_intervals(
+            hits[:, seen], counts[:, seen], n_boot=n_boot
+        )
+    cells = {key: i for i, key in enumerate(columns)}
     out = []
-    for level in LEVELS:
+    for level, col in zip(LEVELS, hit_cols, strict=True):
         nominal = level / 100
         by_horizon: dict[str, dict[str, Any]] = {}
-        groups = [(str(h), g) for h, g in scored.groupby("horizon")] + [("all", scored)]
-        for name, group in groups:
-            known = group[group[f"covered_{level}"].notna()]
-            if known.empty:
-                continue
-            rate, lo, hi, n = rate_interval(
-                known[f"covered_{level}"], known["as_of_date"], n_boot=n_boot
-            )
-            off = not lo <= nominal <= hi
-            by_horizon[name] = {"rate": rate, "lo": lo, "hi": hi, "n": n, "off": off}
+        for h in [*horizons, "all"]:
+            i = cells[(col, h)]
+            if seen[i]:
+                r, a, b = float(rate[i]), float(lo[i]), float(hi[i])
+                off = not a <= nominal <= b
+                by_horizon[h] = {"rate": r, "lo": a, "hi": b, "n": int(n[i]), "off": off}
         if by_horizon:
             out.append({"level": level, "nominal": nominal, "by_horizon": by_horizon})
     return out
@@ -164,7 +189,7 @@ __all__ = [
     "PANEL",
     "coverage",
     "headline",
-    "rate_interval",
+    "rate_intervals",
     "rolling_interval_score",
     "skill",
     "wilson_interval",
