@@ -212,6 +212,12 @@ def check_database_url(url: str) -> None:
             f"{key}: unsupported database {parsed.drivername!r}; candlecast supports "
             f"SQLite and PostgreSQL: {supported}"
         )
+    if parsed.host is not None and "@" in parsed.host:
+        # `user:p@ss@host`: the password's tail would be the host, named by the driver's errors
+        raise ConfigError(
+            f"{key}: the password in {safe_url(url)!r} holds an unencoded '@': "
+            "percent-encode it (@ as %40)"
+        )
 
 
 def _build_section(name: str, cls: type, table: dict[str, Any]) -> Any:

@@ -27,6 +27,11 @@ SECRET = "s3cr3t-Pa55"
         ),
         (f"no scheme at all://a:{SECRET}@h?api_token={SECRET}", "no scheme at all://a:***@h?api_token=***"),
         ("sqlite:////var/lib/candlecast/candlecast.db", "sqlite:////var/lib/candlecast/candlecast.db"),
+        # an unencoded '@' in the password: SQLAlchemy takes its tail for the host
+        (f"postgresql+psycopg://u:p@{SECRET}@h:5432/db", "postgresql+psycopg://u:***@h:5432/db"),
+        (f"postgresql+psycopg://a@b:c@{SECRET}@h/db", "postgresql+psycopg://a%40b:***@h/db"),
+        (f"postgresql://u:p@{SECRET}:x@h/db", "postgresql://u:***@h/db"),  # not parsable
+        (f"postgresql://a@b:{SECRET}@h:bad/db", "postgresql://a@b:***@h:bad/db"),  # not parsable
     ],
 )  # fmt: skip
 def test_safe_url_masks_every_password(url: str, shown: str) -> None:
@@ -66,3 +71,14 @@ def test_db_upgrade_never_prints_a_query_password(tmp_path: Path, db_url: str) -
         assert done.returncode == 0, done.stderr
         assert SECRET not in done.stdout + done.stderr
     assert "password=***" in _cli(tmp_path, url, "db", "upgrade").stdout
+
+
+def test_a_password_with_an_unencoded_at_is_refused_without_showing_it(tmp_path: Path) -> None:
+    # SQLAlchemy reads `user:p@<secret>@host` as password `p`, host `<secret>@host`: the driver's
+    # "failed to resolve host" error showed the secret. The config refuses it before connecting.
+    url = f"postgresql+psycopg://nobody:p@{SECRET}@127.0.0.1:1/none?connect_timeout=2"
+    for args in (["db", "upgrade"], ["db", "current"]):
+        done = _cli(tmp_path, url, *args)
+        assert done.returncode != 0, args
+        assert SECRET not in done.stdout + done.stderr, (args, done.stderr)
+        assert "unencoded '@'" in done.stderr and "nobody:***@127.0.0.1" in done.stderr
