@@ -56,7 +56,8 @@ def model_from_bytes(data: bytes, expected_sha256: str | None = None) -> Any:
     _check_zip(data)
     import keras
 
-    import forecasting.model  # noqa: F401  registers the custom layers
+    import forecasting.global_layers
+    import forecasting.model  # noqa: F401  forecasting.model's)
 
     with tempfile.TemporaryDirectory(prefix="candlecast-") as folder:
         path = os.path.join(folder, "model.keras")
@@ -90,9 +91,13 @@ def _versions() -> tuple[str, str]:
     return keras.__version__, tf.__version__
 
 
-def trained_to_record(trained: TrainedModel) -> dict[str, Any]:
-    """A storable record; ``normalization`` carries the calibration under "calibration"."""
-    artifact = model_to_bytes(trained.model)
+def trained_to_record(trained: TrainedModel, artifact: bytes | None = None) -> dict[str, Any]:
+    """A storable record; ``normalization`` carries the calibration under "calibration".
+
+    ``artifact``: the model's `.keras` bytes when already serialised (a global network shared by
+    every ticker's version is serialised once)."""
+    if artifact is None:
+        artifact = model_to_bytes(trained.model)
     keras_version, tf_version = _versions()
     return {
         "ticker": trained.ticker,
@@ -142,6 +147,7 @@ def usable_from_record(record: dict[str, Any]) -> TrainedModel:
     calibration is an older candlecast's (forecasting would fail with "retrain it").
     """
     from forecasting.calibration import CALIBRATION_VERSION
+    from forecasting.global_serve import GLOBAL_KIND, GLOBAL_VERSION
 
     try:
         trained = trained_from_record(record)
@@ -149,9 +155,9 @@ def usable_from_record(record: dict[str, Any]) -> TrainedModel:
         raise
     except (KeyError, TypeError, ValueError) as exc:
         raise UnusableModelError(f"model record is malformed: {type(exc).__name__}: {exc}") from exc
-    if not isinstance(trained.calibration, dict) or (
-        trained.calibration.get("version") != CALIBRATION_VERSION
-    ):
+    calibration = trained.calibration if isinstance(trained.calibration, dict) else {}
+    expected = GLOBAL_VERSION if calibration.get("kind") == GLOBAL_KIND else CALIBRATION_VERSION
+    if calibration.get("version") != expected:
         raise UnusableModelError(
             "model version was calibrated by an older candlecast (no close quantiles); retrain it"
         )

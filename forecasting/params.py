@@ -22,6 +22,10 @@ class ModelParams:
     learning_rate: float = 1e-3
     retrain_every: int = 21
     attention: bool = True
+    # the global network (forecasting.global_net)
+    warm_epochs: int = 4  # epochs of a warm start from the previous night's weights
+    full_refit_every: int = 63  # sessions between full refits (warm starts in between)
+    max_windows: int = 30000  # training windows sampled per fit (all tickers together)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

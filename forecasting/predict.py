@@ -168,9 +168,15 @@ def forecast(
     *,
     as_of: date | None = None,
     exchange: str = "XNYS",
+    universe=None,
 ) -> Forecast:
-    """Forecast the ``horizon`` sessions after ``as_of`` (default: last row) from rows <= as_of."""
-    return forecast_many([(trained, candles)], as_of=as_of, exchange_for=lambda _t: exchange)[0]
+    """Forecast the ``horizon`` sessions after ``as_of`` (default: last row) from rows <= as_of.
+
+    A global model (``forecasting.global_serve``) may need the universe's candles: ``universe``
+    is a loader ``(tickers, as_of, rows) -> {ticker: candles}``."""
+    return forecast_many(
+        [(trained, candles)], as_of=as_of, exchange_for=lambda _t: exchange, universe=universe
+    )[0]
 
 
 def forecast_many(
@@ -178,12 +184,26 @@ def forecast_many(
     *,
     as_of: date | None = None,
     exchange_for: Callable[[str], str] = lambda _t: "XNYS",
+    universe=None,
 ) -> list[Forecast]:
     """One forecast per (model, candles) pair; each model is called directly once (fast)."""
-    from forecasting import model as M
+    from forecasting import global_serve as GS
 
     out = []
     for trained, candles in items:
+        if GS.is_global(trained):
+            out.append(
+                GS.forecast_global(
+                    trained,
+                    candles,
+                    as_of=as_of,
+                    exchange=exchange_for(trained.ticker),
+                    universe=universe,
+                )
+            )
+            continue
+        from forecasting import model as M
+
         data = _history(trained, candles, as_of)
         x, close0, sigma = prepare_inputs(trained, data, np.array([len(data) - 1]))
         pred, weights = M.infer(trained.model, x)

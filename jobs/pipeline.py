@@ -36,6 +36,7 @@ from jobs.tasks import (
     TickerOutcome,
     describe,
     forecast_task,
+    inline_task,
     pooled_range_fits,
     process_ticker,
     record_failure,
@@ -164,10 +165,17 @@ class Pipeline:
             lambda session: runs.set_run_as_of(session, run_id=run_id, as_of_date=as_of),
         )
         todo = [t for t in symbols if t not in sync_errors]
-        fits = pooled_range_fits(self.factory, self.config, tuple(todo), as_of)
-        task = partial(process_ticker, self.factory) if inline else forecast_task
+        fits, records = self._night_models(tuple(todo), as_of)
+        task = partial(inline_task, self.factory) if inline else forecast_task
         args = [
-            (self.config, run_id, ticker, ticker_as_of.get(ticker, as_of), fits.get(ticker))
+            (
+                self.config,
+                run_id,
+                ticker,
+                ticker_as_of.get(ticker, as_of),
+                fits.get(ticker),
+                records.get(ticker),
+            )
             for ticker in todo
         ]
         for index, outcome, error in executor.map(task, args, self.stop_event):
@@ -208,6 +216,7 @@ class Pipeline:
             dates = self._stored_sessions(symbols, start, end)
             models: dict[str, ModelSlot] = {}
             fits: dict[str, dict] = {}
+            records: dict[str, dict | str] = {}
             fits_at = -1
             for position, as_of in enumerate(dates):
                 if self.stop_event.is_set():
@@ -227,14 +236,12 @@ class Pipeline:
                             slot = models.get(ticker)
                             if slot and position - slot.trained_at_position >= every:
                                 models.pop(ticker)
-                            fit = None
-                            if ticker not in models:  # retraining now: refit the pooled HAR-range
+                            fit = record = None
+                            if ticker not in models:  # retraining now: refit the pooled models
                                 if fits_at != position:
-                                    fits = pooled_range_fits(
-                                        self.factory, self.config, synced, as_of
-                                    )
+                                    fits, records = self._night_models(synced, as_of)
                                     fits_at = position
-                                fit = fits.get(ticker)
+                                fit, record = fits.get(ticker), records.get(ticker)
                             outcome = process_ticker(
                                 self.factory,
                                 self.config,
@@ -244,6 +251,7 @@ class Pipeline:
                                 models,
                                 position,
                                 range_fit=fit,
+                                record=record,
                             )
                         outcomes.append(outcome)
                         self._report(outcome, run_id)
@@ -254,6 +262,17 @@ class Pipeline:
         return results
 
     # steps -------------------------------------------------------------------------------------
+    def _night_models(
+        self, tickers: tuple[str, ...], as_of: date
+    ) -> tuple[dict[str, dict], dict[str, dict | str]]:
+        """The pooled fits before the per-ticker fan-out: (HAR-range fits, {}) for per-ticker
+        networks, ({}, the global model's records) for [model] scope = "global"."""
+        if self.config.model.scope == "global":
+            from jobs.global_fit import global_records
+
+            return {}, global_records(self.factory, self.config, tickers, as_of)
+        return pooled_range_fits(self.factory, self.config, tickers, as_of), {}
+
     def _abandon_stale_runs(self) -> None:
         abandoned = in_transaction(self.factory, "abandoning stale runs", runs.abandon_running_runs)
         if abandoned:

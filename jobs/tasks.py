@@ -71,11 +71,38 @@ def sync_task(config: Config, ticker: str) -> SyncResult:
 
 
 def forecast_task(
-    config: Config, run_id: int, ticker: str, as_of: date, range_fit: dict | None = None
+    config: Config,
+    run_id: int,
+    ticker: str,
+    as_of: date,
+    range_fit: dict | None = None,
+    record: dict | str | None = None,
 ) -> TickerOutcome:
-    """Train, forecast and store one ticker for one run (the unit a worker executes)."""
+    """Train (or take the night's global model), forecast and store one ticker for one run
+    (the unit a worker executes)."""
     return process_ticker(
-        session_factory_for(config.database.url), config, run_id, ticker, as_of, range_fit=range_fit
+        session_factory_for(config.database.url),
+        config,
+        run_id,
+        ticker,
+        as_of,
+        range_fit=range_fit,
+        record=record,
+    )
+
+
+def inline_task(
+    factory: sessionmaker[Session],
+    config: Config,
+    run_id: int,
+    ticker: str,
+    as_of: date,
+    range_fit: dict | None = None,
+    record: dict | str | None = None,
+) -> TickerOutcome:
+    """``forecast_task`` in this process, with its session factory (the inline executor)."""
+    return process_ticker(
+        factory, config, run_id, ticker, as_of, range_fit=range_fit, record=record
     )
 
 
@@ -110,10 +137,15 @@ def process_ticker(
     models: dict[str, ModelSlot] | None = None,
     position: int = 0,
     range_fit: dict | None = None,
+    record: dict | str | None = None,
 ) -> TickerOutcome:
-    """Train (or reuse from `models`) the ticker's model, forecast, and store it all atomically."""
+    """Train (or reuse from `models`) the ticker's model, forecast, and store it all atomically.
+
+    With [model] scope = "global" the model is the night's global fit (``record``, from
+    ``jobs.global_fit.global_records``; a text is the reason this ticker has none)."""
     from forecasting.artifact import trained_to_record
     from forecasting.predict import forecast
+    from jobs.global_fit import trained_from_global_record, universe_loader
 
     started = time.perf_counter()
     outcome = TickerOutcome(ticker, "failed")
@@ -126,17 +158,22 @@ def process_ticker(
         candles = retrying(f"{ticker}: loading candles", partial(_load, factory, ticker, as_of))
         _require_as_of_candle(ticker, candles, as_of)
         slot = models.get(ticker) if models is not None else None
-        record = None
-        if slot is None:
+        if slot is not None:
+            trained, record = slot.trained, None
+        elif config.model.scope == "global":
+            if not isinstance(record, dict):
+                raise ValueError(record or f"{ticker}: not in the night's global model")
+            trained = trained_from_global_record(record)
+        else:
             t0 = time.perf_counter()
             trained = _train(config, ticker, candles, as_of, range_fit)
             outcome.train_s = time.perf_counter() - t0
             record = trained_to_record(trained)
-        else:
-            trained = slot.trained
         t0 = time.perf_counter()
         exchange = config.tickers.exchange_for(ticker)
-        result = forecast(trained, candles, as_of=as_of, exchange=exchange)
+        result = forecast(
+            trained, candles, as_of=as_of, exchange=exchange, universe=universe_loader(factory)
+        )
         result.check_finite()
         baselines = _baseline_sets(config, candles, result)
         outcome.forecast_s = time.perf_counter() - t0

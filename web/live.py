@@ -122,10 +122,15 @@ class _TracedModel:
         import tensorflow as tf
 
         self._model = model
-        spec = tf.TensorSpec([None, *model.inputs[0].shape[1:]], tf.float32)
-        self._call = tf.function(
-            lambda x: model(x, training=False), input_signature=[spec], reduce_retracing=True
-        )
+        specs = [tf.TensorSpec([None, *i.shape[1:]], tf.float32) for i in model.inputs]
+        if len(specs) == 1:
+            self._call = tf.function(
+                lambda x: model(x, training=False), input_signature=specs, reduce_retracing=True
+            )
+        else:  # the global network: [sequence, static]
+            self._call = tf.function(
+                lambda x: model(x, training=False), input_signature=[specs], reduce_retracing=True
+            )
 
     def __call__(self, x: Any, training: bool = False) -> Any:
         return self._call(x)
@@ -163,11 +168,12 @@ def load_trained(session: Session, version_id: int) -> Any:
     return trained
 
 
-def history_rows(window: int) -> int:
+def history_rows(window: int, global_model: bool = False) -> int:
     """Candle rows a forecast reads: feature warm-up plus one full window."""
     from forecasting.features import WARMUP, first_valid_end
+    from forecasting.global_serve import required_rows
 
-    return first_valid_end(window) + 1 + WARMUP
+    return required_rows(window) if global_model else first_valid_end(window) + 1 + WARMUP
 
 
 @dataclass(frozen=True)
@@ -189,6 +195,7 @@ def live_forecast(
     NoForecast when there is none; ModelPruned (a NoForecast naming the fix) when the only ones
     had their artifacts pruned; ModelUnavailable when every one fails its checks."""
     from forecasting.artifact import UnusableModelError
+    from forecasting.global_serve import is_global
     from forecasting.predict import forecast
 
     skipped = cache.unusable()
@@ -226,11 +233,22 @@ def live_forecast(
     else:
         return live_forecast(session, ticker=ticker, as_of=as_of, exchange=exchange, cache=cache)
     train_end = candidate.train_end
-    rows = history_rows(trained.params.window)
+    rows = history_rows(trained.params.window, is_global(trained))
     start = q.nth_session_before(session, ticker=ticker, day=as_of, n=rows)
     candles = load_candles(session, ticker=ticker, start=start, end=as_of)
+
+    def universe(tickers: list[str], end: date, n: int) -> dict:
+        """The other tickers' recent candles (a global model's cross-sectional inputs)."""
+        return {
+            t: load_candles(
+                session, ticker=t, start=q.nth_session_before(session, ticker=t, day=end, n=n),
+                end=end,
+            )
+            for t in tickers
+        }  # fmt: skip
+
     try:
-        result = forecast(trained, candles, as_of=as_of, exchange=exchange)
+        result = forecast(trained, candles, as_of=as_of, exchange=exchange, universe=universe)
     except ValueError as exc:  # InsufficientHistoryError, or dates outside the exchange calendar
         raise NoForecast(str(exc)) from None
     return LiveForecast(

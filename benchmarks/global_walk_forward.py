@@ -1,0 +1,185 @@
+"""Walk the global network forward over a universe, beside HAR-range and the baselines.
+
+    .venv/bin/python benchmarks/global_walk_forward.py --csv-dir ../shared/data/dev-universe \
+        [--start 2015-01-01 --end 2023-12-31 --retrain-every 63] [--window 20 --units 32]
+
+Every refit date: one global fit on every ticker's last --history-years up to that date (a warm
+start from the previous fit, a full refit every --full-refit-every sessions), then the served
+forecast, the network alone and HAR-range alone for every as-of date of the block, and GARCH(1,1)
+and EWMA fitted per ticker at the same date. Prints Winkler-80 / pinball / high-low ratios with
+95% block-bootstrap intervals, coverage, the gate's choices and the timings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np
+import pandas as pd
+
+from benchmarks.accuracy import load_candles
+from forecasting import global_inputs as G
+from forecasting import scoring as S
+from forecasting.backtest import _rows_frame
+from forecasting.baselines import BASELINES
+from forecasting.global_net import fit_global, predict_rows
+from forecasting.params import ModelParams
+from forecasting.train import history_slice
+
+BASELINE_NAMES = ("garch", "ewma", "range20")
+
+
+def _paths_prices(paths) -> dict:
+    return {**paths.prices(), "quantiles": paths.quantiles}
+
+
+def _served_frame(candles, rows, prices, ticker, h, name):
+    from forecasting.forecaster import I_HI, I_LO
+
+    q = prices["quantiles"]
+    full = {**prices, "close_lo": q[..., I_LO], "close_hi": q[..., I_HI]}
+    return _rows_frame(candles, rows, full, ticker, h, name)
+
+
+def walk(candles_by, params, start, end, every, years, full_every, log=print):
+    h = params.horizon
+    inputs = G.build_inputs(candles_by)
+    lo, hi = pd.Timestamp(start), pd.Timestamp(end)
+    grid = sorted({d for c in candles_by.values() for d in c.index if lo <= d <= hi})
+    frames, fits, previous, since_full = [], [], None, 0
+    for b in range(0, len(grid), every):
+        d0, d1 = grid[b], grid[min(b + every, len(grid)) - 1]
+        histories = {
+            t: history_slice(c.loc[c.index <= d0], None, years) for t, c in candles_by.items()
+        }
+        warm = previous is not None and since_full < full_every
+        t0 = time.perf_counter()
+        fit = fit_global(histories, params, previous=previous if warm else None)
+        fit_s = time.perf_counter() - t0
+        since_full = since_full + every if warm else every
+        previous = fit
+        fits.append({"date": d0.date(), "kind": fit.kind, "seconds": fit_s, **fit.gate,
+                     **fit.metrics})  # fmt: skip
+        t0 = time.perf_counter()
+        for ticker, candles in candles_by.items():
+            idx = candles.index
+            rows = np.flatnonzero((idx >= d0) & (idx <= d1))
+            rows = rows[rows + h < len(candles)]
+            if not len(rows) or ticker not in fit.har:
+                continue
+            targets = idx.to_numpy()[rows[:, None] + np.arange(1, h + 1)[None, :]]
+            parts = predict_rows(fit, inputs[ticker], ticker, rows, targets)
+            for name, prices in parts.items():
+                frames.append(_served_frame(candles, rows, prices, ticker, h, name))
+            history = history_slice(candles.iloc[: rows[0] + 1], None, years)
+            visible = candles.iloc[: rows[-1] + 1]
+            for name in BASELINE_NAMES:
+                forecaster = BASELINES[name]()
+                paths = forecaster.predict_rows(forecaster.fit(history), visible, rows)
+                frames.append(_rows_frame(candles, rows, _paths_prices(paths), ticker, h, name))
+        log(
+            f"{d0.date()} {fit.kind:4s} fit {fit_s:5.1f}s predict {time.perf_counter() - t0:4.1f}s "
+            f"epochs {fit.metrics['epochs_run']} blend {fit.gate['blend']} "
+            f"hl {fit.gate['blend_hl']} cal {fit.metrics['cal_pinball_net_vs_har']}"
+        )
+    return pd.concat(frames, ignore_index=True), pd.DataFrame(fits)
+
+
+def report(rows: pd.DataFrame, fits: pd.DataFrame, n_boot: int) -> str:
+    scored = S.add_scores(rows)
+    out = []
+    pairs = [
+        ("candlecast", "har_range", "winkler_80"), ("network", "har_range", "winkler_80"),
+        ("candlecast", "garch", "winkler_80"), ("candlecast", "ewma", "winkler_80"),
+        ("candlecast", "har_range", "pinball"), ("network", "har_range", "pinball"),
+        ("candlecast", "har_range", "hl_ae"), ("candlecast", "range20", "hl_ae"),
+        ("har_range", "garch", "winkler_80"),
+    ]  # fmt: skip
+    out.append(f"{'model':>10} {'vs':>9} {'metric':>10}  " + "  ".join(
+        f"{'h' + str(h):>22}" for h in (1, 2, 3, 4, "all")))  # fmt: skip
+    for m, b, metric in pairs:
+        t = S.paired_ratio(scored, m, b, metric, n_boot=n_boot)
+        cells = [f"{r.ratio:.4f} [{r.ratio_lo:.4f},{r.ratio_hi:.4f}]" for r in t.itertuples()]
+        out.append(f"{m:>10} {b:>9} {metric:>10}  " + "  ".join(f"{c:>22}" for c in cells))
+    served = scored[scored["model"] == "candlecast"]
+    cov = served.groupby("horizon")["covered_80"].mean().round(4).to_dict()
+    per_ticker = served.groupby("ticker")["covered_80"].mean()
+    out.append(f"coverage 80 by horizon {cov}; pooled {served['covered_80'].mean():.4f}; "
+               f"lowest ticker {per_ticker.idxmin()} {per_ticker.min():.4f}")  # fmt: skip
+    mae = served["close_ae"].sum() / served["naive_ae"].sum()
+    out.append(f"close MAE vs naive {mae:.4f}")
+    blend = np.array(fits["blend"].tolist())
+    out.append(
+        f"gate: blocks with network weight > 0 per horizon {(blend > 0).mean(axis=0).round(3)}"
+        f" (any horizon {(blend > 0).any(axis=1).mean():.3f}, {len(blend)} blocks); "
+        f"mean weight {blend.mean(axis=0).round(3)}"
+    )
+    hl = np.array(fits["blend_hl"].tolist())
+    out.append(f"gate high/low: share > 0 {(hl > 0).mean(axis=0).round(3)}")
+    ent = fits["attention_entropy"].dropna()
+    out.append(f"attention entropy mean {ent.mean():.3f} (1.0 = uniform)")
+    out.append(
+        f"fit seconds: full mean {fits.loc[fits.kind == 'full', 'seconds'].mean():.1f}, "
+        f"warm mean {fits.loc[fits.kind == 'warm', 'seconds'].mean():.1f}"
+    )
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--csv-dir", required=True)
+    p.add_argument("--tickers", default="")
+    p.add_argument("--start", default="2015-01-01")
+    p.add_argument("--end", default="2023-12-31")
+    p.add_argument("--retrain-every", type=int, default=63)
+    p.add_argument("--history-years", type=int, default=5)
+    p.add_argument("--full-refit-every", type=int, default=0, help="default: [model] value")
+    p.add_argument("--window", type=int, default=20)
+    p.add_argument("--units", type=int, default=16)
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--warm-epochs", type=int, default=0)
+    p.add_argument("--max-windows", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--no-attention", action="store_true")
+    p.add_argument("--n-boot", type=int, default=1000)
+    p.add_argument("--out", default="")
+    args = p.parse_args(argv)
+    folder = Path(args.csv_dir)
+    tickers = [t.strip().upper() for t in args.tickers.split(",") if t.strip()] or sorted(
+        q.name.split(".")[0].upper() for q in folder.glob("*.csv*")
+    )
+    candles_by = {t: load_candles(t, folder) for t in tickers}
+    params = replace(
+        ModelParams(), window=args.window, units=args.units, epochs=args.epochs,
+        batch_size=args.batch_size, attention=not args.no_attention,
+    )  # fmt: skip
+    if args.warm_epochs:
+        params = replace(params, warm_epochs=args.warm_epochs)
+    if args.max_windows:
+        params = replace(params, max_windows=args.max_windows)
+    full_every = args.full_refit_every or params.full_refit_every
+    started = time.perf_counter()
+    rows, fits = walk(
+        candles_by, params, args.start, args.end, args.retrain_every, args.history_years,
+        full_every, log=lambda m: print(m, file=sys.stderr, flush=True),
+    )  # fmt: skip
+    seconds = time.perf_counter() - started
+    if args.out:
+        rows.to_csv(args.out, index=False)
+        fits.to_csv(Path(args.out).with_suffix(".fits.csv"), index=False)
+    print(f"{len(tickers)} tickers, {args.start}..{args.end}, refit every {args.retrain_every}, "
+          f"full refit every {full_every}: {seconds / 60:.1f} min")  # fmt: skip
+    print(report(rows, fits, args.n_boot))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

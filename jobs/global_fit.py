@@ -1,0 +1,152 @@
+"""The night's global network ([model] scope = "global"): one fit before the per-ticker fan-out.
+
+The fit sees every given ticker's history_years up to the as-of date. It warm-starts from the
+newest stored global model (trained on earlier data, same hyperparameters and tickers) and runs
+[model] warm_epochs; a full refit runs when none is usable, when the tickers or hyperparameters
+changed, or every [model] full_refit_every sessions. Which one happened, and why, is recorded
+in each version's metrics (``fit_kind``, ``fit_reason``). The result is one storable record per
+ticker, all sharing one serialised network; tickers with too little history get an error text.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from datetime import date, timedelta
+from functools import partial
+from typing import Any
+
+import pandas as pd
+from sqlalchemy.orm import Session, sessionmaker
+
+from db import model_store, repository
+from jobs.config import Config
+from jobs.db_retry import retrying
+
+log = logging.getLogger("candlecast.global_fit")
+_NETWORKS: OrderedDict[str, Any] = OrderedDict()  # artifact sha256 -> loaded network (per process)
+
+
+def _load(factory: sessionmaker[Session], ticker: str, as_of: date) -> pd.DataFrame:
+    with factory() as session:
+        return repository.load_candles(session, ticker=ticker, end=as_of)
+
+
+def _previous(
+    factory: sessionmaker[Session], config: Config, tickers: list[str], as_of: date
+) -> tuple[Any, str, date | None]:
+    """(the GlobalFit to warm-start from or None, why, the date of its last full refit)."""
+    from forecasting.artifact import UnusableModelError, usable_from_record
+    from forecasting.global_serve import as_fit, is_global
+
+    with factory() as session:
+        version = model_store.latest_model_version(
+            session, ticker=tickers[0], trained_up_to=as_of - timedelta(days=1)
+        )
+        record = model_store.model_version_record(version) if version is not None else None
+    if record is None:
+        return None, "first fit", None
+    calibration = (record.get("normalization") or {}).get("calibration") or {}
+    if calibration.get("kind") != "global":
+        return None, "no stored global model", None
+    if sorted(calibration.get("universe", [])) != sorted(tickers):
+        return None, "tickers changed", None
+    if record["hyperparameters"] != config.model.to_dict():
+        return None, "hyperparameters changed", None
+    last_full = date.fromisoformat(calibration.get("last_full", "1900-01-01"))
+    with factory() as session:
+        age = model_store.sessions_between(session, ticker=tickers[0], start=last_full, end=as_of)
+    if age >= config.model.full_refit_every:
+        return None, f"full refit due ({age} sessions since the last)", None
+    try:
+        trained = usable_from_record(record)
+    except UnusableModelError as exc:
+        log.warning("stored global model %s is unusable (%s); refitting in full", record["id"], exc)
+        return None, "stored model unusable", None
+    return (as_fit(trained) if is_global(trained) else None), "warm start", last_full
+
+
+def global_records(
+    factory: sessionmaker[Session], config: Config, tickers: tuple[str, ...], as_of: date
+) -> dict[str, dict | str]:
+    """Fit the night's global model over ``tickers``: ticker -> record (or an error text)."""
+    from forecasting.artifact import model_to_bytes, trained_to_record
+    from forecasting.global_net import fit_global
+    from forecasting.global_serve import ticker_models
+    from forecasting.train import history_slice
+
+    if not tickers:
+        return {}
+    histories = {}
+    for ticker in tickers:
+        candles = retrying(f"{ticker}: loading candles", partial(_load, factory, ticker, as_of))
+        histories[ticker] = history_slice(candles, None, config.data.history_years)
+    try:
+        previous, reason, last_full = _previous(factory, config, sorted(tickers), as_of)
+        fit = fit_global(histories, config.model, previous=previous)
+    except ValueError as exc:
+        log.warning("the global model could not be fitted: %s", exc)
+        return {t: f"the global model could not be fitted: {exc}" for t in tickers}
+    fit.metrics.update(fit_reason=reason)
+    models = ticker_models(fit, histories)
+    artifact = model_to_bytes(fit.network)
+    full_date = (last_full or fit.train_end) if fit.kind == "warm" else fit.train_end
+    out: dict[str, dict | str] = {}
+    for ticker in tickers:
+        if ticker not in models:
+            out[ticker] = (
+                f"{ticker}: too little history for the global model ({len(histories[ticker])} "
+                "sessions)"
+            )
+            continue
+        trained = models[ticker]
+        trained.calibration["last_full"] = full_date.isoformat()
+        out[ticker] = trained_to_record(trained, artifact=artifact)
+    log.info(
+        "global model: %s fit over %d tickers (%s) in %.1f s",
+        fit.kind,
+        len(models),
+        reason,
+        fit.metrics.get("train_seconds", 0.0),
+    )
+    return out
+
+
+def trained_from_global_record(record: dict) -> Any:
+    """The TrainedModel of a night's record, loading the shared network once per process."""
+    from forecasting.artifact import model_from_bytes
+    from forecasting.train import TrainedModel
+
+    sha = record["artifact_sha256"]
+    if sha not in _NETWORKS:
+        _NETWORKS[sha] = model_from_bytes(bytes(record["artifact"]), sha)
+        while len(_NETWORKS) > 2:
+            _NETWORKS.popitem(last=False)
+    normalization = dict(record["normalization"])
+    calibration = normalization.pop("calibration")
+    from forecasting.params import ModelParams
+
+    return TrainedModel(
+        ticker=record["ticker"],
+        model=_NETWORKS[sha],
+        params=ModelParams.from_dict(record["hyperparameters"]),
+        normalization=normalization,
+        calibration=calibration,
+        train_start=record["train_start"],
+        train_end=record["train_end"],
+        metrics=dict(record["metrics"]),
+        val_loss=record["val_loss"],
+    )
+
+
+def universe_loader(factory: sessionmaker[Session]):
+    """A loader of the universe's recent candles for forecasts after a model's data."""
+
+    def load(tickers: list[str], end: date, rows: int) -> dict[str, pd.DataFrame]:
+        start = end - timedelta(days=rows * 7 // 5 + 20)
+        with factory() as session:
+            return {
+                t: repository.load_candles(session, ticker=t, start=start, end=end) for t in tickers
+            }
+
+    return load
