@@ -26,80 +26,45 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.accuracy import load_candles
-from forecasting import global_inputs as G
+from forecasting import global_net
 from forecasting import scoring as S
-from forecasting.backtest import _rows_frame
-from forecasting.baselines import BASELINES
-from forecasting.global_net import fit_global, predict_rows
+from forecasting.backtest import walk_forward
 from forecasting.params import ModelParams
-from forecasting.train import history_slice
 
-BASELINE_NAMES = ("garch", "ewma", "range20")
-
-
-def _paths_prices(paths) -> dict:
-    return {**paths.prices(), "quantiles": paths.quantiles}
-
-
-def _served_frame(candles, rows, prices, ticker, h, name):
-    from forecasting.forecaster import I_HI, I_LO
-
-    q = prices["quantiles"]
-    full = {**prices, "close_lo": q[..., I_LO], "close_hi": q[..., I_HI]}
-    return _rows_frame(candles, rows, full, ticker, h, name)
+MODELS = ("candlecast", "lstm", "har_range", "garch", "ewma", "range20")
 
 
 def walk(candles_by, params, start, end, every, years, full_every, log=print):
-    h = params.horizon
-    inputs = G.build_inputs(candles_by)
-    lo, hi = pd.Timestamp(start), pd.Timestamp(end)
-    grid = sorted({d for c in candles_by.values() for d in c.index if lo <= d <= hi})
-    frames, fits, previous, since_full = [], [], None, 0
-    for b in range(0, len(grid), every):
-        d0, d1 = grid[b], grid[min(b + every, len(grid)) - 1]
-        histories = {
-            t: history_slice(c.loc[c.index <= d0], None, years) for t, c in candles_by.items()
-        }
-        warm = previous is not None and since_full < full_every
-        t0 = time.perf_counter()
-        fit = fit_global(histories, params, previous=previous if warm else None)
-        fit_s = time.perf_counter() - t0
-        since_full = since_full + every if warm else every
-        previous = fit
-        fits.append({"date": d0.date(), "kind": fit.kind, "seconds": fit_s, **fit.gate,
+    """walk_forward's rows for MODELS (the global scope) and one row per fit (gate, metrics)."""
+    fits = []
+    clock = [time.perf_counter()]
+
+    def on_fit(day, fit):
+        now = time.perf_counter()
+        fits.append({"date": day, "kind": fit.kind, "seconds": now - clock[0], **fit.gate,
                      **fit.metrics})  # fmt: skip
-        t0 = time.perf_counter()
-        for ticker, candles in candles_by.items():
-            idx = candles.index
-            rows = np.flatnonzero((idx >= d0) & (idx <= d1))
-            rows = rows[rows + h < len(candles)]
-            if not len(rows) or ticker not in fit.har:
-                continue
-            targets = idx.to_numpy()[rows[:, None] + np.arange(1, h + 1)[None, :]]
-            parts = predict_rows(fit, inputs[ticker], ticker, rows, targets)
-            for name, prices in parts.items():
-                frames.append(_served_frame(candles, rows, prices, ticker, h, name))
-            history = history_slice(candles.iloc[: rows[0] + 1], None, years)
-            visible = candles.iloc[: rows[-1] + 1]
-            for name in BASELINE_NAMES:
-                forecaster = BASELINES[name]()
-                paths = forecaster.predict_rows(forecaster.fit(history), visible, rows)
-                frames.append(_rows_frame(candles, rows, _paths_prices(paths), ticker, h, name))
+        clock[0] = now
         log(
-            f"{d0.date()} {fit.kind:4s} fit {fit_s:5.1f}s predict {time.perf_counter() - t0:4.1f}s "
+            f"{day} {fit.kind:4s} block {fits[-1]['seconds']:5.1f}s "
             f"epochs {fit.metrics['epochs_run']} blend {fit.gate['blend']} "
             f"hl {fit.gate['blend_hl']} cal {fit.metrics['cal_pinball_net_vs_har']}"
         )
-    return pd.concat(frames, ignore_index=True), pd.DataFrame(fits)
+
+    rows = walk_forward(
+        candles_by, start=start, end=end, params=params, history_years=years,
+        retrain_every=every, models=MODELS, scope="global", full_refit_every=full_every,
+        on_fit=on_fit,
+    )  # fmt: skip
+    return rows, pd.DataFrame(fits)
 
 
 def report(rows: pd.DataFrame, fits: pd.DataFrame, n_boot: int) -> str:
     scored = S.add_scores(rows)
     out = []
     pairs = [
-        ("candlecast", "har_range", "winkler_80"), ("network", "har_range", "winkler_80"),
+        ("candlecast", "har_range", "winkler_80"), ("lstm", "har_range", "winkler_80"),
         ("candlecast", "garch", "winkler_80"), ("candlecast", "ewma", "winkler_80"),
-        ("candlecast", "har_range", "pinball"), ("network", "har_range", "pinball"),
+        ("candlecast", "har_range", "pinball"), ("lstm", "har_range", "pinball"),
         ("candlecast", "har_range", "hl_ae"), ("candlecast", "range20", "hl_ae"),
         ("har_range", "garch", "winkler_80"),
     ]  # fmt: skip
@@ -127,8 +92,9 @@ def report(rows: pd.DataFrame, fits: pd.DataFrame, n_boot: int) -> str:
     ent = fits["attention_entropy"].dropna()
     out.append(f"attention entropy mean {ent.mean():.3f} (1.0 = uniform)")
     out.append(
-        f"fit seconds: full mean {fits.loc[fits.kind == 'full', 'seconds'].mean():.1f}, "
-        f"warm mean {fits.loc[fits.kind == 'warm', 'seconds'].mean():.1f}"
+        f"block seconds (fit + forecasts of the block): full mean "
+        f"{fits.loc[fits.kind == 'full', 'seconds'].mean():.1f}, warm mean "
+        f"{fits.loc[fits.kind == 'warm', 'seconds'].mean():.1f}"
     )
     return "\n".join(out)
 
@@ -149,6 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-windows", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--no-attention", action="store_true")
+    p.add_argument("--learning-rate", type=float, default=0.0)
+    p.add_argument("--calibration-fraction", type=float, default=0.0)
+    p.add_argument("--gate-z", type=float, default=0.0, help="default: global_net.GATE_Z")
     p.add_argument("--n-boot", type=int, default=1000)
     p.add_argument("--out", default="")
     args = p.parse_args(argv)
@@ -163,6 +132,12 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     if args.warm_epochs:
         params = replace(params, warm_epochs=args.warm_epochs)
+    if args.learning_rate:
+        params = replace(params, learning_rate=args.learning_rate)
+    if args.calibration_fraction:
+        params = replace(params, calibration_fraction=args.calibration_fraction)
+    if args.gate_z:
+        global_net.GATE_Z = args.gate_z
     if args.max_windows:
         params = replace(params, max_windows=args.max_windows)
     full_every = args.full_refit_every or params.full_refit_every

@@ -76,6 +76,46 @@ def _lstm_prices(candles, rows, params, ticker, history_years, range_fit) -> dic
     return {PRODUCT: served, "lstm": alone}
 
 
+class _GlobalRefits:
+    """The global model along a walk-forward: one fit per refit date, warm-started from the
+    previous one, fully refitted every ``full_every`` sessions; inputs built once (causal)."""
+
+    def __init__(self, candles_by_ticker, params: ModelParams, every: int, full_every) -> None:
+        from forecasting import global_inputs as G
+
+        self.candles = candles_by_ticker
+        self.params = params
+        self.every = every
+        self.full_every = full_every or params.full_refit_every
+        self.inputs = G.build_inputs(candles_by_ticker)
+        self.current = None
+        self.since_full = 0
+
+    def fit(self, histories):
+        from forecasting.global_net import fit_global
+
+        warm = self.current is not None and self.since_full < self.full_every
+        self.current = fit_global(histories, self.params, previous=self.current if warm else None)
+        self.since_full = self.since_full + self.every if warm else self.every
+        return self.current
+
+    def prices(self, ticker: str, rows: np.ndarray) -> dict[str, dict]:
+        from forecasting.forecaster import I_HI, I_LO
+        from forecasting.global_net import predict_rows
+
+        if self.current is None or ticker not in self.current.har:
+            return {}
+        h = self.params.horizon
+        index = self.candles[ticker].index.to_numpy()
+        targets = index[rows[:, None] + np.arange(1, h + 1)[None, :]]
+        parts = predict_rows(self.current, self.inputs[ticker], ticker, rows, targets)
+        out = {}
+        for name, key in ((PRODUCT, "candlecast"), ("lstm", "network")):
+            q = parts[key]["quantiles"]
+            out[name] = {**parts[key], "close_lo": q[..., I_LO], "close_hi": q[..., I_HI]}
+        return out
+
+
 def _seed_prices(candles, rows, params, ticker, history_years) -> dict:
     from forecasting import seed_baseline as S
     from forecasting.train import history_slice
@@ -103,12 +143,18 @@ def walk_forward(
     retrain_every: int = 21,
     models: Sequence[str] = DEFAULT_MODELS,
     progress: Callable[[int, int, str], None] | None = None,
+    scope: str = "per_ticker",
+    full_refit_every: int | None = None,
+    on_fit: Callable[[date, object], None] | None = None,
 ) -> pd.DataFrame:
     """Rows (``model`` + CSV_COLUMNS) for every model, ticker and as-of session in [start, end]
     that has ``horizon`` later sessions. Target dates are the data's own next sessions.
 
-    ``progress(done, total, message)`` is called after each (refit block, ticker) step, with
-    the number of steps done and in all."""
+    ``scope="global"``: the product ("candlecast") and the network alone ("lstm") come from one
+    global fit per refit date over every ticker (``forecasting.global_net``), warm-started from
+    the previous one, fully refitted every ``full_refit_every`` sessions (default: the params');
+    ``on_fit(date, fit)`` sees each fit. ``progress(done, total, message)`` is called after each
+    (refit block, ticker) step, with the number of steps done and in all."""
     from forecasting.range_model import HarRange
     from forecasting.train import history_slice
 
@@ -119,6 +165,12 @@ def walk_forward(
     lo, hi = pd.Timestamp(start), pd.Timestamp(end)
     grid = sorted({d for c in candles_by_ticker.values() for d in c.index if lo <= d <= hi})
     needs_range = any(m in models for m in (PRODUCT, "lstm", "har_range"))
+    global_scope = scope == "global" and (PRODUCT in models or "lstm" in models)
+    refitter = (
+        _GlobalRefits(candles_by_ticker, params, retrain_every, full_refit_every)
+        if global_scope
+        else None
+    )
     frames = []
     refits = range(0, len(grid), retrain_every)
     total, done = len(refits) * len(candles_by_ticker), 0
@@ -139,11 +191,18 @@ def walk_forward(
         if not blocks:
             continue
         range_fits = HarRange(horizon=h).fit_pooled(histories) if needs_range else {}
+        if refitter is not None:
+            fit = refitter.fit(histories)
+            if on_fit is not None:
+                on_fit(d0.date(), fit)
         for ticker, rows in blocks.items():
             candles = candles_by_ticker[ticker]
             visible = candles.iloc[: rows[-1] + 1]
             prices: dict[str, dict] = {}
-            if PRODUCT in models or "lstm" in models:
+            if refitter is not None:
+                both = refitter.prices(ticker, rows)
+                prices.update({k: v for k, v in both.items() if k in models})
+            elif PRODUCT in models or "lstm" in models:
                 both = _lstm_prices(
                     candles, rows, params, ticker, history_years, range_fits[ticker]
                 )
@@ -167,7 +226,8 @@ def walk_forward(
             if "seed" in models:
                 prices["seed"] = _seed_prices(candles, rows, params, ticker, history_years)
             for name in models:
-                frames.append(_rows_frame(candles, rows, prices[name], ticker, h, name))
+                if name in prices:  # not when the global model left the ticker out
+                    frames.append(_rows_frame(candles, rows, prices[name], ticker, h, name))
             done += 1
             if progress is not None:
                 progress(

@@ -177,3 +177,9 @@ def windows(seq: np.ndarray, rows: np.ndarray, window: int) -> np.ndarray:
     """(len(rows), window, n_seq) sequences ending at each of ``rows``."""
     idx = np.asarray(rows, dtype=int)[:, None] + np.arange(-window + 1, 1)[None, :]
     return seq[idx]
+
+
+def required_rows(window: int) -> int:
+    """Candle rows a global forecast reads: HAR-range's warm-up, one window and the gap
+    feature's cap (so a forecast from this tail equals one from the full history)."""
+    return R.WARMUP + window + int(2 * GAP_SCALE) + 1

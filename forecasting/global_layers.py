@@ -83,6 +83,12 @@ def build_network(
     raw = keras.layers.Dense(
         horizon * 2, kernel_initializer="zeros", bias_initializer="zeros", name="correction"
     )(hidden)
+    # a linear path from the static inputs (HAR-range's forecast, the universe's state, the
+    # calendar): what a linear HAR extension would learn, learnt first; zero at the start too
+    linear = keras.layers.Dense(
+        horizon * 2, kernel_initializer="zeros", use_bias=False, name="linear_correction"
+    )(static)
+    raw = keras.layers.Add(name="corrections_raw")([raw, linear])
     corrections = SoftLimit(horizon, name="corrections")(raw)
     return keras.Model([seq, static], [corrections, weights], name="candlecast_global")
 

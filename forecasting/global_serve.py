@@ -28,14 +28,6 @@ def is_global(trained: TrainedModel) -> bool:
     return trained.calibration.get("kind") == GLOBAL_KIND
 
 
-def required_rows(window: int) -> int:
-    """Candle rows a forecast reads: HAR-range's warm-up, one window and the gap feature's cap
-    (so a forecast from this tail equals one from the full history)."""
-    from forecasting.range_model import WARMUP
-
-    return WARMUP + window + int(2 * G.GAP_SCALE) + 1
-
-
 def _market_json(market: pd.DataFrame, rows: int) -> dict:
     tail = market.tail(rows)
     return {
@@ -75,7 +67,7 @@ def ticker_models(fit: GlobalFit, histories: Mapping[str, pd.DataFrame]) -> dict
             calibration=calibration,
             train_start=fit.train_start,
             train_end=fit.train_end,
-            metrics={**fit.metrics, "fit_kind": fit.kind},
+            metrics={**fit.metrics, **fit.ticker_metrics.get(ticker, {}), "fit_kind": fit.kind},
             val_loss=float(fit.metrics.get("val_loss", float("nan"))),
         )
     return out
@@ -125,10 +117,10 @@ def forecast_global(
 ):
     """The served forecast (``forecasting.predict.Forecast``) of one ticker after ``as_of``."""
     from forecasting.calendar import next_sessions
-    from forecasting.predict import Forecast, candles_from
+    from forecasting.forecast_set import Forecast, candles_from
 
     data = candles if as_of is None else candles.loc[candles.index <= pd.Timestamp(as_of)]
-    needed = required_rows(trained.params.window)
+    needed = G.required_rows(trained.params.window)
     if len(data) < needed:
         raise InsufficientHistoryError(
             f"{trained.ticker}: forecasting needs at least {needed} sessions (window "

@@ -10,9 +10,7 @@ All prices are positive and low <= min(open, close) <= max(open, close) <= high.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import date
 
 import numpy as np
@@ -20,51 +18,11 @@ import pandas as pd
 
 from forecasting import features as F
 from forecasting.calibration import serve
+from forecasting.forecast_set import PRICE_KEYS, Forecast, ForecastCandle, candles_from
 from forecasting.range_model import HarRange
 from forecasting.train import InsufficientHistoryError, TrainedModel
 
-PRICE_KEYS = ("open", "high", "low", "close", "close_lo", "close_hi")
-
-
-@dataclass
-class ForecastCandle:
-    date: date
-    horizon: int
-    open: float
-    high: float
-    low: float
-    close: float
-    close_lo: float
-    close_hi: float
-    # Close quantiles (prices) at forecasting.quantiles.QUANTILE_LEVELS; close_lo/close_hi are
-    # the 0.10/0.90 ones (the 80% interval).
-    quantiles: tuple[float, ...] = ()
-
-
-@dataclass
-class Forecast:
-    ticker: str
-    as_of: date
-    candles: list[ForecastCandle]
-    attention: list[float]
-    attention_dates: list[date]
-    # Which model(s) produced the served numbers, per horizon, e.g. {"close": ["median", ...],
-    # "quantiles": [{"lstm": 0.25, "har_range": 0.75}, ...], "range": ["har_range", ...]}: the
-    # close is the median of the served quantiles; stored with every forecast.
-    model_mix: dict = field(default_factory=dict)
-    # The served forecast's parts on their own ("lstm": the network alone, "har_range"), stored
-    # in baseline_forecasts so that each can be scored against what happened.
-    components: dict[str, list[ForecastCandle]] = field(default_factory=dict)
-
-    def check_finite(self) -> None:
-        """ValueError unless every price is finite and positive: such a forecast is never stored."""
-        for c in self.candles:
-            values = [c.open, c.high, c.low, c.close, c.close_lo, c.close_hi, *c.quantiles]
-            if not all(math.isfinite(v) and v > 0 for v in values):
-                raise ValueError(
-                    f"{self.ticker}: the forecast for {c.date} has a non-finite or non-positive "
-                    "price; not stored"
-                )
+__all__ = ["PRICE_KEYS", "Forecast", "ForecastCandle", "candles_from", "forecast", "forecast_many"]
 
 
 def decode(pred: np.ndarray, close0: np.ndarray, sigma: np.ndarray, calibration: dict, har) -> dict:
@@ -121,20 +79,6 @@ def _history(trained: TrainedModel, candles: pd.DataFrame, as_of: date | None) -
         )
     # Features only look back LONG_VOL_WINDOW rows, so the tail is enough (and faster).
     return data.iloc[-(needed + F.WARMUP) :]
-
-
-def candles_from(prices: dict, dates: list[date], row: int = 0) -> list[ForecastCandle]:
-    """ForecastCandles of one as-of row of price arrays (open..close_hi and ``quantiles``)."""
-    quantiles = prices["quantiles"]
-    return [
-        ForecastCandle(
-            date=d,
-            horizon=h + 1,
-            **{k: float(prices[k][row, h]) for k in PRICE_KEYS},
-            quantiles=tuple(float(x) for x in quantiles[row, h]),
-        )
-        for h, d in enumerate(dates)
-    ]
 
 
 def network_only(calibration: dict) -> dict:

@@ -52,8 +52,9 @@ def forecast(app: AppContext, ticker: str, as_of) -> None:
     as a new model version. Nothing else is written.
     """
     from db import model_store, repository
-    from forecasting.artifact import trained_to_record
+    from forecasting.artifact import usable_from_record
     from forecasting.predict import forecast as predict
+    from jobs.global_fit import universe_loader
     from jobs.sync import provider_for, sync_tickers
 
     config = app.config
@@ -74,32 +75,49 @@ def forecast(app: AppContext, ticker: str, as_of) -> None:
     as_of_day = candles.index[-1].date()
     found = _fresh_stored_model(factory, symbol, as_of_day, config.model.retrain_every)
     if found is None:
-        from forecasting.train import train_model
-        from jobs.tasks import pooled_range_fits
-
         with stderr.status(f"training {symbol} on data up to {as_of_day}"):
-            fits = pooled_range_fits(factory, config, config.tickers.symbols, as_of_day)
-            trained = train_model(
-                candles,
-                config.model,
-                ticker=symbol,
-                as_of=as_of_day,
-                history_years=config.data.history_years,
-                range_fit=fits.get(symbol),
-            )
+            record = _train_now(factory, config, symbol, candles, as_of_day)
         with factory.begin() as session:
-            version_id = model_store.add_model_version(
-                session, record=trained_to_record(trained)
-            ).id
+            version_id = model_store.add_model_version(session, record=record).id
+        trained = usable_from_record(record)
         source = f"model version {version_id} (trained now)"
     else:
         version_id, trained = found
         source = f"model version {version_id} (trained on data up to {trained.train_end})"
     result = predict(
-        trained, candles, as_of=as_of_day, exchange=config.tickers.exchange_for(symbol)
+        trained,
+        candles,
+        as_of=as_of_day,
+        exchange=config.tickers.exchange_for(symbol),
+        universe=universe_loader(factory),
     )
     stdout.print(_forecast_table(symbol, as_of_day, candles, stored, result.candles))
     stdout.print(source)
+
+
+def _train_now(factory, config, symbol: str, candles, as_of_day: date) -> dict:
+    """A new model version's record for `symbol`: the global model fitted over the configured
+    tickers ([model] scope = "global"), or the ticker's own network with HAR-range pooled."""
+    from forecasting.artifact import trained_to_record
+    from forecasting.train import train_model
+    from jobs.global_fit import global_records
+    from jobs.tasks import pooled_range_fits
+
+    if config.model.scope == "global":
+        record = global_records(factory, config, config.tickers.symbols, as_of_day)[symbol]
+        if isinstance(record, str):
+            raise CommandError(record)
+        return record
+    fits = pooled_range_fits(factory, config, config.tickers.symbols, as_of_day)
+    trained = train_model(
+        candles,
+        config.model,
+        ticker=symbol,
+        as_of=as_of_day,
+        history_years=config.data.history_years,
+        range_fit=fits.get(symbol),
+    )
+    return trained_to_record(trained)
 
 
 def _forecast_table(symbol, as_of_day, candles, stored, forecast) -> Table:

@@ -71,33 +71,42 @@ def global_records(
 ) -> dict[str, dict | str]:
     """Fit the night's global model over ``tickers``: ticker -> record (or an error text)."""
     from forecasting.artifact import model_to_bytes, trained_to_record
-    from forecasting.global_net import fit_global
+    from forecasting.global_inputs import GAP_SCALE
+    from forecasting.global_net import fit_global, required_sessions
     from forecasting.global_serve import ticker_models
+    from forecasting.range_model import WARMUP
     from forecasting.train import history_slice
 
     if not tickers:
         return {}
-    histories = {}
+    needed = required_sessions(config.model)
+    histories, out = {}, {}
     for ticker in tickers:
         candles = retrying(f"{ticker}: loading candles", partial(_load, factory, ticker, as_of))
-        histories[ticker] = history_slice(candles, None, config.data.history_years)
+        history = history_slice(candles, None, config.data.history_years)
+        if len(history) >= needed:
+            histories[ticker] = history
+        else:
+            out[ticker] = (
+                f"{ticker}: training needs at least {needed} sessions (HAR-range warm-up "
+                f"{WARMUP} + window {config.model.window} + the gap feature's "
+                f"{2 * int(GAP_SCALE)}); {len(history)} available"
+            )
+    if not histories:
+        return out
     try:
-        previous, reason, last_full = _previous(factory, config, sorted(tickers), as_of)
+        previous, reason, last_full = _previous(factory, config, sorted(histories), as_of)
         fit = fit_global(histories, config.model, previous=previous)
     except ValueError as exc:
         log.warning("the global model could not be fitted: %s", exc)
-        return {t: f"the global model could not be fitted: {exc}" for t in tickers}
+        return out | {t: f"the global model could not be fitted: {exc}" for t in histories}
     fit.metrics.update(fit_reason=reason)
     models = ticker_models(fit, histories)
     artifact = model_to_bytes(fit.network)
     full_date = (last_full or fit.train_end) if fit.kind == "warm" else fit.train_end
-    out: dict[str, dict | str] = {}
-    for ticker in tickers:
+    for ticker in histories:
         if ticker not in models:
-            out[ticker] = (
-                f"{ticker}: too little history for the global model ({len(histories[ticker])} "
-                "sessions)"
-            )
+            out[ticker] = f"{ticker}: HAR-range could not be fitted on its history"
             continue
         trained = models[ticker]
         trained.calibration["last_full"] = full_date.isoformat()

@@ -36,7 +36,6 @@ from jobs.tasks import (
     TickerOutcome,
     describe,
     forecast_task,
-    inline_task,
     pooled_range_fits,
     process_ticker,
     record_failure,
@@ -49,6 +48,21 @@ log = logging.getLogger("candlecast.pipeline")
 # (stored before validation knew the calendar, and not yet re-synced) can sit above it.
 AS_OF_LOOKBACK = 30
 NO_CANDLES = "no candles stored on or before today for any ticker of this run: nothing to forecast"
+
+
+def _inline_task(
+    factory: sessionmaker[Session],
+    config: Config,
+    run_id: int,
+    ticker: str,
+    as_of: date,
+    range_fit: dict | None = None,
+    record: dict | str | None = None,
+) -> TickerOutcome:
+    """``forecast_task`` in this process, with the pipeline's session factory."""
+    return process_ticker(
+        factory, config, run_id, ticker, as_of, range_fit=range_fit, record=record
+    )
 
 
 class Pipeline:
@@ -166,7 +180,7 @@ class Pipeline:
         )
         todo = [t for t in symbols if t not in sync_errors]
         fits, records = self._night_models(tuple(todo), as_of)
-        task = partial(inline_task, self.factory) if inline else forecast_task
+        task = partial(_inline_task, self.factory) if inline else forecast_task
         args = [
             (
                 self.config,

@@ -91,21 +91,6 @@ def forecast_task(
     )
 
 
-def inline_task(
-    factory: sessionmaker[Session],
-    config: Config,
-    run_id: int,
-    ticker: str,
-    as_of: date,
-    range_fit: dict | None = None,
-    record: dict | str | None = None,
-) -> TickerOutcome:
-    """``forecast_task`` in this process, with its session factory (the inline executor)."""
-    return process_ticker(
-        factory, config, run_id, ticker, as_of, range_fit=range_fit, record=record
-    )
-
-
 def pooled_range_fits(
     factory: sessionmaker[Session], config: Config, tickers: tuple[str, ...], as_of: date
 ) -> dict[str, dict]:

@@ -171,7 +171,7 @@ def load_trained(session: Session, version_id: int) -> Any:
 def history_rows(window: int, global_model: bool = False) -> int:
     """Candle rows a forecast reads: feature warm-up plus one full window."""
     from forecasting.features import WARMUP, first_valid_end
-    from forecasting.global_serve import required_rows
+    from forecasting.global_inputs import required_rows
 
     return required_rows(window) if global_model else first_valid_end(window) + 1 + WARMUP
 

@@ -169,7 +169,7 @@ def test_a_run_that_raises_alerts_failed_with_its_error(pipeline_config, receive
     def explode(*args, **kwargs):
         raise RuntimeError("pooled fit exploded")
 
-    monkeypatch.setattr("jobs.pipeline.pooled_range_fits", explode)
+    monkeypatch.setattr("jobs.pipeline.Pipeline._night_models", explode)
     pipeline = Pipeline(pipeline_config(alerts={"webhook_url": receiver.url}))
     with pytest.raises(RuntimeError, match="pooled fit exploded"):
         pipeline.run_nightly()

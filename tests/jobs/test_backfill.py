@@ -98,7 +98,7 @@ def test_backfill_forecasts_a_ticker_missing_a_session_as_of_its_latest_one(
 def test_backfill_pools_har_range_over_the_tickers_that_synced(
     pipeline_config, universe, session_factory, monkeypatch
 ):
-    config = pipeline_config()
+    config = pipeline_config(model={"scope": "per_ticker"})
     sync_tickers(config, session_factory, provider_for(config), ["AAPL", "MSFT"])
     (universe / "MSFT.csv").write_text("garbage,,x\n1,2,3\n")  # stored candles, failing sync
     pooled: list[tuple[str, ...]] = []

@@ -23,7 +23,8 @@ def test_default_config_file_loads_with_documented_defaults(monkeypatch):
     assert config.data.provider == "bundled"
     assert config.data.history_years == 5
     assert config.tickers.symbols == ("AAPL", "GOOGL", "AMZN", "MSFT", "TSLA")
-    assert config.model.window == 60 and config.model.horizon == 4
+    assert config.model.window == 20 and config.model.horizon == 4
+    assert config.model.scope == "global" and config.model.full_refit_every == 63
     expected_db = DEFAULT_CONFIG_PATH.parent / "var" / "candlecast.db"
     assert config.database.url == f"sqlite:///{expected_db}"
 

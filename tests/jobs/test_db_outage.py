@@ -93,6 +93,10 @@ def cut_at(monkeypatch, proxy: TcpProxy, target: str, *, after: bool = False) ->
     monkeypatch.setattr(target, wrapper)
 
 
+# these count trainings of the per-ticker network (the global one is fitted before the fan-out)
+PER_TICKER = {"scope": "per_ticker"}
+
+
 @postgres_only
 def test_an_outage_at_the_commit_is_retried_without_retraining_and_the_run_succeeds(
     pipeline_config, proxied, session_factory, monkeypatch
@@ -104,7 +108,9 @@ def test_an_outage_at_the_commit_is_retried_without_retraining_and_the_run_succe
     # The outage starts after training (the baselines come right before the commit) and lasts
     # until the commit's second retry is logged.
     cut_at(monkeypatch, proxy, "jobs.tasks._baseline_sets")
-    pipeline = Pipeline(pipeline_config(database={"url": url}, tickers={"symbols": ["AAPL"]}))
+    pipeline = Pipeline(
+        pipeline_config(database={"url": url}, tickers={"symbols": ["AAPL"]}, model=PER_TICKER)
+    )
     with OnLog("candlecast.db_retry", "retry 2 of 5", proxy.restore) as retries:
         result = pipeline.run_nightly()
     assert [m for m in retries.messages if m.startswith("AAPL: storing the forecasts")]
@@ -127,7 +133,9 @@ def test_an_outage_beyond_the_retry_budget_fails_the_ticker_and_still_finishes_t
     monkeypatch.setattr("jobs.tasks._train", counted(trainings, tasks._train))
     # The outage starts right before the ticker does.
     cut_at(monkeypatch, proxy, "jobs.pipeline.pooled_range_fits", after=True)
-    pipeline = Pipeline(pipeline_config(database={"url": url}, tickers={"symbols": ["AAPL"]}))
+    pipeline = Pipeline(
+        pipeline_config(database={"url": url}, tickers={"symbols": ["AAPL"]}, model=PER_TICKER)
+    )
     # The database comes back while AAPL's failure is being recorded (after its own retries).
     with OnLog("candlecast.db_retry", "recording its failure", proxy.restore):
         result = pipeline.run_nightly()

@@ -238,7 +238,7 @@ def test_an_unexpected_error_mid_run_finishes_the_run_failed(
     def explode(*args, **kwargs):
         raise RuntimeError("pooled fit exploded")
 
-    monkeypatch.setattr("jobs.pipeline.pooled_range_fits", explode)
+    monkeypatch.setattr("jobs.pipeline.Pipeline._night_models", explode)
     with pytest.raises(RuntimeError, match="pooled fit exploded"):
         Pipeline(pipeline_config()).run_nightly()
     with session_factory() as s:

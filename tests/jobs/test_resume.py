@@ -54,7 +54,7 @@ def leave_run(factory, *, as_of: date, done: tuple[str, ...], status="running", 
         return run.id
 
 
-def fake_process_ticker(factory, config, run_id, ticker, as_of, range_fit=None):
+def fake_process_ticker(factory, config, run_id, ticker, as_of, range_fit=None, record=None):
     """process_ticker without the training (test_pipeline and the daemon test below train)."""
     with factory.begin() as s:
         store_set(s, run_id, ticker, as_of)
