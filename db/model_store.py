@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, undefer
 
-from db.models import Candle, Forecast, ModelVersion
+from db.models import Candle, Forecast, GlobalModel, ModelVersion
 
 RECORD_FIELDS = (
     "ticker",
@@ -34,11 +34,15 @@ RECORD_FIELDS = (
 
 
 def add_model_version(session: Session, *, record: dict[str, Any]) -> ModelVersion:
-    """Insert a model version from a record dict (see RECORD_FIELDS) and return it with its id."""
+    """Insert a model version from a record dict (see RECORD_FIELDS, plus the optional
+    ``global_model_id``) and return it with its id."""
     missing = [name for name in RECORD_FIELDS if name not in record]
     if missing:
         raise ValueError(f"model record lacks {', '.join(missing)}")
-    version = ModelVersion(**{name: record[name] for name in RECORD_FIELDS})
+    version = ModelVersion(
+        **{name: record[name] for name in RECORD_FIELDS},
+        global_model_id=record.get("global_model_id"),
+    )
     session.add(version)
     session.flush()
     return version
@@ -75,7 +79,22 @@ def model_version_record(version: ModelVersion) -> dict[str, Any]:
     """The record dict of a stored version (inverse of add_model_version), plus its id."""
     record = {name: getattr(version, name) for name in RECORD_FIELDS}
     record["id"] = version.id
+    record["global_model_id"] = version.global_model_id
     return record
+
+
+GLOBAL_FIELDS = (
+    "train_start", "train_end", "kind", "reason", "parent_id", "tickers", "hyperparameters",
+    "gate", "metrics", "artifact_sha256",
+)  # fmt: skip
+
+
+def add_global_model(session: Session, **fields: Any) -> int:
+    """Insert one global fit (GLOBAL_FIELDS) and return its id. Does not commit."""
+    row = GlobalModel(**{name: fields[name] for name in GLOBAL_FIELDS})
+    session.add(row)
+    session.flush()
+    return row.id
 
 
 class Candidate(NamedTuple):

@@ -172,6 +172,30 @@ class Candle(Base):
     fetched_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class GlobalModel(Base):
+    """One fit of the global network ([model] scope = "global"): the night's model of every
+    ticker. Each ticker's model version points to it (and holds the shared `.keras` bytes)."""
+
+    __tablename__ = "global_models"
+    __table_args__ = (
+        CheckConstraint("kind IN ('full', 'warm')", name="kind"),
+        Index("ix_global_models_train_end", "train_end"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    train_start: Mapped[date] = mapped_column(Date)
+    train_end: Mapped[date] = mapped_column(Date)
+    kind: Mapped[str] = mapped_column(String(10))  # "full" or "warm" (from parent_id's weights)
+    reason: Mapped[str] = mapped_column(String(200))  # why a full refit, or "warm start"
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("global_models.id"))
+    tickers: Mapped[Any] = mapped_column(JSON)
+    hyperparameters: Mapped[dict[str, Any]]
+    gate: Mapped[dict[str, Any]]
+    metrics: Mapped[dict[str, Any]]
+    artifact_sha256: Mapped[str] = mapped_column(String(64))
+
+
 class ModelVersion(Base):
     """A trained model: its hyperparameters, normalisation statistics, metrics and .keras bytes.
 
@@ -195,6 +219,8 @@ class ModelVersion(Base):
     artifact_sha256: Mapped[str] = mapped_column(String(64))
     keras_version: Mapped[str] = mapped_column(String(32))
     tensorflow_version: Mapped[str] = mapped_column(String(32))
+    # the global fit this version serves from (NULL: a per-ticker network)
+    global_model_id: Mapped[int | None] = mapped_column(ForeignKey("global_models.id"))
 
 
 class ForecastRun(Base):

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db import model_store, repository
 from jobs.config import Config
-from jobs.db_retry import retrying
+from jobs.db_retry import in_transaction, retrying
 
 log = logging.getLogger("candlecast.global_fit")
 _NETWORKS: OrderedDict[str, Any] = OrderedDict()  # artifact sha256 -> loaded network (per process)
@@ -34,8 +34,9 @@ def _load(factory: sessionmaker[Session], ticker: str, as_of: date) -> pd.DataFr
 
 def _previous(
     factory: sessionmaker[Session], config: Config, tickers: list[str], as_of: date
-) -> tuple[Any, str, date | None]:
-    """(the GlobalFit to warm-start from or None, why, the date of its last full refit)."""
+) -> tuple[Any, str, date | None, int | None]:
+    """(the GlobalFit to warm-start from or None, why, the date of its last full refit, its
+    global_models id)."""
     from forecasting.artifact import UnusableModelError, usable_from_record
     from forecasting.global_serve import as_fit, is_global
 
@@ -45,32 +46,33 @@ def _previous(
         )
         record = model_store.model_version_record(version) if version is not None else None
     if record is None:
-        return None, "first fit", None
+        return None, "first fit", None, None
     calibration = (record.get("normalization") or {}).get("calibration") or {}
     if calibration.get("kind") != "global":
-        return None, "no stored global model", None
+        return None, "no stored global model", None, None
     if sorted(calibration.get("universe", [])) != sorted(tickers):
-        return None, "tickers changed", None
+        return None, "tickers changed", None, None
     if record["hyperparameters"] != config.model.to_dict():
-        return None, "hyperparameters changed", None
+        return None, "hyperparameters changed", None, None
     last_full = date.fromisoformat(calibration.get("last_full", "1900-01-01"))
     with factory() as session:
         age = model_store.sessions_between(session, ticker=tickers[0], start=last_full, end=as_of)
     if age >= config.model.full_refit_every:
-        return None, f"full refit due ({age} sessions since the last)", None
+        return None, f"full refit due ({age} sessions since the last)", None, None
     try:
         trained = usable_from_record(record)
     except UnusableModelError as exc:
         log.warning("stored global model %s is unusable (%s); refitting in full", record["id"], exc)
-        return None, "stored model unusable", None
-    return (as_fit(trained) if is_global(trained) else None), "warm start", last_full
+        return None, "stored model unusable", None, None
+    fit = as_fit(trained) if is_global(trained) else None
+    return fit, "warm start", last_full, record.get("global_model_id")
 
 
 def global_records(
     factory: sessionmaker[Session], config: Config, tickers: tuple[str, ...], as_of: date
 ) -> dict[str, dict | str]:
     """Fit the night's global model over ``tickers``: ticker -> record (or an error text)."""
-    from forecasting.artifact import model_to_bytes, trained_to_record
+    from forecasting.artifact import model_to_bytes, sha256_hex, trained_to_record
     from forecasting.global_inputs import GAP_SCALE
     from forecasting.global_net import fit_global, required_sessions
     from forecasting.global_serve import ticker_models
@@ -95,7 +97,9 @@ def global_records(
     if not histories:
         return out
     try:
-        previous, reason, last_full = _previous(factory, config, sorted(histories), as_of)
+        previous, reason, last_full, parent_id = _previous(
+            factory, config, sorted(histories), as_of
+        )
         fit = fit_global(histories, config.model, previous=previous)
     except ValueError as exc:
         log.warning("the global model could not be fitted: %s", exc)
@@ -103,6 +107,23 @@ def global_records(
     fit.metrics.update(fit_reason=reason)
     models = ticker_models(fit, histories)
     artifact = model_to_bytes(fit.network)
+    global_id = in_transaction(
+        factory,
+        "storing the night's global model",
+        partial(
+            model_store.add_global_model,
+            train_start=fit.train_start,
+            train_end=fit.train_end,
+            kind=fit.kind,
+            reason=reason,
+            parent_id=parent_id if fit.kind == "warm" else None,
+            tickers=list(fit.tickers),
+            hyperparameters=config.model.to_dict(),
+            gate=fit.gate,
+            metrics=fit.metrics,
+            artifact_sha256=sha256_hex(artifact),
+        ),
+    )
     full_date = (last_full or fit.train_end) if fit.kind == "warm" else fit.train_end
     for ticker in histories:
         if ticker not in models:
@@ -110,7 +131,7 @@ def global_records(
             continue
         trained = models[ticker]
         trained.calibration["last_full"] = full_date.isoformat()
-        out[ticker] = trained_to_record(trained, artifact=artifact)
+        out[ticker] = trained_to_record(trained, artifact=artifact) | {"global_model_id": global_id}
     log.info(
         "global model: %s fit over %d tickers (%s) in %.1f s",
         fit.kind,

@@ -25,7 +25,7 @@ from db.session import make_engine, make_session_factory
 from db.web_queries import change_marker, change_marker_fast
 
 # Tables no page or answer shows: writes to them need not (and do not) change the marker.
-NOT_SHOWN = {"run_locks", "apscheduler_jobs", "data_changes"}
+NOT_SHOWN = {"run_locks", "apscheduler_jobs", "data_changes", "global_models"}
 # A raw UPDATE in place of each shown table (e.g. a pruned artifact, a run finishing).
 UPDATES = {
     "candles": "UPDATE candles SET close = close * 2",

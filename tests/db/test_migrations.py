@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pytest
+import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Column, Integer, MetaData, inspect, text
@@ -36,9 +38,10 @@ TABLES = {
     "apscheduler_jobs",
     "baseline_forecasts",
     "data_changes",
+    "global_models",
 }
 VIEWS = {"forecast_accuracy", "baseline_accuracy"}
-HEAD = "0005"
+HEAD = "0006"
 
 
 def _schema(url: str) -> tuple[set[str], set[str]]:
@@ -199,7 +202,7 @@ def test_downgrade_to_0002_restores_the_forecasts_table(db_url: str) -> None:
     assert migrate.current(db_url) == "0002"
     assert _forecasts_table(db_url) == before
     assert _schema(db_url) == (
-        TABLES - {"baseline_forecasts", "data_changes"} | {"alembic_version"},
+        TABLES - {"baseline_forecasts", "data_changes", "global_models"} | {"alembic_version"},
         {"forecast_accuracy"},
     )
 
@@ -209,6 +212,7 @@ def test_downgrade_one_step_keeps_the_initial_schema(migrated_url: str) -> None:
     assert migrate.current(migrated_url) == "0001"
     tables, views = _schema(migrated_url)
     assert tables == TABLES - {
+        "global_models",
         "run_locks",
         "apscheduler_jobs",
         "baseline_forecasts",
@@ -350,6 +354,67 @@ def test_downgrade_to_0004_drops_the_change_marker_and_its_triggers(migrated_url
     migrate.downgrade(migrated_url, "0004")
     assert migrate.current(migrated_url) == "0004"
     assert _triggers(migrated_url) == set()
-    assert _schema(migrated_url)[0] == TABLES - {"data_changes"} | {"alembic_version"}
+    assert _schema(migrated_url)[0] == TABLES - {"data_changes", "global_models"} | {
+        "alembic_version"
+    }
     migrate.upgrade(migrated_url)
     assert len(_triggers(migrated_url)) in (6, 18)
+
+
+def test_0006_adds_global_models_and_a_downgrade_keeps_every_model_version(
+    migrated_url: str,
+) -> None:
+    """At head a version may point to its global fit (and only to one that exists); back at
+    0005 the versions and their data-change triggers stay, and upgrading again works."""
+    engine = sa.create_engine(migrated_url)
+    version_row = (
+        "INSERT INTO model_versions (ticker, created_at, train_start, train_end, "
+        "hyperparameters, normalization, metrics, artifact_sha256, keras_version, "
+        "tensorflow_version{extra}) VALUES ('AAPL', '2023-12-29 00:00:00+00:00', '2019-01-02', "
+        "'2023-12-29', '{{}}', '{{}}', '{{}}', 'x', '3', '2'{value})"
+    )
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO global_models (id, created_at, train_start, train_end, kind, "
+                    "reason, tickers, hyperparameters, gate, metrics, artifact_sha256) VALUES "
+                    "(1, '2023-12-29 00:00:00+00:00', '2019-01-02', '2023-12-29', 'full', "
+                    "'first fit', '[\"AAPL\"]', '{}', '{}', '{}', 'x')"
+                )
+            )
+            conn.execute(sa.text(version_row.format(extra=", global_model_id", value=", 1")))
+        if engine.dialect.name == "sqlite":
+            with engine.connect() as conn:
+                conn.execute(sa.text("PRAGMA foreign_keys = ON"))
+                with pytest.raises(sa.exc.IntegrityError):
+                    conn.execute(
+                        sa.text(version_row.format(extra=", global_model_id", value=", 99"))
+                    )
+        else:
+            with pytest.raises(sa.exc.IntegrityError), engine.begin() as conn:
+                conn.execute(sa.text(version_row.format(extra=", global_model_id", value=", 99")))
+        with pytest.raises(sa.exc.IntegrityError), engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO global_models (created_at, train_start, train_end, kind, reason, "
+                    "tickers, hyperparameters, gate, metrics, artifact_sha256) VALUES "
+                    "('2023-12-29 00:00:00+00:00', '2019-01-02', '2023-12-29', 'partial', 'x', "
+                    "'[]', '{}', '{}', '{}', 'x')"
+                )
+            )
+    finally:
+        engine.dispose()
+    migrate.downgrade(migrated_url, "0005")
+    engine = sa.create_engine(migrated_url)
+    try:
+        with engine.begin() as conn:
+            assert conn.execute(sa.text("SELECT count(*) FROM model_versions")).scalar() == 1
+            before = conn.execute(sa.text("SELECT version FROM data_changes")).scalar()
+            conn.execute(sa.text("UPDATE model_versions SET artifact_path = 'x'"))
+            assert conn.execute(sa.text("SELECT version FROM data_changes")).scalar() != before
+        assert "global_models" not in sa.inspect(engine).get_table_names()
+    finally:
+        engine.dispose()
+    migrate.upgrade(migrated_url)
+    assert migrate.current(migrated_url) == HEAD

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import delete, select
 
 from db import model_store, repository
-from db.models import BaselineForecast, Forecast, ModelVersion
+from db.models import BaselineForecast, Forecast, GlobalModel, ModelVersion
 from forecasting.artifact import usable_from_record
 from forecasting.predict import forecast
 from jobs.global_fit import universe_loader
@@ -60,6 +60,17 @@ def test_one_fit_serves_every_ticker_and_the_next_night_warm_starts(
     assert {v.metrics["fit_kind"] for v in later} == {"warm"}
     assert later[0].metrics["fit_reason"] == "warm start"
     assert later[0].normalization["calibration"]["last_full"] == "2023-12-27"  # carried over
+    with session_factory() as s:  # one global_models row per fit, the warm one with its parent
+        fits = [
+            (g.id, g.kind, g.reason, g.parent_id, g.tickers, g.train_end)
+            for g in s.scalars(select(GlobalModel).order_by(GlobalModel.id))
+        ]
+    (first_id, *_), (second_id, *_) = fits
+    assert fits == [
+        (first_id, "full", "first fit", None, ["AAPL", "MSFT"], date(2023, 12, 27)),
+        (second_id, "warm", "warm start", first_id, ["AAPL", "MSFT"], date(2023, 12, 28)),
+    ]
+    assert [v.global_model_id for v in night + later] == [first_id] * 2 + [second_id] * 2
     with session_factory() as s:
         old = usable_from_record(model_store.model_version_record(s.get(ModelVersion, night[0].id)))
         new = usable_from_record(model_store.model_version_record(s.get(ModelVersion, later[0].id)))
