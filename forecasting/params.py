@@ -10,11 +10,11 @@ from typing import Any
 class ModelParams:
     """Hyperparameters of one model version; stored as JSON beside every trained model."""
 
-    window: int = 60
+    window: int = 20
     horizon: int = 4
-    epochs: int = 40
-    batch_size: int = 64
-    units: int = 32
+    epochs: int = 30
+    batch_size: int = 256
+    units: int = 16
     seed: int = 42
     patience: int = 5
     validation_fraction: float = 0.15

@@ -48,8 +48,9 @@ def forecast(app: AppContext, ticker: str, as_of) -> None:
 
     Candles are synced first. The latest stored model trained on data up to the as-of date is
     used when it is at most [model] retrain_every sessions old; otherwise a model is trained on the
-    history_years before the as-of date (HAR-range pooled over the configured tickers) and stored
-    as a new model version. Nothing else is written.
+    history_years before the as-of date (the global network over the configured tickers, or with
+    scope "per_ticker" the ticker's own with HAR-range pooled) and stored as a new model
+    version. Nothing else is written.
     """
     from db import model_store, repository
     from forecasting.artifact import usable_from_record
@@ -254,7 +255,10 @@ def backtest(
 
     For every session t in [START, END] with four later sessions known, every model forecasts
     t+1..t+4 using only data up to t, refitted every N sessions on the history_years before the
-    refit date (HAR-range pooled over the tickers given). Prints, pooled over tickers and per
+    refit date (HAR-range pooled over the tickers given; with [model] scope = "global" the
+    network is one global fit per refit date over the tickers given, warm-started from the
+    previous one, the served forecast its gated correction of HAR-range). Prints, pooled over
+    tickers and per
     horizon: close MAE ratio vs naive, Winkler score at 50/80/90%, mean pinball loss, coverage
     per level, high/low MAE, and each model's ratio to each baseline with a moving-block
     bootstrap 95% interval (blocks of 10 sessions). OUTPUT gets the served forecast's rows
@@ -317,6 +321,7 @@ def backtest(
                     retrain_every=every,
                     models=models,
                     progress=progress,
+                    scope=config.model.scope,
                 )
             except ValueError as exc:  # InsufficientHistoryError and friends
                 failures.append(str(exc))

@@ -127,3 +127,23 @@ def test_the_gate_lets_the_network_in_only_for_a_clear_gain() -> None:
     delta[..., 0] = np.random.default_rng(3).normal(0.0, 0.05, delta.shape[:2])
     gate, _ = N.fit_gate(delta, y, dates)
     assert gate["blend"] == [0.0] * 4
+
+
+def test_the_backtest_path_and_the_served_path_give_the_same_candles(histories) -> None:
+    """walk_forward forecasts with ``predict_rows`` over inputs built once from all the data;
+    the nightly task, `candlecast forecast` and the web forecast one ticker through
+    ``forecast_global`` from its stored model version. Same fit, same as-of: same numbers."""
+    from forecasting.global_serve import forecast_global, ticker_models
+
+    fit = N.fit_global(histories, TINY)
+    day = pd.Timestamp(fit.train_end)
+    served = forecast_global(
+        ticker_models(fit, histories)["MSFT"], histories["MSFT"], as_of=None, exchange="XNYS"
+    )
+    everything = G.build_inputs(histories)
+    row = np.array([everything["MSFT"].index.get_loc(day)])
+    targets = np.array([[np.datetime64(c.date) for c in served.candles]], dtype="datetime64[ns]")
+    walked = N.predict_rows(fit, everything["MSFT"], "MSFT", row, targets)["candlecast"]
+    assert [c.close_hi for c in served.candles] == pytest.approx(walked["quantiles"][0, :, 5])
+    assert [c.high for c in served.candles] == pytest.approx(walked["high"][0])
+    assert served.model_mix["quantiles"][0]["lstm"] == fit.gate["blend"][0]

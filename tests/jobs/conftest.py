@@ -14,7 +14,7 @@ import pytest
 
 BUNDLED = Path(__file__).resolve().parents[2] / "forecasting" / "bundled"
 ROOT = Path(__file__).resolve().parents[2]
-SESSIONS = 300  # enough for the tiny test model (window 60) and fast to train
+SESSIONS = 300  # enough for the tiny test models (a global forecast reads 214 sessions) and fast
 
 
 def write_universe(folder: Path, tickers: tuple[str, ...], sessions: int = SESSIONS) -> None:
