@@ -164,5 +164,5 @@ def model_mix(gate: dict) -> dict:
     return {
         "close": ["median"] * len(blend),
         "quantiles": [{"lstm": w, "har_range": round(1 - w, 4)} for w in blend],
-        "range": ["lstm" if w > 0 else "har_range" for w in gate["blend_hl"]],
+        "range": [{"lstm": float(w), "har_range": round(1 - w, 4)} for w in gate["blend_hl"]],
     }

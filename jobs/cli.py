@@ -67,7 +67,7 @@ class FirstSentenceGroup(click.Group):
 @click.version_option(package_name="candlecast")
 @click.pass_context
 def cli(ctx: click.Context, config_path: str | None, verbose: bool) -> None:
-    """candlecast: nightly LSTM forecasts of the next four daily candles per ticker."""
+    """candlecast: nightly forecasts of the next four daily candles per ticker."""
     logs.configure(verbose=verbose)  # the defaults until the config is read (it has [logging])
     ctx.obj = _LoggingAppContext(config_path, verbose)
 

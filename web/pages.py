@@ -322,11 +322,17 @@ def _mix_text(mix: Any) -> str:
         return "—"
     quantiles, ranges = mix.get("quantiles"), mix.get("range")  # per horizon (older: one value)
     quantiles = [quantiles] if isinstance(quantiles, dict) else quantiles or []
-    ranges = {ranges} if isinstance(ranges, str) else {str(r) for r in ranges or []}
+    ranges = [ranges] if isinstance(ranges, str) else list(ranges or [])
+    range_shares = [r.get("lstm", 0.0) for r in ranges if isinstance(r, dict)]  # global model
+    ranges = {str(r) for r in ranges if not isinstance(r, dict)}
     shares = [q.get("lstm", 0.0) for q in quantiles if isinstance(q, dict)]
     parts = []
     if shares:
         parts.append("network " + "/".join(f"{round(100 * float(v))}" for v in shares) + "%")
+    if range_shares:
+        parts.append(
+            "high/low network " + "/".join(f"{round(100 * float(v))}" for v in range_shares) + "%"
+        )
     if ranges:
         parts.append(
             "high/low " + ", ".join(sorted(r.replace("har_range", "HAR-range") for r in ranges))

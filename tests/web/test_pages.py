@@ -149,3 +149,16 @@ def test_a_run_page_shows_each_tickers_forecast_model_and_mix(
     assert "80%: " in row and "MAE/naive: " in row  # the model version's validation scores
     assert "network 30%; high/low HAR-range" in row  # the stored model mix
     assert "12.5" in row  # seconds
+
+
+def test_the_mix_of_a_global_model_names_the_networks_share_of_each_part() -> None:
+    from web.pages import _mix_text
+
+    mix = {
+        "close": ["median"] * 4,
+        "quantiles": [{"lstm": w, "har_range": 1 - w} for w in (0.75, 0.5, 0.0, 0.0)],
+        "range": [{"lstm": w, "har_range": 1 - w} for w in (1.0, 0.25, 0.0, 0.0)],
+    }
+    assert _mix_text(mix) == "network 75/50/0/0%; high/low network 100/25/0/0%"
+    older = {"quantiles": [{"lstm": 0.0}] * 4, "range": ["har_range"] * 4}
+    assert _mix_text(older) == "network 0/0/0/0%; high/low HAR-range"
