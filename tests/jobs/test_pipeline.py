@@ -60,7 +60,7 @@ def test_run_once_stores_four_candles_per_ticker_and_is_idempotent(
             text("SELECT count(*) FROM forecasts WHERE close <> close_q50 OR close_q50 IS NULL")
         ).scalar_one()
     assert off_centre == 0
-    assert len(rows[0].attention["weights"]) == 60
+    assert len(rows[0].attention["weights"]) == 20  # [model] window
     with session_factory() as s:
         baseline_sets = s.execute(
             select(BaselineForecast.ticker, BaselineForecast.model, func.count()).group_by(
