@@ -118,7 +118,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--learning-rate", type=float, default=0.0)
     p.add_argument("--calibration-fraction", type=float, default=0.0)
     p.add_argument("--gate-z", type=float, default=0.0, help="default: global_net.GATE_Z")
-    p.add_argument("--catch-up-epochs", type=int, default=0)
     p.add_argument("--n-boot", type=int, default=1000)
     p.add_argument("--out", default="")
     args = p.parse_args(argv)
@@ -139,7 +138,6 @@ def main(argv: list[str] | None = None) -> int:
         params = replace(params, calibration_fraction=args.calibration_fraction)
     if args.gate_z:
         global_net.GATE_Z = args.gate_z
-    global_net.CATCH_UP_EPOCHS = args.catch_up_epochs
     if args.max_windows:
         params = replace(params, max_windows=args.max_windows)
     full_every = args.full_refit_every or params.full_refit_every

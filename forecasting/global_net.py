@@ -38,7 +38,6 @@ from forecasting.quantiles import QUANTILE_LEVELS
 BLEND_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
 # z = 2 let the network in 6 of 16 blocks on the dev universe 2018-2021, z = 1 in 13 of 16
 GATE_Z = 1.0
-CATCH_UP_EPOCHS = 0  # epochs on the validation and calibration blocks after the gate (0: none)
 GATE_BATCH = 10  # dates per batch mean in the gate's standard error
 LEVELS = np.asarray(QUANTILE_LEVELS)
 MEDIAN = 3
@@ -314,12 +313,6 @@ def fit_global(
         rows = slice(start, start + count)
         per_ticker[ticker] = ticker_scores(delta[rows], cal.y[rows], gate)
         start += count
-    if CATCH_UP_EPOCHS:
-        # the gate has judged the network; now let it learn the newest sessions before serving
-        recent = _concat([val, cal])
-        x_recent, y_recent = xy(recent)
-        view.fit(x_recent, y_recent, epochs=CATCH_UP_EPOCHS, batch_size=params.batch_size,
-                 shuffle=True, verbose=verbose)  # fmt: skip
     served_har = R.HarRange(horizon=h).fit_pooled(histories)
     val_losses = [float(v) for v in history.history["val_loss"]]
     from forecasting.train import attention_entropy

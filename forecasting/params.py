@@ -12,14 +12,14 @@ class ModelParams:
 
     window: int = 20
     horizon: int = 4
-    epochs: int = 30
+    epochs: int = 40
     batch_size: int = 256
     units: int = 16
     seed: int = 42
     patience: int = 5
     validation_fraction: float = 0.15
     calibration_fraction: float = 0.15
-    learning_rate: float = 1e-3
+    learning_rate: float = 5e-4
     retrain_every: int = 21
     attention: bool = True
     # the global network (forecasting.global_net)
