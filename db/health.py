@@ -15,10 +15,9 @@ from typing import Any
 from sqlalchemy import Float, cast, func, select
 from sqlalchemy.orm import Session
 
-from db.models import Candle, Forecast, ForecastRun, ForecastRunTicker
+from db.models import FINISHED_RUN_STATUSES, Candle, Forecast, ForecastRun, ForecastRunTicker
 from db.views import forecast_accuracy
 
-FINISHED_STATUSES: tuple[str, ...] = ("succeeded", "partial", "failed", "interrupted", "abandoned")
 DEGRADED_STATUSES: tuple[str, ...] = ("failed", "partial")
 ACCURACY_SESSIONS = 60  # rolling accuracy: the last this many scored target sessions
 # Newest finish first; a final row without finished_at (not written by candlecast) sorts last on
@@ -87,7 +86,7 @@ def latest_finished_run(session: Session) -> ForecastRun | None:
     """The run that finished last (any final status), or None."""
     stmt = (
         select(ForecastRun)
-        .where(ForecastRun.status.in_(FINISHED_STATUSES))
+        .where(ForecastRun.status.in_(FINISHED_RUN_STATUSES))
         .order_by(*_NEWEST_FINISHED)
         .limit(1)
     )

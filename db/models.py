@@ -52,7 +52,10 @@ RUN_STATUSES: tuple[str, ...] = (
     "interrupted",
     "abandoned",
 )
+FINISHED_RUN_STATUSES: tuple[str, ...] = tuple(s for s in RUN_STATUSES if s != "running")
 TICKER_STATUSES: tuple[str, ...] = ("running", "succeeded", "failed")
+# forecasting.forecast_set.HORIZON's steps (db.models stays free of forecasting imports; a test
+# checks they agree)
 HORIZONS: tuple[int, ...] = (1, 2, 3, 4)
 # Close price quantiles at forecasting.quantiles.QUANTILE_LEVELS (0.05 .. 0.95), in that order.
 QUANTILE_COLUMNS: tuple[str, ...] = (

@@ -17,6 +17,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from db.models import (
+    FINISHED_RUN_STATUSES,
     QUANTILE_COLUMNS,
     BaselineForecast,
     Forecast,
@@ -26,7 +27,6 @@ from db.models import (
 )
 from forecasting.numbers import round_sig
 
-FINAL_RUN_STATUSES = ("succeeded", "partial", "failed", "interrupted", "abandoned")
 # Runs the daemon resumes at start-up when a killed process left them unfinished.
 RESUMABLE_TRIGGERS = ("schedule", "manual")
 
@@ -134,7 +134,7 @@ def touch_run(session: Session, *, run_id: int) -> None:
 
 def finish_run(session: Session, *, run_id: int, status: str, message: str | None = None) -> None:
     """Record the final status of a run."""
-    if status not in FINAL_RUN_STATUSES:
+    if status not in FINISHED_RUN_STATUSES:
         raise ValueError(f"not a final run status: {status!r}")
     session.execute(
         update(ForecastRun)

@@ -19,32 +19,15 @@ import numpy as np
 import pandas as pd
 
 from forecasting.baselines import BASELINES
+from forecasting.forecast_set import ACTUAL_COLUMNS, KEY_COLUMNS, PRICE_KEYS
 from forecasting.model_names import DEFAULT_MODELS, MODEL_NAMES, PRODUCT
 from forecasting.numbers import round_sig, strip_float32_noise
 from forecasting.params import ModelParams
 from forecasting.quantiles import QUANTILE_NAMES
 
 QUANTILE_COLUMNS = [f"close_{name}" for name in QUANTILE_NAMES]
-CSV_COLUMNS = [
-    "ticker",
-    "as_of_date",
-    "horizon",
-    "target_date",
-    "open",
-    "high",
-    "low",
-    "close",
-    "close_lo",
-    "close_hi",
-    *QUANTILE_COLUMNS,
-    "actual_open",
-    "actual_high",
-    "actual_low",
-    "actual_close",
-    "naive_close",
-]
-PRICE_KEYS = ["open", "high", "low", "close", "close_lo", "close_hi"]
-ACTUAL_KEYS = ["actual_open", "actual_high", "actual_low", "actual_close", "naive_close"]
+CSV_COLUMNS = [*KEY_COLUMNS, *PRICE_KEYS, *QUANTILE_COLUMNS, *ACTUAL_COLUMNS, "naive_close"]
+ACTUAL_KEYS = [*ACTUAL_COLUMNS, "naive_close"]
 
 
 def _paths_prices(paths) -> dict:

@@ -8,7 +8,11 @@ import math
 from dataclasses import dataclass, field
 from datetime import date
 
+HORIZON = 4  # the product forecasts four candles: the one definition
 PRICE_KEYS = ("open", "high", "low", "close", "close_lo", "close_hi")
+# the columns that name one forecast candle, and what happened on its target date (tables, CSV)
+KEY_COLUMNS = ("ticker", "as_of_date", "horizon", "target_date")
+ACTUAL_COLUMNS = ("actual_open", "actual_high", "actual_low", "actual_close")
 
 
 @dataclass

@@ -16,9 +16,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from forecasting.forecast_set import HORIZON
 from forecasting.quantiles import QUANTILE_LEVELS, quantile_index
 
-HORIZON = 4
+__all__ = ["HORIZON", "CandlePaths", "Forecaster", "log_returns", "normal_quantiles"]
+
 I_LO, I_HI = quantile_index(0.10), quantile_index(0.90)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from forecasting.forecast_set import HORIZON
 from forecasting.model import PACKAGE, LastStep, TemporalAttention, _numpy
 from forecasting.quantiles import QUANTILE_LEVELS
 
@@ -29,7 +30,7 @@ class SoftLimit(keras.layers.Layer):
     """(batch, horizon * 2) -> (batch, horizon, 2) corrections ``LIMIT * tanh(raw / LIMIT)``:
     zero at zero with slope one, never beyond +-LIMIT."""
 
-    def __init__(self, horizon: int = 4, **kwargs):
+    def __init__(self, horizon: int = HORIZON, **kwargs):
         super().__init__(**kwargs)
         self.horizon = int(horizon)
 

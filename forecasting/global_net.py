@@ -32,6 +32,7 @@ import pandas as pd
 
 from forecasting import global_inputs as G
 from forecasting import range_model as R
+from forecasting.forecast_set import HORIZON
 from forecasting.params import ModelParams
 from forecasting.quantiles import QUANTILE_LEVELS
 
@@ -41,7 +42,7 @@ GATE_Z = 1.0
 GATE_BATCH = 10  # dates per batch mean in the gate's standard error
 LEVELS = np.asarray(QUANTILE_LEVELS)
 MEDIAN = 3
-GAP = 4  # dates between blocks (the horizon: no target straddles two blocks)
+GAP = HORIZON  # dates between blocks: no target straddles two blocks
 MIN_DATES = 60 + GAP + 2 * 20  # train, gap, validation, calibration at their minimum sizes
 
 
@@ -139,8 +140,10 @@ def _blocks(inputs, histories, har_fit, params) -> dict[str, _Block]:
             continue
         fit = har_fit[ticker]
         y = _targets_std(histories[ticker], fit, inp.design, params.horizon)[rows]
-        gaps = G.calendar_gaps(inp.index.to_numpy()[rows], _next_dates(inp.index, rows, 4))
-        static = G.static_matrix(inp, fit, rows, gaps[:, : params.horizon])
+        targets = _next_dates(inp.index, rows, params.horizon)
+        static = G.static_matrix(
+            inp, fit, rows, G.calendar_gaps(inp.index.to_numpy()[rows], targets)
+        )
         ok = np.isfinite(y).all(axis=(1, 2))
         seq = G.windows(inp.seq, rows, params.window)
         ok &= np.isfinite(seq).all(axis=(1, 2)) & np.isfinite(static).all(axis=1)

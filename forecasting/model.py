@@ -11,6 +11,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from forecasting.forecast_set import HORIZON
+
 PACKAGE = "candlecast"
 # close, open, up-spread, down-spread, then three gaps below the median close (to the 0.25, 0.10
 # and 0.05 quantiles) and three above it (0.75, 0.90, 0.95): 10 numbers per horizon.
@@ -76,7 +78,7 @@ class CandleParameterization(keras.layers.Layer):
     close quantiles below / above the median close (so the quantiles never cross).
     """
 
-    def __init__(self, horizon: int = 4, **kwargs):
+    def __init__(self, horizon: int = HORIZON, **kwargs):
         super().__init__(**kwargs)
         self.horizon = int(horizon)
 

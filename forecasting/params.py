@@ -5,13 +5,15 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from forecasting.forecast_set import HORIZON
+
 
 @dataclass(frozen=True)
 class ModelParams:
     """Hyperparameters of one model version; stored as JSON beside every trained model."""
 
     window: int = 20
-    horizon: int = 4
+    horizon: int = HORIZON
     epochs: int = 40
     batch_size: int = 256
     units: int = 16

@@ -17,6 +17,8 @@ from db import web_queries as q
 from db.models import ForecastRun
 from db.repository import load_candles
 from db.session import DatabaseFileMissing
+from forecasting.forecast_set import ACTUAL_COLUMNS, KEY_COLUMNS
+from forecasting.forecast_set import PRICE_KEYS as PRICE_KEYS_OF_A_CANDLE
 from forecasting.quantiles import DEFAULT_LEVEL
 from web.cache import cacheable, cached_page, response_cache
 from web.context import db_session, state
@@ -38,20 +40,9 @@ HISTORY_KEYS = (
     "forecast_id",
     "run_id",
     "model_version_id",
-    "ticker",
-    "as_of_date",
-    "horizon",
-    "target_date",
-    "open",
-    "high",
-    "low",
-    "close",
-    "close_lo",
-    "close_hi",
-    "actual_open",
-    "actual_high",
-    "actual_low",
-    "actual_close",
+    *KEY_COLUMNS,
+    *PRICE_KEYS_OF_A_CANDLE,
+    *ACTUAL_COLUMNS,
     "abs_error",
     "naive_close",
     "naive_abs_error",

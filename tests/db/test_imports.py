@@ -27,3 +27,10 @@ def test_db_imports_nothing_it_must_not(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report == {"loaded": [], "new_files": []}
+
+
+def test_the_schemas_horizons_are_the_products_horizon() -> None:
+    from db.models import HORIZONS
+    from forecasting.forecast_set import HORIZON
+
+    assert HORIZONS == tuple(range(1, HORIZON + 1))

@@ -87,7 +87,7 @@ def test_naive_and_actuals_come_from_the_right_rows(rows, candles):
         assert r.target_date == candles.index[t + r.horizon].date()
         for k in ("open", "high", "low", "close"):
             assert getattr(r, f"actual_{k}") == candles[k].iloc[t + r.horizon]
-    assert np.isfinite(rows[PRICE_KEYS[:4]].to_numpy()).all()
+    assert np.isfinite(rows[list(PRICE_KEYS[:4])].to_numpy()).all()
     assert (rows["high"] >= rows[["open", "close"]].max(axis=1)).all()
     assert (rows["low"] <= rows[["open", "close"]].min(axis=1)).all()
     for name in ("candlecast", "lstm"):  # served forecasts: the close is inside its interval
