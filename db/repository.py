@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import pandas as pd
@@ -208,3 +208,25 @@ def load_candles(
         stmt = stmt.where(Candle.session_date <= end)
     rows = session.execute(stmt.order_by(Candle.session_date)).all()
     return _candle_frame([r[0] for r in rows], [tuple(r[1:]) for r in rows])
+
+
+def load_recent_candles(
+    session: Session, *, tickers: Sequence[str], end: date, sessions: int
+) -> dict[str, pd.DataFrame]:
+    """The last `sessions` stored candles up to `end` of each of `tickers`, in one query, taken
+    from a calendar-day window wide enough for `sessions` trading days: a ticker whose data
+    stopped before that window has none there (what a cross-section of `end`'s recent sessions
+    needs)."""
+    start = end - timedelta(days=sessions * 7 // 5 + 20)
+    stmt = (
+        select(Candle.ticker, Candle.session_date, *(getattr(Candle, c) for c in CANDLE_COLUMNS))
+        .where(Candle.ticker.in_(sorted(set(tickers))))
+        .where(Candle.session_date >= start, Candle.session_date <= end)
+        .order_by(Candle.ticker, Candle.session_date)
+    )
+    grouped: dict[str, tuple[list, list]] = {t: ([], []) for t in tickers}
+    for row in session.execute(stmt):
+        days, values = grouped[row[0]]
+        days.append(row[1])
+        values.append(tuple(row[2:]))
+    return {t: _candle_frame(d, v).tail(sessions) for t, (d, v) in grouped.items()}

@@ -173,10 +173,7 @@ def universe_loader(factory: sessionmaker[Session]):
     """A loader of the universe's recent candles for forecasts after a model's data."""
 
     def load(tickers: list[str], end: date, rows: int) -> dict[str, pd.DataFrame]:
-        start = end - timedelta(days=rows * 7 // 5 + 20)
         with factory() as session:
-            return {
-                t: repository.load_candles(session, ticker=t, start=start, end=end) for t in tickers
-            }
+            return repository.load_recent_candles(session, tickers=tickers, end=end, sessions=rows)
 
     return load

@@ -27,7 +27,7 @@ from db.model_store import (
     newest_pruned,
     sessions_between,
 )
-from db.repository import load_candles
+from db.repository import load_candles, load_recent_candles
 
 if TYPE_CHECKING:
     from forecasting.predict import Forecast
@@ -239,13 +239,7 @@ def live_forecast(
 
     def universe(tickers: list[str], end: date, n: int) -> dict:
         """The other tickers' recent candles (a global model's cross-sectional inputs)."""
-        return {
-            t: load_candles(
-                session, ticker=t, start=q.nth_session_before(session, ticker=t, day=end, n=n),
-                end=end,
-            )
-            for t in tickers
-        }  # fmt: skip
+        return load_recent_candles(session, tickers=tickers, end=end, sessions=n)
 
     try:
         result = forecast(trained, candles, as_of=as_of, exchange=exchange, universe=universe)

@@ -20,6 +20,7 @@ from db.repository import (
     last_session_date,
     latest_session_dates,
     load_candles,
+    load_recent_candles,
     upsert_candles,
 )
 
@@ -107,6 +108,26 @@ def test_load_candles_round_trip(session_factory: sessionmaker[Session]) -> None
         date(2024, 1, 2),
     ]
     pd.testing.assert_frame_equal(window, expected.loc["2023-12-27":"2024-01-02"], check_freq=False)
+
+
+def test_recent_candles_of_many_tickers_are_each_ones_tail(
+    session_factory: sessionmaker[Session],
+) -> None:
+    """One query: each ticker's last `sessions` candles up to `end`, within a calendar window
+    that `sessions` trading days fit in; a ticker whose data ended before it has none."""
+    with session_factory.begin() as session:
+        upsert_candles(session, ticker="AAPL", frame=candle_frame("2023-01-02", 300), source="x")
+        upsert_candles(session, ticker="MSFT", frame=candle_frame("2023-09-01", 40), source="x")
+        upsert_candles(session, ticker="OLD", frame=candle_frame("2023-01-02", 60), source="x")
+    end = date(2023, 10, 2)
+    tickers = ["AAPL", "MSFT", "OLD", "NONE"]
+    with session_factory() as session:
+        recent = load_recent_candles(session, tickers=tickers, end=end, sessions=30)
+        expected = {t: load_candles(session, ticker=t, end=end).tail(30) for t in tickers}
+    assert set(recent) == set(tickers)
+    assert [len(recent[t]) for t in tickers] == [30, 22, 0, 0]
+    for ticker in ("AAPL", "MSFT"):
+        pd.testing.assert_frame_equal(recent[ticker], expected[ticker], check_freq=False)
 
 
 def test_load_candles_empty(session_factory: sessionmaker[Session]) -> None:
