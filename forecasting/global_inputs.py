@@ -105,7 +105,11 @@ MARKET_COLUMNS = ("market_d_v", "market_ret", "big_share", "market_d5", "market_
 def market_state(histories: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     """Per session (index) the universe's state: MARKET_COLUMNS over every ticker that has
     that session, each from that session's candles (and the ticker's own past) only."""
-    frames = {t: _own(c)[1] for t, c in histories.items() if len(c) > 0}
+    return _market({t: _own(c)[1] for t, c in histories.items() if len(c) > 0})
+
+
+def _market(frames: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """``market_state`` from each ticker's own columns (``_own``)."""
     if not frames:
         return pd.DataFrame(columns=list(MARKET_COLUMNS), dtype="float64")
     stacked = pd.concat(
@@ -126,7 +130,10 @@ def market_state(histories: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
 
 def ticker_inputs(candles: pd.DataFrame, market: pd.DataFrame) -> TickerInputs:
     """One ticker's inputs with the universe's ``market`` state (from ``market_state``)."""
-    x, frame = _own(candles)
+    return _assemble(candles, *_own(candles), market)
+
+
+def _assemble(candles, x: np.ndarray, frame: pd.DataFrame, market: pd.DataFrame) -> TickerInputs:
     m = market.reindex(frame.index)
     frame = frame.assign(**{k: m[k].to_numpy() for k in MARKET_COLUMNS})
     frame["rel_d_v"] = frame["d_v"] - frame["market_d_v"]
@@ -142,8 +149,18 @@ def ticker_inputs(candles: pd.DataFrame, market: pd.DataFrame) -> TickerInputs:
 
 def build_inputs(histories: Mapping[str, pd.DataFrame]) -> dict[str, TickerInputs]:
     """Per-ticker inputs, the cross-sectional columns taken over every ticker in ``histories``."""
-    market = market_state(histories)
-    return {t: ticker_inputs(c, market) for t, c in histories.items() if len(c) > 0}
+    return inputs_and_market(histories)[0]
+
+
+def inputs_and_market(
+    histories: Mapping[str, pd.DataFrame],
+) -> tuple[dict[str, TickerInputs], pd.DataFrame]:
+    """``build_inputs`` and the universe's state itself, each ticker's own columns computed
+    once for both."""
+    own = {t: _own(c) for t, c in histories.items() if len(c) > 0}
+    market = _market({t: frame for t, (_, frame) in own.items()})
+    inputs = {t: _assemble(histories[t], x, frame, market) for t, (x, frame) in own.items()}
+    return inputs, market
 
 
 def calendar_gaps(as_of: np.ndarray, targets: np.ndarray) -> np.ndarray:

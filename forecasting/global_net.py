@@ -35,6 +35,7 @@ from forecasting import range_model as R
 from forecasting.forecast_set import HORIZON
 from forecasting.params import ModelParams
 from forecasting.quantiles import QUANTILE_LEVELS
+from forecasting.train import attention_entropy
 
 BLEND_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
 # z = 2 let the network in 6 of 16 blocks on the dev universe 2018-2021, z = 1 in 13 of 16
@@ -63,6 +64,8 @@ class GlobalFit:
     # per ticker, the served forecast on the calibration block: coverage and Winkler-80 against
     # HAR-range alone (the gate's weights were chosen on this block, pooled over all tickers)
     ticker_metrics: dict[str, dict] = field(default_factory=dict)
+    # the universe's state (global_inputs.MARKET_COLUMNS) over the last window up to train_end
+    market: pd.DataFrame | None = None
 
 
 def required_sessions(params: ModelParams) -> int:
@@ -245,7 +248,7 @@ def fit_global(
     histories = {t: c for t, c in histories.items() if len(c) > R.WARMUP + params.window + h}
     if not histories:
         raise ValueError("the global network needs at least one ticker with enough history")
-    inputs = G.build_inputs(histories)
+    inputs, market = G.inputs_and_market(histories)
     dates = np.unique(
         np.concatenate(
             [inp.index.to_numpy()[_rows_of(inp, params.window, h)] for inp in inputs.values()]
@@ -318,7 +321,6 @@ def fit_global(
         start += count
     served_har = R.HarRange(horizon=h).fit_pooled(histories)
     val_losses = [float(v) for v in history.history["val_loss"]]
-    from forecasting.train import attention_entropy
 
     return GlobalFit(
         network=network,
@@ -331,6 +333,7 @@ def fit_global(
         train_end=max(c.index[-1] for c in histories.values()).date(),
         kind="warm" if previous is not None else "full",
         ticker_metrics=per_ticker,
+        market=market.tail(params.window),
         metrics={
             "epochs_run": len(val_losses),
             "val_loss": min(val_losses),

@@ -47,7 +47,8 @@ def _market_frame(stored: dict) -> pd.DataFrame:
 
 def ticker_models(fit: GlobalFit, histories: Mapping[str, pd.DataFrame]) -> dict[str, TrainedModel]:
     """One TrainedModel per ticker of ``fit`` (all sharing its network)."""
-    market = _market_json(G.market_state(histories), fit.params.window)
+    state = fit.market if fit.market is not None else G.market_state(histories)
+    market = _market_json(state, fit.params.window)
     out = {}
     for ticker in fit.tickers:
         calibration = {

@@ -55,7 +55,7 @@ def forecast(app: AppContext, ticker: str, as_of) -> None:
     from db import model_store, repository
     from forecasting.artifact import usable_from_record
     from forecasting.predict import forecast as predict
-    from jobs.global_fit import universe_loader
+    from jobs.global_fit import trained_from_global_record, universe_loader
     from jobs.sync import provider_for, sync_tickers
 
     config = app.config
@@ -80,7 +80,11 @@ def forecast(app: AppContext, ticker: str, as_of) -> None:
             record = _train_now(factory, config, symbol, candles, as_of_day)
         with factory.begin() as session:
             version_id = model_store.add_model_version(session, record=record).id
-        trained = usable_from_record(record)
+        trained = (
+            trained_from_global_record(record)  # the network just fitted, not loaded again
+            if record.get("global_model_id") is not None
+            else usable_from_record(record)
+        )
         source = f"model version {version_id} (trained now)"
     else:
         version_id, trained = found

@@ -107,6 +107,7 @@ def global_records(
     fit.metrics.update(fit_reason=reason)
     models = ticker_models(fit, histories)
     artifact = model_to_bytes(fit.network)
+    _remember(sha256_hex(artifact), fit.network)  # this process's tasks need not load it again
     global_id = in_transaction(
         factory,
         "storing the night's global model",
@@ -142,6 +143,12 @@ def global_records(
     return out
 
 
+def _remember(sha: str, network: Any) -> None:
+    _NETWORKS[sha] = network
+    while len(_NETWORKS) > 2:
+        _NETWORKS.popitem(last=False)
+
+
 def trained_from_global_record(record: dict) -> Any:
     """The TrainedModel of a night's record, loading the shared network once per process."""
     from forecasting.artifact import model_from_bytes
@@ -149,9 +156,7 @@ def trained_from_global_record(record: dict) -> Any:
 
     sha = record["artifact_sha256"]
     if sha not in _NETWORKS:
-        _NETWORKS[sha] = model_from_bytes(bytes(record["artifact"]), sha)
-        while len(_NETWORKS) > 2:
-            _NETWORKS.popitem(last=False)
+        _remember(sha, model_from_bytes(bytes(record["artifact"]), sha))
     normalization = dict(record["normalization"])
     calibration = normalization.pop("calibration")
     from forecasting.params import ModelParams

@@ -50,21 +50,6 @@ AS_OF_LOOKBACK = 30
 NO_CANDLES = "no candles stored on or before today for any ticker of this run: nothing to forecast"
 
 
-def _inline_task(
-    factory: sessionmaker[Session],
-    config: Config,
-    run_id: int,
-    ticker: str,
-    as_of: date,
-    range_fit: dict | None = None,
-    record: dict | str | None = None,
-) -> TickerOutcome:
-    """``forecast_task`` in this process, with the pipeline's session factory."""
-    return process_ticker(
-        factory, config, run_id, ticker, as_of, range_fit=range_fit, record=record
-    )
-
-
 class Pipeline:
     """Shared state of one process's runs: database handles, provider and the stop flag."""
 
@@ -180,7 +165,7 @@ class Pipeline:
         )
         todo = [t for t in symbols if t not in sync_errors]
         fits, records = self._night_models(tuple(todo), as_of)
-        task = partial(_inline_task, self.factory) if inline else forecast_task
+        task = partial(process_ticker, self.factory) if inline else forecast_task
         args = [
             (
                 self.config,
@@ -262,10 +247,10 @@ class Pipeline:
                                 run_id,
                                 ticker,
                                 ticker_as_of.get(ticker, as_of),
-                                models,
-                                position,
                                 range_fit=fit,
                                 record=record,
+                                models=models,
+                                position=position,
                             )
                         outcomes.append(outcome)
                         self._report(outcome, run_id)

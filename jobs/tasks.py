@@ -119,12 +119,15 @@ def process_ticker(
     run_id: int,
     ticker: str,
     as_of: date,
-    models: dict[str, ModelSlot] | None = None,
-    position: int = 0,
     range_fit: dict | None = None,
     record: dict | str | None = None,
+    models: dict[str, ModelSlot] | None = None,
+    position: int = 0,
 ) -> TickerOutcome:
     """Train (or reuse from `models`) the ticker's model, forecast, and store it all atomically.
+
+    The arguments after the factory are ``forecast_task``'s, in its order, so the inline executor
+    runs ``partial(process_ticker, factory)`` on the same argument tuples as the worker pools.
 
     With [model] scope = "global" the model is the night's global fit (``record``, from
     ``jobs.global_fit.global_records``; a text is the reason this ticker has none)."""
