@@ -78,7 +78,8 @@ def test_a_killed_dask_worker_still_accounts_for_every_ticker(
     config = pipeline_config(
         tickers={"symbols": five[:3]},
         executor={"kind": "dask", "workers": 2},
-        model={"epochs": 4, "patience": 4, "units": 8, "batch_size": 32},  # graph mode, ~10 s
+        # per-ticker networks: a task long enough (~10 s, graph mode) to kill its worker mid-way
+        model={"scope": "per_ticker", "epochs": 4, "patience": 4, "units": 8, "batch_size": 32},
     )
     results = []
     runner = threading.Thread(target=lambda: results.append(Pipeline(config).run_nightly()))

@@ -21,8 +21,9 @@ from tests.jobs.conftest import TINY_MODEL, write_config, write_universe
 
 pytestmark = pytest.mark.slow  # real daemons, training or installs: seconds each
 
-# Long enough that a test can observe (and kill) a process in the middle of training.
-SLOW_MODEL = {"epochs": 4, "units": 8, "patience": 4, "batch_size": 32}  # graph mode: ~10 s
+# A ticker step slow enough to signal in the middle of: the per-ticker network trains inside it
+# (~10 s in graph mode); a global night's ticker step takes ~0.1 s, too short to catch.
+SLOW_MODEL = {"scope": "per_ticker", "epochs": 4, "units": 8, "patience": 4, "batch_size": 32}
 TIMEOUT_S = 120
 
 

@@ -134,7 +134,8 @@ def test_a_daemon_killed_mid_run_resumes_it_at_start_up(tmp_path: Path, candleca
         {
             "data": {"provider": "csv", "csv_dir": str(universe)},
             "tickers": {"symbols": ["AAPL", "MSFT"]},
-            "model": TINY_MODEL,
+            # per-ticker networks: MSFT's step (training) is long enough to kill the daemon in
+            "model": {**TINY_MODEL, "scope": "per_ticker"},
             "schedule": {"cron": "0 3 * * *", "timezone": "UTC"},
         },
     )
