@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -42,14 +43,15 @@ def postgres_admin_url() -> str | None:
     return POSTGRES_URL
 
 
-@pytest.fixture(params=DB_BACKENDS)
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """An empty database: a SQLite file in tmp_path, or a fresh PostgreSQL schema."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'candlecast.db'}"
+@contextmanager
+def empty_database(backend: str, sqlite_file: Path, schema_prefix: str = "t") -> Iterator[str]:
+    """An empty database URL: the SQLite file `sqlite_file`, or a fresh PostgreSQL schema named
+    `schema_prefix`_<random> (dropped afterwards)."""
+    if backend == "sqlite":
+        yield f"sqlite:///{sqlite_file}"
         return
     assert POSTGRES_URL is not None
-    schema = f"t_{uuid.uuid4().hex[:16]}"
+    schema = f"{schema_prefix}_{uuid.uuid4().hex[:16]}"
     admin = create_engine(POSTGRES_URL, poolclass=NullPool, isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:
@@ -62,6 +64,13 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
             conn.exec_driver_sql("SET lock_timeout = '10s'")
             conn.exec_driver_sql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
         admin.dispose()
+
+
+@pytest.fixture(params=DB_BACKENDS)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database: a SQLite file in tmp_path, or a fresh PostgreSQL schema."""
+    with empty_database(request.param, tmp_path / "candlecast.db") as url:
+        yield url
 
 
 @pytest.fixture

@@ -27,9 +27,8 @@ from jobs.cli_support import EXIT_OK
 from jobs.config import config_from_dict
 from jobs.pipeline import Pipeline
 from jobs.sync import provider_for, sync_tickers
-from tests.conftest import DB_BACKENDS, POSTGRES_URL
+from tests.conftest import DB_BACKENDS, POSTGRES_URL, empty_database
 from tests.jobs.conftest import TINY_MODEL, write_config, write_universe
-from tests.web.conftest import site_database
 
 pytestmark = pytest.mark.slow  # the module's tests share one trained night
 
@@ -68,7 +67,7 @@ def night(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str], 
         def get(backend: str) -> tuple[str, Any]:
             if backend not in done:
                 tmp = tmp_path_factory.mktemp(f"night-{backend}")
-                url = stack.enter_context(site_database(backend, tmp, "night.db"))
+                url = stack.enter_context(empty_database(backend, tmp / "night.db", "w"))
                 upgrade(url)
                 done[backend] = (url, Pipeline(night_config(url, tmp)).run_nightly())
             return done[backend]

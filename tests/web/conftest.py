@@ -13,26 +13,23 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import http.client
 import threading
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import create_engine
-from sqlalchemy.engine import make_url
-from sqlalchemy.pool import NullPool
+from sqlalchemy.orm import Session
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from db.migrate import upgrade
 from db.session import make_engine, make_session_factory
 from jobs.config import DATABASE_URL_ENV, Config, config_from_dict
-from tests.conftest import DB_BACKENDS, POSTGRES_URL
+from tests.conftest import DB_BACKENDS, empty_database
 from tests.web.seed import MODEL_AS_OF, TICKERS, Seed, bundled_candles, seed
 from web import create_app, state
 
@@ -80,36 +77,27 @@ def model_record() -> dict[str, Any]:
 
 
 @contextmanager
-def site_database(backend: str, tmp: Path, name: str) -> Iterator[str]:
-    """An empty database URL for a site: a SQLite file `tmp/name`, or a fresh PostgreSQL schema
-    (dropped afterwards)."""
-    if backend == "sqlite":
-        yield f"sqlite:///{tmp / name}"
-        return
-    assert POSTGRES_URL is not None
-    schema = f"w_{uuid.uuid4().hex[:16]}"
-    admin = create_engine(POSTGRES_URL, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+def writing(url: str) -> Iterator[Session]:
+    """One transaction on the database at `url`, through an engine of its own (disposed after)."""
+    engine = make_engine(url)
     try:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-        url = make_url(POSTGRES_URL).update_query_dict({"options": f"-csearch_path={schema}"})
-        yield url.render_as_string(hide_password=False)
+        with make_session_factory(engine).begin() as session:
+            yield session
     finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql("SET lock_timeout = '10s'")
-            conn.exec_driver_sql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-        admin.dispose()
+        engine.dispose()
+
+
+def seeded_database(url: str, record: dict[str, Any]) -> Seed:
+    """Migrate the empty database at `url` and seed it (tests.web.seed) with `record`."""
+    upgrade(url)
+    with writing(url) as session:
+        info = seed(session, model_record=record)
+    return info
 
 
 def _seeded_site(backend: str, tmp: Path, record: dict[str, Any]) -> Iterator[Site]:
-    with site_database(backend, tmp, "web.db") as url:
-        upgrade(url)
-        writer = make_engine(url)
-        try:
-            with make_session_factory(writer).begin() as session:
-                info = seed(session, model_record=record)
-        finally:
-            writer.dispose()
+    with empty_database(backend, tmp / "web.db", "w") as url:
+        info = seeded_database(url, record)
         config = web_config(url, tmp)
         app = create_app(config)
         app.config["TESTING"] = True
@@ -124,15 +112,28 @@ def state_of(app: Flask) -> Any:
         return state()
 
 
-@pytest.fixture(scope="session", params=DB_BACKENDS)
-def site(
-    request: pytest.FixtureRequest,
-    tmp_path_factory: pytest.TempPathFactory,
-    model_record: dict[str, Any],
-) -> Iterator[Site]:
-    """The seeded database and its app, once per backend."""
-    tmp = tmp_path_factory.mktemp(f"site-{request.param}")
-    yield from _seeded_site(request.param, tmp, model_record)
+def _site_fixture(name: str, scope: Literal["session", "module"], doc: str) -> Any:
+    """A fixture `name` of `scope`: a seeded database and its app, once per backend."""
+
+    def fixture(
+        request: pytest.FixtureRequest,
+        tmp_path_factory: pytest.TempPathFactory,
+        model_record: dict[str, Any],
+    ) -> Iterator[Site]:
+        tmp = tmp_path_factory.mktemp(f"{name}-{request.param}")
+        yield from _seeded_site(request.param, tmp, model_record)
+
+    fixture.__doc__ = doc
+    return pytest.fixture(name=name, scope=scope, params=DB_BACKENDS)(fixture)
+
+
+site = _site_fixture("site", "session", "The seeded database and its app, once per backend.")
+own_site = _site_fixture(
+    "own_site",
+    "module",
+    "A seeded database and its app of the module's own, once per backend: for a module that "
+    "writes to it (the shared `site` is read-only).",
+)
 
 
 @pytest.fixture(scope="session")
@@ -167,18 +168,30 @@ def without_skill(body: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in body.items() if k != "skill"}
 
 
-def http_get(
-    base: str, path: str, headers: dict[str, str] | None = None
+def http_request(
+    base: str,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 10.0,
 ) -> tuple[int, dict[str, str], bytes]:
-    """(status, headers, body) of one GET of `path` on the server at `base`, over real HTTP."""
+    """(status, headers, body) of one request to the server at `base`, over real HTTP."""
     parts = urlsplit(base)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
     try:
-        conn.request("GET", path, headers=headers or {})
+        conn.request(method, path, body, headers or {})
         response = conn.getresponse()
         return response.status, dict(response.getheaders()), response.read()
     finally:
         conn.close()
+
+
+def http_get(
+    base: str, path: str, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    """(status, headers, body) of one GET of `path` on the server at `base`, over real HTTP."""
+    return http_request(base, "GET", path, headers=headers)
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,6 @@ for the pages), never a 500 and never read as a number. Over real HTTP, SQLite a
 
 from __future__ import annotations
 
-import http.client
 import json
 import socket
 from collections.abc import Iterator
@@ -13,7 +12,7 @@ from urllib.parse import quote, urlsplit
 
 import pytest
 
-from tests.web.conftest import Site, serving
+from tests.web.conftest import Site, http_request, serving
 
 HUGE = "9" * 5000  # more digits than int() converts (sys.get_int_max_str_digits)
 ODD = ["²", "¹", "٨٠", "٥", "８０", " 8 0", "+5", "-1", "1_0", "0x10"]
@@ -21,14 +20,8 @@ ODD = ["²", "¹", "٨٠", "٥", "８０", " 8 0", "+5", "-1", "1_0", "0x10"]
 
 def call(base: str, method: str, path: str, body: bytes | None = None, **headers: str):
     """(status, content type, body) of one request."""
-    parts = urlsplit(base)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
-    try:
-        conn.request(method, path, body, headers)
-        response = conn.getresponse()
-        return response.status, response.getheader("Content-Type", ""), response.read()
-    finally:
-        conn.close()
+    status, found, raw = http_request(base, method, path, body, headers, timeout=30)
+    return status, found.get("Content-Type", ""), raw
 
 
 @pytest.fixture(scope="module")

@@ -19,9 +19,7 @@ import pytest
 from flask import Flask
 from sqlalchemy import text
 
-from db.session import make_engine, make_session_factory
-from tests.conftest import DB_BACKENDS
-from tests.web.conftest import Site, _seeded_site, serving
+from tests.web.conftest import Site, serving, writing
 from web import FiniteJSONProvider
 
 INF = float("inf")
@@ -37,36 +35,26 @@ def strict_loads(body: str) -> Any:
     return json.loads(body, parse_constant=_reject_constant)
 
 
-@pytest.fixture(scope="module", params=DB_BACKENDS)
-def bad_site(
-    request: pytest.FixtureRequest,
-    tmp_path_factory: pytest.TempPathFactory,
-    model_record: dict[str, Any],
-) -> Iterator[Site]:
+@pytest.fixture(scope="module")
+def bad_site(own_site: Site) -> Site:
     """A seeded site whose oldest AAPL forecast holds inf and -inf (its own database)."""
-    tmp = tmp_path_factory.mktemp(f"site-nonfinite-{request.param}")
-    for site in _seeded_site(request.param, tmp, model_record):
-        as_of = site.seed.stored_as_of[0]
-        writer = make_engine(site.url)
-        try:
-            with make_session_factory(writer).begin() as session:
-                for horizon, values in {
-                    1: {"high": INF},
-                    2: {"close_hi": INF, "low": -INF},
-                    3: {"close": INF},
-                }.items():
-                    # Raw SQL, as by hand: the models store NaN and infinity as NULL.
-                    assignments = ", ".join(f"{name} = :{name}" for name in values)
-                    session.execute(
-                        text(
-                            f"UPDATE forecasts SET {assignments} WHERE ticker = 'AAPL' "
-                            "AND as_of_date = :as_of AND horizon = :horizon"
-                        ),
-                        {**values, "as_of": as_of, "horizon": horizon},
-                    )
-        finally:
-            writer.dispose()
-        yield site
+    as_of = own_site.seed.stored_as_of[0]
+    with writing(own_site.url) as session:
+        for horizon, values in {
+            1: {"high": INF},
+            2: {"close_hi": INF, "low": -INF},
+            3: {"close": INF},
+        }.items():
+            # Raw SQL, as by hand: the models store NaN and infinity as NULL.
+            assignments = ", ".join(f"{name} = :{name}" for name in values)
+            session.execute(
+                text(
+                    f"UPDATE forecasts SET {assignments} WHERE ticker = 'AAPL' "
+                    "AND as_of_date = :as_of AND horizon = :horizon"
+                ),
+                {**values, "as_of": as_of, "horizon": horizon},
+            )
+    return own_site
 
 
 @pytest.fixture(scope="module")

@@ -9,14 +9,12 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from db.model_store import add_model_version, prune_artifacts
-from db.session import make_engine, make_session_factory
-from tests.web.conftest import DB_BACKENDS, Site, _seeded_site, serving
+from tests.web.conftest import Site, serving, writing
 from tests.web.test_integer_params import call
 
 OLD_TRAIN_END = date(2023, 3, 31)  # the seed's AAPL model is trained up to 2023-06-30
@@ -31,26 +29,16 @@ class Pruned:
     version_id: int
 
 
-@pytest.fixture(scope="module", params=DB_BACKENDS)
-def pruned(
-    request: pytest.FixtureRequest,
-    tmp_path_factory: pytest.TempPathFactory,
-    model_record: dict[str, Any],
-) -> Iterator[Pruned]:
+@pytest.fixture(scope="module")
+def pruned(own_site: Site, model_record: dict[str, Any]) -> Iterator[Pruned]:
     """The seeded site plus an older AAPL model version whose artifact `db prune` dropped."""
-    tmp: Path = tmp_path_factory.mktemp(f"pruned-{request.param}")
-    for site in _seeded_site(request.param, tmp, model_record):
-        engine = make_engine(site.url)
-        try:
-            with make_session_factory(engine).begin() as session:
-                old = {**model_record, "train_end": OLD_TRAIN_END}
-                version_id = add_model_version(session, record=old).id
-                result = prune_artifacts(session, keep=1, tickers=["AAPL"])
-            assert result.versions == 1  # the old one: the seed's serves the latest forecasts
-        finally:
-            engine.dispose()
-        with serving(site.app) as base:
-            yield Pruned(site, base, version_id)
+    with writing(own_site.url) as session:
+        old = {**model_record, "train_end": OLD_TRAIN_END}
+        version_id = add_model_version(session, record=old).id
+        result = prune_artifacts(session, keep=1, tickers=["AAPL"])
+    assert result.versions == 1  # the old one: the seed's serves the latest forecasts
+    with serving(own_site.app) as base:
+        yield Pruned(own_site, base, version_id)
 
 
 def _message(version_id: int) -> str:
