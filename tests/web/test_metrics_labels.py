@@ -71,7 +71,7 @@ def test_random_methods_leave_metrics_small(sqlite_site: Site) -> None:
 def test_random_methods_leave_gunicorn_metrics_small(sqlite_site: Site, tmp_path: Path) -> None:
     # one worker, so /metrics is answered by the worker that counted every request
     port = free_port()
-    config_path = write_config(sqlite_site, tmp_path, port)
+    config_path = write_config(tmp_path, sqlite_site.url, port)
     home = tmp_path / "home"
     home.mkdir()
     log = tmp_path / "web.log"  # a file, not a pipe: gunicorn logs a line per refused method

@@ -18,13 +18,18 @@ import pytest
 from flask import Flask
 
 from jobs.config import CONFIG_ENV, DATABASE_URL_ENV, load_config
+from tests.jobs.conftest import write_config as write_toml
 from tests.web.conftest import Site
+from tests.web.seed import TICKERS
 from web import create_app
 from web.serve import CandlecastWorker, gunicorn_options
 
 ROOT = Path(__file__).resolve().parents[2]
-SERVE = "import sys; from jobs.config import load_config; from web.serve import serve; " \
-    "serve(load_config(sys.argv[1]), workers=2)"  # fmt: skip
+# serve(load_config(argv[1])), with workers=argv[2] when given (else [web] workers decides).
+SERVE = (
+    "import sys; from jobs.config import load_config; from web.serve import serve; "
+    "serve(load_config(sys.argv[1]), workers=int(sys.argv[2]) if sys.argv[2:] else None)"
+)
 
 
 def free_port() -> int:
@@ -33,15 +38,28 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def write_config(site: Site, tmp_path: Path, port: int) -> Path:
-    symbols = ", ".join(f'"{s}"' for s in site.config.tickers.symbols)
-    path = tmp_path / "web.toml"
-    path.write_text(
-        f'[database]\nurl = "{site.url}"\n[tickers]\nsymbols = [{symbols}]\n'
-        f'[web]\nhost = "127.0.0.1"\nport = {port}\nworkers = 1\n',
-        encoding="utf-8",
+def write_config(tmp_path: Path, url: str, port: int, **web: object) -> Path:
+    """tmp_path/web.toml: the database at `url` with the seed's tickers, served on
+    127.0.0.1:`port` with the [web] settings `web` (one worker unless they say otherwise)."""
+    sections = {
+        "tickers": {"symbols": list(TICKERS)},
+        "web": {"host": "127.0.0.1", "port": port, "workers": 1, **web},
+    }
+    return write_toml(tmp_path / "web.toml", url, sections)
+
+
+def start_server(
+    config_path: Path, workers: int | None = None, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """SERVE on `config_path` in a child process (stdout and stderr piped together)."""
+    args = [str(config_path)] if workers is None else [str(config_path), str(workers)]
+    return subprocess.Popen(
+        [sys.executable, "-c", SERVE, *args],
+        cwd=ROOT,
+        env=env or child_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
-    return path
 
 
 def child_env(config_path: Path | None = None) -> dict[str, str]:
@@ -77,17 +95,12 @@ def test_gunicorn_options_follow_config(sqlite_site: Site) -> None:
 
 def test_serve_answers_over_http(sqlite_site: Site, tmp_path: Path) -> None:
     port = free_port()
-    config_path = write_config(sqlite_site, tmp_path, port)
+    config_path = write_config(tmp_path, sqlite_site.url, port)
     home, runtime = tmp_path / "home", tmp_path / "runtime"
     home.mkdir()
     runtime.mkdir()
-    proc = subprocess.Popen(
-        [sys.executable, "-c", SERVE, str(config_path)],
-        cwd=ROOT,
-        env={**child_env(), "HOME": str(home), "XDG_RUNTIME_DIR": str(runtime)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    env = {**child_env(), "HOME": str(home), "XDG_RUNTIME_DIR": str(runtime)}
+    proc = start_server(config_path, workers=2, env=env)
     try:
         health = json.loads(wait_for(f"http://127.0.0.1:{port}/healthz", proc))
         assert health["status"] == "ok" and health["latest_run"]["status"] == "partial"
@@ -110,7 +123,7 @@ def test_serve_answers_over_http(sqlite_site: Site, tmp_path: Path) -> None:
 
 
 def test_flask_cli_finds_the_factory(sqlite_site: Site, tmp_path: Path) -> None:
-    config_path = write_config(sqlite_site, tmp_path, free_port())
+    config_path = write_config(tmp_path, sqlite_site.url, free_port())
     result = subprocess.run(
         [sys.executable, "-m", "flask", "--app", "web", "routes"],
         cwd=ROOT,
@@ -127,7 +140,7 @@ def test_flask_cli_finds_the_factory(sqlite_site: Site, tmp_path: Path) -> None:
 def test_wsgi_module_builds_the_app(
     sqlite_site: Site, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    config_path = write_config(sqlite_site, tmp_path, free_port())
+    config_path = write_config(tmp_path, sqlite_site.url, free_port())
     monkeypatch.setenv(CONFIG_ENV, str(config_path))
     monkeypatch.delenv(DATABASE_URL_ENV, raising=False)
     sys.modules.pop("web.wsgi", None)

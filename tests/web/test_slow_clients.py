@@ -7,7 +7,6 @@ import json
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -16,11 +15,9 @@ from pathlib import Path
 import pytest
 
 from tests.web.conftest import Site
-from tests.web.test_serve import ROOT, child_env, free_port, wait_for
+from tests.web.test_serve import free_port, start_server, wait_for, write_config
 from web import SECURITY_HEADERS
 
-SERVE = "import sys; from jobs.config import load_config; from web.serve import serve; " \
-    "serve(load_config(sys.argv[1]))"  # fmt: skip
 SLOW_CLIENTS = 8
 PROBES = 5
 PROBE_LIMIT_S = 1.0
@@ -28,23 +25,11 @@ PARTIAL_HEADER = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: "
 
 
 @contextmanager
-def running_server(site: Site, tmp_path: Path, web: str) -> Iterator[int]:
-    """`serve(load_config(path))` in a child process with `[web]` lines `web`; yields its port."""
+def running_server(site: Site, tmp_path: Path, **web: object) -> Iterator[int]:
+    """`serve(load_config(path))` in a child process with the [web] settings `web` (one worker
+    unless they say otherwise); yields its port."""
     port = free_port()
-    symbols = ", ".join(f'"{s}"' for s in site.config.tickers.symbols)
-    config_path = tmp_path / "web.toml"
-    config_path.write_text(
-        f'[database]\nurl = "{site.url}"\n[tickers]\nsymbols = [{symbols}]\n'
-        f'[web]\nhost = "127.0.0.1"\nport = {port}\n{web}',
-        encoding="utf-8",
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-c", SERVE, str(config_path)],
-        cwd=ROOT,
-        env=child_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    proc = start_server(write_config(tmp_path, site.url, port, **web))
     try:
         wait_for(f"http://127.0.0.1:{port}/healthz", proc)
         yield port
@@ -75,7 +60,7 @@ def get(port: int, path: str, *, timeout: float, method: str = "GET") -> http.cl
 
 def test_health_answers_while_eight_clients_stall(sqlite_site: Site, tmp_path: Path) -> None:
     # One worker with the default threads and timeouts: all slow clients land on it.
-    with running_server(sqlite_site, tmp_path, "workers = 1\n") as port, ExitStack() as stack:
+    with running_server(sqlite_site, tmp_path) as port, ExitStack() as stack:
         slow = [slow_client(stack, port) for _ in range(SLOW_CLIENTS)]
         for _ in range(PROBES):
             start = time.monotonic()
@@ -100,8 +85,8 @@ def test_health_answers_while_eight_clients_stall(sqlite_site: Site, tmp_path: P
 def test_stalled_client_is_disconnected_after_read_timeout(
     sqlite_site: Site, tmp_path: Path
 ) -> None:
-    web = "workers = 1\nthreads = 2\nread_timeout_s = 1\n"
-    with running_server(sqlite_site, tmp_path, web) as port, ExitStack() as stack:
+    web = {"threads": 2, "read_timeout_s": 1}
+    with running_server(sqlite_site, tmp_path, **web) as port, ExitStack() as stack:
         slow = [slow_client(stack, port) for _ in range(2)]  # every thread of the worker
         start = time.monotonic()
         for sock in slow:
@@ -112,7 +97,7 @@ def test_stalled_client_is_disconnected_after_read_timeout(
 
 
 def test_no_gunicorn_banner_and_api_errors_are_json(sqlite_site: Site, tmp_path: Path) -> None:
-    with running_server(sqlite_site, tmp_path, "workers = 1\n") as port:
+    with running_server(sqlite_site, tmp_path) as port:
         ok = get(port, "/healthz", timeout=5)
         assert ok.status == 200
         servers = ok.headers.get_all("Server") or []

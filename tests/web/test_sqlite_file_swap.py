@@ -12,8 +12,6 @@ import os
 import shutil
 import signal
 import sqlite3
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -22,14 +20,10 @@ from typing import Any
 import pytest
 
 from db.migrate import upgrade
-from db.session import make_engine, make_session_factory
-from tests.web.conftest import web_config
-from tests.web.seed import TICKERS, seed
-from tests.web.test_serve import ROOT, child_env, free_port, wait_for
+from tests.web.conftest import seeded_database, web_config
+from tests.web.test_serve import free_port, start_server, wait_for, write_config
 from web import create_app
 
-SERVE = "import sys; from jobs.config import load_config; from web.serve import serve; " \
-    "serve(load_config(sys.argv[1]), workers=1)"  # fmt: skip
 SHIFT = 1000.0  # the copied-in database's MSFT forecast closes are this much higher
 
 
@@ -51,14 +45,7 @@ def databases(
     closes are SHIFT higher; plus the MSFT as-of date."""
     tmp = tmp_path_factory.mktemp("swap")
     original, other = tmp / "original.db", tmp / "other.db"
-    url = f"sqlite:///{original}"
-    upgrade(url)
-    writer = make_engine(url)
-    try:
-        with make_session_factory(writer).begin() as session:
-            info = seed(session, model_record=model_record)
-    finally:
-        writer.dispose()
+    info = seeded_database(f"sqlite:///{original}", model_record)
     shutil.copyfile(original, other)
     with sqlite3.connect(other) as conn:
         conn.execute("UPDATE forecasts SET close = close + ? WHERE ticker = 'MSFT'", (SHIFT,))
@@ -75,21 +62,8 @@ def test_deleted_and_replaced_files_are_seen_by_the_next_request(
     live.parent.mkdir()
     shutil.copyfile(original, live)
     port = free_port()
-    config = tmp_path / "web.toml"
-    symbols = ", ".join(f'"{s}"' for s in TICKERS)
-    config.write_text(
-        f'[database]\nurl = "sqlite:///{live}"\n[tickers]\nsymbols = [{symbols}]\n'
-        f'[web]\nhost = "127.0.0.1"\nport = {port}\nworkers = 1\n',
-        encoding="utf-8",
-    )
     base = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen(
-        [sys.executable, "-c", SERVE, str(config)],
-        cwd=ROOT,
-        env=child_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    proc = start_server(write_config(tmp_path, f"sqlite:///{live}", port), workers=1)
 
     def state() -> tuple[str, float]:
         status, health = get(f"{base}/healthz")
