@@ -7,6 +7,7 @@ Expected scores are computed by hand from the Winkler interval score:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import date
 from types import SimpleNamespace
@@ -101,6 +102,30 @@ def _seed_candles(session: Session) -> None:
     )
 
 
+def _forecasts(
+    factory: sessionmaker[Session],
+    rows: Sequence[runs.ForecastRow],
+    *,
+    candles: bool = False,
+    model_mix: dict[str, Any] | None = None,
+) -> None:
+    """Store `rows` as AAPL's forecast set as of AS_OF in a new run (after the candles of
+    AS_OF and TARGET when `candles`)."""
+    with factory.begin() as session:
+        if candles:
+            _seed_candles(session)
+        run_id = runs.start_run(session, trigger="manual").id
+        runs.replace_forecasts(
+            session,
+            run_id=run_id,
+            ticker="AAPL",
+            as_of_date=AS_OF,
+            rows=rows,
+            model_version_id=None,
+            model_mix=model_mix,
+        )
+
+
 def _view_rows(factory: sessionmaker[Session], view: Any, *where: Any) -> dict[int, Any]:
     with factory() as session:
         stmt = select(view).where(*where).order_by(view.c.horizon)
@@ -109,17 +134,7 @@ def _view_rows(factory: sessionmaker[Session], view: Any, *where: Any) -> dict[i
 
 
 def test_quantiles_and_model_mix_round_trip(session_factory: sessionmaker[Session]) -> None:
-    with session_factory.begin() as session:
-        run_id = runs.start_run(session, trigger="manual").id
-        runs.replace_forecasts(
-            session,
-            run_id=run_id,
-            ticker="AAPL",
-            as_of_date=AS_OF,
-            rows=ROWS,
-            model_version_id=None,
-            model_mix=MIX,
-        )
+    _forecasts(session_factory, ROWS, model_mix=MIX)
     with session_factory() as session:
         stored = {f.horizon: f for f in session.scalars(select(Forecast))}
         assert sorted(stored) == [1, 2, 3, 4]
@@ -153,17 +168,7 @@ def test_without_model_mix_the_column_is_sql_null(session_factory: sessionmaker[
 
 
 def test_forecast_accuracy_interval_scores(session_factory: sessionmaker[Session]) -> None:
-    with session_factory.begin() as session:
-        _seed_candles(session)
-        run_id = runs.start_run(session, trigger="manual").id
-        runs.replace_forecasts(
-            session,
-            run_id=run_id,
-            ticker="AAPL",
-            as_of_date=AS_OF,
-            rows=ROWS,
-            model_version_id=None,
-        )
+    _forecasts(session_factory, ROWS, candles=True)
     rows = _view_rows(session_factory, forecast_accuracy)
     above, below, plain, unknown = rows[1], rows[2], rows[3], rows[4]
     approx = pytest.approx
@@ -214,17 +219,7 @@ def test_interval_bounds_are_inclusive(session_factory: sessionmaker[Session]) -
         hi=103.5,
         quantiles=(103.5, 103.5, 103.5, 103.5, 103.5, 103.5, 103.5),
     )
-    with session_factory.begin() as session:
-        _seed_candles(session)
-        run_id = runs.start_run(session, trigger="manual").id
-        runs.replace_forecasts(
-            session,
-            run_id=run_id,
-            ticker="AAPL",
-            as_of_date=AS_OF,
-            rows=[on_the_bounds],
-            model_version_id=None,
-        )
+    _forecasts(session_factory, [on_the_bounds], candles=True)
     row = _view_rows(session_factory, forecast_accuracy)[1]
     assert (row["in_interval_50"], row["in_interval"], row["in_interval_90"]) == (1, 1, 1)
     assert (row["winkler_50"], row["winkler_80"], row["winkler_90"]) == (0.0, 0.0, 0.0)

@@ -64,28 +64,6 @@ def sql_ratios(url: str, ticker: str, model: str, metric: str) -> dict[str, floa
     return {k: m / b for k, (m, b) in sums.items()}
 
 
-def sql_coverage(url: str, ticker: str) -> dict[tuple[int, str], float]:
-    engine = create_engine(url)
-    try:
-        with engine.connect() as conn:
-            rows = conn.execute(
-                text(
-                    "SELECT horizon, in_interval_50, in_interval, in_interval_90 "
-                    "FROM forecast_accuracy WHERE ticker = :t AND actual_close IS NOT NULL"
-                ),
-                {"t": ticker},
-            ).all()
-    finally:
-        engine.dispose()
-    out: dict[tuple[int, str], list[int]] = defaultdict(list)
-    for horizon, *hits in rows:
-        for level, hit in zip((50, 80, 90), hits, strict=True):
-            if hit is not None:
-                out[(level, str(horizon))].append(int(hit))
-                out[(level, "all")].append(int(hit))
-    return {k: sum(v) / len(v) for k, v in out.items()}
-
-
 def sql_hit_counts(url: str, ticker: str) -> dict[tuple[int, str], tuple[int, int]]:
     """(hits, forecasts) per (level, horizon) from the view's in_interval columns."""
     engine = create_engine(url)
@@ -108,6 +86,11 @@ def sql_hit_counts(url: str, ticker: str) -> dict[tuple[int, str], tuple[int, in
                     out[key][0] += int(hit)
                     out[key][1] += 1
     return {k: (h, n) for k, (h, n) in out.items()}
+
+
+def sql_coverage(url: str, ticker: str) -> dict[tuple[int, str], float]:
+    """The share of closes inside each (level, horizon) interval, from the view's columns."""
+    return {k: hits / n for k, (hits, n) in sql_hit_counts(url, ticker).items()}
 
 
 def wilson(hits: int, n: int) -> tuple[float, float]:
