@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Literal
 
 import click
 from rich.table import Table
@@ -133,11 +134,7 @@ def db() -> None:
 @fail_cleanly
 def db_upgrade(app: AppContext, revision: str) -> None:
     """Create the schema or migrate it to REVISION (same as `alembic upgrade head`)."""
-    from db import migrate
-
-    url = app.config.database.url
-    migrate.upgrade(url, revision)
-    _echo_revision(url)
+    _migrate(app, "upgrade", revision)
 
 
 @db.command("downgrade")
@@ -146,17 +143,16 @@ def db_upgrade(app: AppContext, revision: str) -> None:
 @fail_cleanly
 def db_downgrade(app: AppContext, revision: str) -> None:
     """Migrate the schema down to REVISION ('base' drops every table and view)."""
+    _migrate(app, "downgrade", revision)
+
+
+def _migrate(app: AppContext, way: Literal["upgrade", "downgrade"], revision: str) -> None:
+    """db.migrate's upgrade or downgrade to REVISION, then 'database at revision R (URL,
+    password hidden)'."""
     from db import migrate
 
     url = app.config.database.url
-    migrate.downgrade(url, revision)
-    _echo_revision(url)
-
-
-def _echo_revision(url: str) -> None:
-    """'database at revision R (URL, password hidden)' after a migration."""
-    from db import migrate
-
+    getattr(migrate, way)(url, revision)
     click.echo(f"database at revision {migrate.current(url) or 'base'} ({safe_url(url)})")
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
@@ -107,30 +107,30 @@ class JsonSQLAlchemyJobStore(SQLAlchemyJobStore):
         self.allowed_funcs = frozenset(allowed_funcs)
 
     def add_job(self, job: Job) -> None:
-        self._check_func(job.id, job.func_ref)
-        with self.engine.begin() as connection:
-            stored = scheduler_jobs.insert_job(
-                connection,
-                self.jobs_t,
-                job_id=job.id,
-                next_run_time=datetime_to_utc_timestamp(job.next_run_time),
-                state=job_to_json(job),
-            )
-            if not stored:  # raised inside: the failed transaction is rolled back
-                raise ConflictingIdError(job.id)
+        self._write(job, scheduler_jobs.insert_job, ConflictingIdError)
 
     def update_job(self, job: Job) -> None:
+        self._write(job, scheduler_jobs.update_job, JobLookupError)
+
+    def _write(
+        self,
+        job: Job,
+        write: Callable[..., bool],
+        error: Callable[[str], Exception],
+    ) -> None:
+        """`write` (insert or update) the job's row after checking its function; `error(job.id)`
+        when that found a clash or no row (raised inside: a failed transaction is rolled back)."""
         self._check_func(job.id, job.func_ref)
         with self.engine.begin() as connection:
-            found = scheduler_jobs.update_job(
+            written = write(
                 connection,
                 self.jobs_t,
                 job_id=job.id,
                 next_run_time=datetime_to_utc_timestamp(job.next_run_time),
                 state=job_to_json(job),
             )
-        if not found:
-            raise JobLookupError(job.id)
+            if not written:
+                raise error(job.id)
 
     def lookup_job(self, job_id: str) -> Job | None:
         with self.engine.begin() as connection:

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 import apscheduler.job
 import pytest
+from apscheduler.jobstores.base import ConflictingIdError, JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 from sqlalchemy import create_engine, select
@@ -197,3 +198,20 @@ def test_a_forged_nightly_row_is_refused_on_lookup_and_cannot_be_written(db_url,
         assert store.lookup_job(daemon.JOB_ID).func is daemon.nightly_job
     finally:
         scheduler.shutdown(wait=False)
+
+
+def test_a_clashing_add_and_an_update_of_a_missing_job_raise(db_url):
+    """APScheduler's contract: a second job with a stored id is refused and the first kept; an
+    update of a job that is not stored is a lookup error and writes nothing."""
+    store = _store_with_the_nightly_job(db_url)
+    try:
+        job = store.lookup_job(daemon.JOB_ID)
+        with pytest.raises(ConflictingIdError):
+            store.add_job(job)
+        assert store.lookup_job(daemon.JOB_ID) is not None
+        store.remove_job(daemon.JOB_ID)
+        with pytest.raises(JobLookupError):
+            store.update_job(job)
+        assert store.get_all_jobs() == []
+    finally:
+        store.engine.dispose()
