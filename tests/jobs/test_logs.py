@@ -50,6 +50,18 @@ def candlecast(config: Path, *args: str) -> subprocess.CompletedProcess:
     )
 
 
+def spawn(config: Path, *args: str) -> subprocess.Popen[str]:
+    """`candlecast ... args` in a child process whose stderr is piped (text), stdout dropped."""
+    return subprocess.Popen(
+        command(config, *args),
+        cwd=ROOT,
+        env=env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def text_records(stderr: str) -> list[tuple[str, str, str, str]]:
     """(ts, level, logger, message) of every non-blank stderr line, asserting each is a log line."""
     records = []
@@ -74,14 +86,7 @@ class Daemon:
     """A `candlecast ... scheduler` process whose stderr lines are collected as they arrive."""
 
     def __init__(self, config: Path) -> None:
-        self.proc = subprocess.Popen(
-            command(config, "scheduler"),
-            cwd=ROOT,
-            env=env(),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        self.proc = spawn(config, "scheduler")
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -294,14 +299,7 @@ def test_web_server_logs(tmp_path: Path, migrated_url: str, access_log: bool) ->
             "web": {"host": "127.0.0.1", "port": port, "workers": 1, "access_log": access_log},
         },
     )
-    proc = subprocess.Popen(
-        command(config, "web"),
-        cwd=ROOT,
-        env=env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = spawn(config, "web")
     try:
         deadline = time.monotonic() + TIMEOUT_S
         while True:

@@ -3,6 +3,7 @@ on SQLite and PostgreSQL; the due time it is measured from; the two [schedule] k
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,8 @@ from tests.jobs.conftest import write_config
 
 NOW = datetime.now(UTC)
 NY = "America/New_York"
+# status(**schedule) -> (exit code, stdout lines): the `status` fixture
+Status = Callable[..., tuple[int, list[str]]]
 
 
 def add_run(
@@ -38,38 +41,38 @@ def add_run(
         return run.id
 
 
-def status(
-    tmp_path: Path, url: str, capsys: pytest.CaptureFixture[str], **schedule: Any
-) -> tuple[int, list[str]]:
-    config = write_config(tmp_path / "status.toml", url, {"schedule": schedule} if schedule else {})
-    code = main(["--config", str(config), "status"])
-    return code, capsys.readouterr().out.splitlines()
+@pytest.fixture
+def status(tmp_path: Path, migrated_url: str, capsys: pytest.CaptureFixture[str]) -> Status:
+    """status(**schedule) -> (exit code, stdout lines) of `candlecast status` on this test's
+    migrated database, with the [schedule] keys `schedule`."""
+
+    def run(**schedule: Any) -> tuple[int, list[str]]:
+        sections = {"schedule": schedule} if schedule else {}
+        config = write_config(tmp_path / "status.toml", migrated_url, sections)
+        code = main(["--config", str(config), "status"])
+        return code, capsys.readouterr().out.splitlines()
+
+    return run
 
 
 def test_status_is_ok_after_a_recent_success(
-    session_factory: sessionmaker[Session],
-    migrated_url: str,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
+    session_factory: sessionmaker[Session], status: Status
 ) -> None:
     add_run(session_factory, "failed", timedelta(hours=5))
     ok_id = add_run(session_factory, "succeeded", timedelta(minutes=3))
     with session_factory.begin() as session:  # a final row without finish time sorts last
         session.add(ForecastRun(trigger="manual", status="failed", started_at=NOW))
-    code, lines = status(tmp_path, migrated_url, capsys)
+    code, lines = status()
     assert code == 0
     assert lines == [lines[0]] and lines[0].startswith(f"ok: latest finished run {ok_id} succeeded")
 
 
 def test_status_is_degraded_with_one_line_per_reason(
-    session_factory: sessionmaker[Session],
-    migrated_url: str,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
+    session_factory: sessionmaker[Session], status: Status
 ) -> None:
     add_run(session_factory, "succeeded", timedelta(days=10))
     bad = add_run(session_factory, "failed", timedelta(hours=1), message="2 of 2 tickers failed")
-    code, lines = status(tmp_path, migrated_url, capsys)
+    code, lines = status()
     assert code == 1
     assert len(lines) == 2 and all(line.startswith("degraded: ") for line in lines)
     assert f"latest finished run {bad} (schedule, as of " in lines[0]
@@ -77,23 +80,20 @@ def test_status_is_degraded_with_one_line_per_reason(
     assert lines[1].startswith("degraded: no run succeeded within 12 h of the run due at ")
 
     # Only the failure once the grace time covers the old success.
-    code, lines = status(tmp_path, migrated_url, capsys, stale_after_hours=24 * 12)
+    code, lines = status(stale_after_hours=24 * 12)
     assert code == 1 and len(lines) == 1 and "is failed" in lines[0]
 
 
 def test_status_is_degraded_when_runs_stopped(
-    session_factory: sessionmaker[Session],
-    migrated_url: str,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
+    session_factory: sessionmaker[Session], status: Status
 ) -> None:
-    code, lines = status(tmp_path, migrated_url, capsys, cron="0 * * * *", stale_after_hours=2)
+    code, lines = status(cron="0 * * * *", stale_after_hours=2)
     assert code == 1 and lines[0].endswith("(last success: never)")
     ok_id = add_run(session_factory, "succeeded", timedelta(hours=4))
-    code, lines = status(tmp_path, migrated_url, capsys, cron="0 * * * *", stale_after_hours=2)
+    code, lines = status(cron="0 * * * *", stale_after_hours=2)
     assert code == 1 and f"(last success: run {ok_id} (schedule, as of " in lines[0]
     add_run(session_factory, "interrupted", timedelta(hours=1))  # neither a failure nor a success
-    code, lines = status(tmp_path, migrated_url, capsys, cron="0 * * * *", stale_after_hours=5)
+    code, lines = status(cron="0 * * * *", stale_after_hours=5)
     assert code == 0 and lines[0].startswith("ok: latest finished run")
 
 
