@@ -8,11 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from forecasting.providers import BundledProvider, CsvProvider, YFinanceProvider
-from forecasting.validation import normalise_frame
-from tests.forecasting.test_validation import SHARED_UNIVERSE
+from tests.forecasting.test_validation import dev_universe, needs_dev_universe
 
 BUNDLED = Path(__file__).resolve().parents[2] / "forecasting" / "bundled"
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -72,13 +70,9 @@ def test_every_bundled_price_loses_its_float32_noise_and_nothing_else() -> None:
     assert close == 192.53
 
 
-@pytest.mark.skipif(not SHARED_UNIVERSE.is_dir(), reason="shared dev universe not present")
+@needs_dev_universe
 def test_dev_universe_values_that_never_went_through_float32_are_untouched() -> None:
-    paths = sorted(SHARED_UNIVERSE.glob("*.csv"))
-    assert paths
-    for path in paths:
-        raw = pd.read_csv(path, index_col=0)
-        frame = normalise_frame(raw, raw.index, path.name)
+    for path, raw, frame in dev_universe():
         for column in PRICES:
             before = raw[column].to_numpy("float64")
             after = frame[column.lower()].to_numpy()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
@@ -204,6 +205,9 @@ def test_normalise_frame_maps_headers_case_insensitively() -> None:
 # shared/ sits beside the checkout (as on the developers' machines and in CI); a bare clone
 # without it skips only this one data check.
 SHARED_UNIVERSE = Path(__file__).resolve().parents[3] / "shared" / "data" / "dev-universe"
+needs_dev_universe = pytest.mark.skipif(
+    not SHARED_UNIVERSE.is_dir(), reason="shared dev universe not present"
+)
 TWENTY = [d.strftime("%Y-%m-%d") for d in pd.bdate_range("2023-01-02", periods=20)]
 
 
@@ -289,13 +293,18 @@ def test_bundled_data_has_no_implausible_rows(ticker: str) -> None:
     assert _implausible(frame, ticker) == {}
 
 
-@pytest.mark.skipif(not SHARED_UNIVERSE.is_dir(), reason="shared dev universe not present")
-def test_shared_dev_universe_has_no_implausible_rows() -> None:
+def dev_universe() -> Iterator[tuple[Path, pd.DataFrame, pd.DataFrame]]:
+    """(path, CSV as read, normalised frame) of every shared dev-universe file (at least one)."""
     paths = sorted(SHARED_UNIVERSE.glob("*.csv"))
     assert paths
     for path in paths:
         raw = pd.read_csv(path, index_col=0)
-        frame = normalise_frame(raw, raw.index, path.name)
+        yield path, raw, normalise_frame(raw, raw.index, path.name)
+
+
+@needs_dev_universe
+def test_shared_dev_universe_has_no_implausible_rows() -> None:
+    for path, _raw, frame in dev_universe():
         assert _implausible(frame, path.stem) == {}, path.name
 
 
