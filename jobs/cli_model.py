@@ -443,38 +443,31 @@ def _store_backtest(app: AppContext, all_rows, served_name: str) -> int:
 
 
 def _store_backtest_rows(factory, all_rows, served_name: str) -> int:
-    """`_store_backtest`'s writes, under the run lock."""
+    """`_store_backtest`'s writes, under the run lock: a run per as-of date the served model
+    forecast, holding that date's sets of every model (a date without it stores nothing)."""
     from db import runs
 
     stored = 0
-    rows = all_rows[all_rows["model"] == served_name]
-    others = all_rows[all_rows["model"] != served_name]
-    for as_of, by_date in rows.groupby("as_of_date", sort=True):
+    for as_of, by_date in all_rows.groupby("as_of_date", sort=True):
+        if not (by_date["model"] == served_name).any():
+            continue
         with factory.begin() as session:
             run = runs.start_run(session, trigger="backfill", as_of_date=as_of)
-            for ticker, group in by_date.groupby("ticker"):
-                runs.replace_forecasts(
-                    session,
-                    run_id=run.id,
-                    ticker=ticker,
-                    as_of_date=as_of,
-                    model_version_id=None,
-                    rows=_forecast_rows(group),
-                )
+            for (ticker, model), group in by_date.groupby(["ticker", "model"]):
+                forecast_set = {
+                    "run_id": run.id,
+                    "ticker": ticker,
+                    "as_of_date": as_of,
+                    "rows": _forecast_rows(group),
+                }
+                if model != served_name:
+                    runs.replace_baseline_forecasts(session, model=model, **forecast_set)
+                    continue
+                runs.replace_forecasts(session, model_version_id=None, **forecast_set)
                 runs.finish_ticker(
                     session, run_id=run.id, ticker=ticker, status="succeeded", duration_s=0.0
                 )
                 stored += 1
-            same_day = others[others["as_of_date"] == as_of]
-            for (ticker, model), group in same_day.groupby(["ticker", "model"]):
-                runs.replace_baseline_forecasts(
-                    session,
-                    run_id=run.id,
-                    ticker=ticker,
-                    as_of_date=as_of,
-                    model=model,
-                    rows=_forecast_rows(group),
-                )
             runs.finish_run(
                 session, run_id=run.id, status="succeeded", message="stored by candlecast backtest"
             )
