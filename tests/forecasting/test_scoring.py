@@ -48,15 +48,17 @@ def scored() -> pd.DataFrame:
     return add_scores(pd.DataFrame(rows))
 
 
+def assert_scores(scored: pd.DataFrame, row: int, **expected: float) -> None:
+    """Each column of `expected` in `scored`'s row `row` is that value (pytest.approx)."""
+    for column, value in expected.items():
+        assert scored.loc[row, column] == pytest.approx(value), (row, column)
+
+
 def test_winkler_by_hand(scored):
     # row 0: 80%: width 20 + (2/0.2)*(115-110) = 70; 50%: 10 + (2/0.5)*10 = 50; 90%: inside, 30.
-    assert scored.loc[0, "winkler_80"] == pytest.approx(0.70)
-    assert scored.loc[0, "winkler_50"] == pytest.approx(0.50)
-    assert scored.loc[0, "winkler_90"] == pytest.approx(0.30)
+    assert_scores(scored, 0, winkler_80=0.70, winkler_50=0.50, winkler_90=0.30)
     # row 1: 80%: 20 + 10*(190-185) = 70 over 200; 50%: 10 + 4*10 = 50 over 200; 90%: 40 over 200.
-    assert scored.loc[1, "winkler_80"] == pytest.approx(0.35)
-    assert scored.loc[1, "winkler_50"] == pytest.approx(0.25)
-    assert scored.loc[1, "winkler_90"] == pytest.approx(0.20)
+    assert_scores(scored, 1, winkler_80=0.35, winkler_50=0.25, winkler_90=0.20)
     assert np.isnan(scored.loc[2, ["winkler_50", "winkler_80", "winkler_90"]].astype(float)).all()
 
 
@@ -78,12 +80,8 @@ def test_pinball_by_hand(scored):
 
 
 def test_point_and_range_errors_by_hand(scored):
-    assert scored.loc[0, "close_ae"] == pytest.approx(0.15)
-    assert scored.loc[1, "close_ae"] == pytest.approx(0.025)
-    assert scored.loc[1, "naive_ae"] == pytest.approx(0.075)
-    assert scored.loc[0, "high_ae"] == pytest.approx(0.14)
-    assert scored.loc[0, "low_ae"] == pytest.approx(0.01)
-    assert scored.loc[0, "hl_ae"] == pytest.approx(0.075)
+    assert_scores(scored, 0, close_ae=0.15, high_ae=0.14, low_ae=0.01, hl_ae=0.075)
+    assert_scores(scored, 1, close_ae=0.025, naive_ae=0.075)
 
 
 def test_old_rows_with_only_the_80_interval_still_get_winkler_80():
