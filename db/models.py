@@ -200,7 +200,8 @@ class GlobalModel(Base):
 
 
 class ModelVersion(Base):
-    """A trained model: its hyperparameters, normalisation statistics, metrics and .keras bytes.
+    """A trained model: its hyperparameters, normalisation statistics, calibration, metrics and
+    .keras bytes.
 
     `artifact` is deferred (loaded on first access, inside a session) so listing versions is cheap.
     """
@@ -215,6 +216,8 @@ class ModelVersion(Base):
     train_end: Mapped[date] = mapped_column(Date)
     hyperparameters: Mapped[dict[str, Any]]
     normalization: Mapped[dict[str, Any]]
+    # the served forecast's calibration (HAR-range fit, gate, ...); NULL: none stored
+    calibration: Mapped[dict[str, Any] | None]
     metrics: Mapped[dict[str, Any]]
     val_loss: Mapped[float | None] = mapped_column(FiniteFloat)
     artifact: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)

@@ -41,7 +41,7 @@ TABLES = {
     "global_models",
 }
 VIEWS = {"forecast_accuracy", "baseline_accuracy"}
-HEAD = "0006"
+HEAD = "0007"
 
 
 def _schema(url: str) -> tuple[set[str], set[str]]:
@@ -418,3 +418,107 @@ def test_0006_adds_global_models_and_a_downgrade_keeps_every_model_version(
         engine.dispose()
     migrate.upgrade(migrated_url)
     assert migrate.current(migrated_url) == HEAD
+
+
+# Normalizations as revision 0006 stored them: the calibration under the key "calibration" (a
+# per-ticker and a global network's), a JSON null there, none at all.
+NORMALIZATIONS_0006: dict[str, dict[str, Any]] = {
+    "per_ticker": {
+        "columns": ["r1", "r5"],
+        "mean": [0.1234567890123456, -0.25],
+        "std": [1.5, 1e-05],
+        "calibration": {
+            "version": 2,
+            "alpha_close": [0.5, 0.25, 0.0, -1.0],
+            "range_from": ["lstm", "har_range", "har_range", "lstm"],
+            "har_range": {"beta": [[0.1, 0.2], [0.3, 0.4]], "z": 1.2815515655446004},
+        },
+    },
+    "global": {
+        "columns": ["r1"],
+        "mean": [0.0],
+        "std": [1.0],
+        "calibration": {"version": 3, "kind": "global", "universe": ["AAPL", "MSFT"]},
+    },
+    "null": {"mean": [0.5], "calibration": None},
+    "none": {"mean": [0.5], "std": [2.0]},
+    "empty": {},
+}
+MODEL_VERSIONS = sa.table(
+    "model_versions",
+    sa.column("id", sa.Integer()),
+    sa.column("normalization", sa.JSON()),
+    sa.column("calibration", sa.JSON()),
+)
+
+
+def _normalizations_at_0006(url: str) -> dict[int, dict[str, Any]]:
+    """Each version's normalization: id -> JSON value."""
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            query = sa.select(MODEL_VERSIONS.c.id, MODEL_VERSIONS.c.normalization)
+            return {row.id: row.normalization for row in conn.execute(query)}
+    finally:
+        engine.dispose()
+
+
+def _columns_at_head(url: str) -> dict[int, tuple[dict[str, Any], Any, bool]]:
+    """Each version's (normalization, calibration, calibration IS NULL): id -> the three."""
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            c = MODEL_VERSIONS.c
+            query = sa.select(c.id, c.normalization, c.calibration, c.calibration.is_(None))
+            return {row[0]: (row[1], row[2], bool(row[3])) for row in conn.execute(query)}
+    finally:
+        engine.dispose()
+
+
+def test_0007_moves_each_calibration_into_its_own_column_and_back(db_url: str) -> None:
+    """Upgrade moves normalization["calibration"] into model_versions.calibration (NULL when
+    there is none, JSON null kept), downgrade puts it back exactly, upgrading again moves it again;
+    model_versions keeps its data-change triggers throughout."""
+    migrate.upgrade(db_url, "0006")
+    insert = sa.text(
+        "INSERT INTO model_versions (ticker, created_at, train_start, train_end, hyperparameters, "
+        "normalization, metrics, artifact_sha256, keras_version, tensorflow_version) VALUES "
+        "('AAPL', '2023-12-29 00:00:00+00:00', '2019-01-02', '2023-12-29', '{}', :normalization, "
+        "'{}', 'x', '3', '2')"
+    ).bindparams(sa.bindparam("normalization", type_=sa.JSON()))
+    engine = make_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            for normalization in NORMALIZATIONS_0006.values():
+                conn.execute(insert, {"normalization": normalization})
+    finally:
+        engine.dispose()
+    at_0006 = _normalizations_at_0006(db_url)
+    assert sorted(at_0006.values(), key=json.dumps) == sorted(
+        NORMALIZATIONS_0006.values(), key=json.dumps
+    )
+    expected = {}
+    for version_id, normalization in at_0006.items():
+        rest = {key: value for key, value in normalization.items() if key != "calibration"}
+        moved = "calibration" in normalization
+        expected[version_id] = (rest, normalization.get("calibration"), not moved)
+    triggers = _triggers(db_url)
+    assert len(triggers) in (6, 18)
+
+    for _ in range(2):  # upgrade, downgrade, then the same once more
+        migrate.upgrade(db_url)
+        assert migrate.current(db_url) == HEAD
+        assert _columns_at_head(db_url) == expected
+        assert _triggers(db_url) == triggers
+        assert _diffs(db_url, Base.metadata) == []
+
+        migrate.downgrade(db_url, "0006")
+        assert migrate.current(db_url) == "0006"
+        assert _normalizations_at_0006(db_url) == at_0006
+        engine = make_engine(db_url)
+        try:
+            columns = {c["name"] for c in inspect(engine).get_columns("model_versions")}
+        finally:
+            engine.dispose()
+        assert "calibration" not in columns and "global_model_id" in columns
+        assert _triggers(db_url) == triggers

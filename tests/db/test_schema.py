@@ -205,6 +205,7 @@ def test_model_version_json_and_artifact(session_factory: sessionmaker[Session])
                 train_end=date(2023, 12, 29),
                 hyperparameters={"units": 4, "window": 60},
                 normalization={"mean": [1.5, 2.5], "std": [0.5, 0.25]},
+                calibration={"version": 2, "blend": [0.5, 0.25, 0.0, 1.0]},
                 metrics={"val_mae": 1.25},
                 artifact=blob,
                 artifact_sha256="0" * 64,
@@ -215,5 +216,6 @@ def test_model_version_json_and_artifact(session_factory: sessionmaker[Session])
     with session_factory() as session:
         version = session.scalars(select(ModelVersion)).one()
         assert version.normalization == {"mean": [1.5, 2.5], "std": [0.5, 0.25]}
+        assert version.calibration == {"version": 2, "blend": [0.5, 0.25, 0.0, 1.0]}
         assert version.artifact == blob
         assert version.created_at.tzinfo is not None
