@@ -24,6 +24,7 @@ RECORD_FIELDS = (
     "train_end",
     "hyperparameters",
     "normalization",
+    "calibration",
     "metrics",
     "val_loss",
     "artifact",

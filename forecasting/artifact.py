@@ -92,7 +92,8 @@ def _versions() -> tuple[str, str]:
 
 
 def trained_to_record(trained: TrainedModel, artifact: bytes | None = None) -> dict[str, Any]:
-    """A storable record; ``normalization`` carries the calibration under "calibration".
+    """A storable record (the columns of a model version: "normalization" and "calibration" each
+    their own).
 
     ``artifact``: the model's `.keras` bytes when already serialised (a global network shared by
     every ticker's version is serialised once)."""
@@ -104,7 +105,8 @@ def trained_to_record(trained: TrainedModel, artifact: bytes | None = None) -> d
         "artifact": artifact,
         "artifact_sha256": sha256_hex(artifact),
         "hyperparameters": trained.params.to_dict(),
-        "normalization": {**trained.normalization, "calibration": trained.calibration},
+        "normalization": dict(trained.normalization),
+        "calibration": trained.calibration,
         "metrics": dict(trained.metrics),
         "val_loss": float(trained.val_loss),
         "train_start": trained.train_start,
@@ -122,16 +124,21 @@ def _as_date(value: Any) -> date:
     return date.fromisoformat(str(value)[:10])
 
 
-def trained_from_record(record: dict[str, Any]) -> TrainedModel:
-    """Inverse of ``trained_to_record`` (verifies the sha256 when the record has one)."""
-    model = model_from_bytes(bytes(record["artifact"]), record.get("artifact_sha256"))
-    normalization = dict(record["normalization"])
-    calibration = normalization.pop("calibration")
+def trained_from_record(record: dict[str, Any], model: Any = None) -> TrainedModel:
+    """Inverse of ``trained_to_record``: the network is ``model`` when the caller has it loaded
+    (a night's shared network), else loaded from the record (verifying its sha256 if given).
+
+    ValueError when the record's calibration is None (none stored), KeyError without the key."""
+    if model is None:
+        model = model_from_bytes(bytes(record["artifact"]), record.get("artifact_sha256"))
+    calibration = record["calibration"]
+    if calibration is None:
+        raise ValueError("no calibration stored; retrain it")
     return TrainedModel(
         ticker=record["ticker"],
         model=model,
         params=ModelParams.from_dict(record["hyperparameters"]),
-        normalization=normalization,
+        normalization=dict(record["normalization"]),
         calibration=calibration,
         train_start=_as_date(record["train_start"]),
         train_end=_as_date(record["train_end"]),

@@ -47,7 +47,7 @@ def _previous(
         record = model_store.model_version_record(version) if version is not None else None
     if record is None:
         return None, "first fit", None, None
-    calibration = (record.get("normalization") or {}).get("calibration") or {}
+    calibration = record.get("calibration") or {}
     if calibration.get("kind") != "global":
         return None, "no stored global model", None, None
     if sorted(calibration.get("universe", [])) != sorted(tickers):
@@ -151,27 +151,12 @@ def _remember(sha: str, network: Any) -> None:
 
 def trained_from_global_record(record: dict) -> Any:
     """The TrainedModel of a night's record, loading the shared network once per process."""
-    from forecasting.artifact import model_from_bytes
-    from forecasting.train import TrainedModel
+    from forecasting.artifact import model_from_bytes, trained_from_record
 
     sha = record["artifact_sha256"]
     if sha not in _NETWORKS:
         _remember(sha, model_from_bytes(bytes(record["artifact"]), sha))
-    normalization = dict(record["normalization"])
-    calibration = normalization.pop("calibration")
-    from forecasting.params import ModelParams
-
-    return TrainedModel(
-        ticker=record["ticker"],
-        model=_NETWORKS[sha],
-        params=ModelParams.from_dict(record["hyperparameters"]),
-        normalization=normalization,
-        calibration=calibration,
-        train_start=record["train_start"],
-        train_end=record["train_end"],
-        metrics=dict(record["metrics"]),
-        val_loss=record["val_loss"],
-    )
+    return trained_from_record(record, model=_NETWORKS[sha])
 
 
 def universe_loader(factory: sessionmaker[Session]):

@@ -147,10 +147,17 @@ def test_old_calibration_is_a_clear_value_error_from_forecast(trained, record, r
     with pytest.raises(ValueError, match="older candlecast.*retrain"):
         forecast(dataclasses.replace(trained, calibration=OLD_CALIBRATION), real_tail)
     # the same through a stored model version
-    stored = {**record, "normalization": {**record["normalization"]}}
-    stored["normalization"]["calibration"] = dict(OLD_CALIBRATION)
+    stored = {**record, "calibration": dict(OLD_CALIBRATION)}
     with pytest.raises(ValueError, match="older candlecast.*retrain"):
         forecast(A.trained_from_record(stored), real_tail)
+
+
+def test_a_version_without_calibration_is_unusable_with_a_clear_error(record):
+    """A NULL model_versions.calibration (a row stored without one) never serves."""
+    with pytest.raises(A.UnusableModelError, match="malformed.*no calibration stored; retrain"):
+        A.usable_from_record({**record, "calibration": None})
+    with pytest.raises(A.UnusableModelError, match="malformed: KeyError: 'calibration'"):
+        A.usable_from_record({k: v for k, v in record.items() if k != "calibration"})
 
 
 def test_untrained_model_is_the_naive_forecast():
@@ -228,7 +235,8 @@ def test_training_ignores_rows_after_as_of(real_tail):
 
 def test_save_load_round_trip_gives_identical_forecasts(trained, record, real_tail):
     assert record["artifact_sha256"] == A.sha256_hex(record["artifact"])
-    assert "calibration" in record["normalization"]
+    assert record["calibration"] == trained.calibration
+    assert "calibration" not in record["normalization"]
     loaded = A.trained_from_record(record)
     assert loaded.params == trained.params and loaded.calibration == trained.calibration
     a, b = forecast(trained, real_tail), forecast(loaded, real_tail)

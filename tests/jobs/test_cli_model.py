@@ -66,9 +66,7 @@ def _corrupt_newest_model(session_factory, how: str) -> int:
             version.artifact = good[: len(good) // 2]
             version.artifact_sha256 = sha256_hex(version.artifact)  # a matching sha256
         else:  # calibrated by an older candlecast
-            normalization = dict(version.normalization)
-            normalization["calibration"] = {"alpha_close": [0.0] * 4}
-            version.normalization = normalization
+            version.calibration = {"alpha_close": [0.0] * 4}
         return version.id
 
 

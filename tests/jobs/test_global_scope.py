@@ -50,7 +50,7 @@ def test_one_fit_serves_every_ticker_and_the_next_night_warm_starts(
     assert len({v.artifact_sha256 for v in night}) == 1  # one network, stored per ticker
     assert {v.metrics["fit_kind"] for v in night} == {"full"}
     assert night[0].metrics["fit_reason"] == "first fit"
-    calibration = night[0].normalization["calibration"]
+    calibration = night[0].calibration
     assert calibration["kind"] == "global" and calibration["universe"] == ["AAPL", "MSFT"]
     assert calibration["last_full"] == "2023-12-27"
 
@@ -59,7 +59,7 @@ def test_one_fit_serves_every_ticker_and_the_next_night_warm_starts(
     later = versions(session_factory)[2:]
     assert {v.metrics["fit_kind"] for v in later} == {"warm"}
     assert later[0].metrics["fit_reason"] == "warm start"
-    assert later[0].normalization["calibration"]["last_full"] == "2023-12-27"  # carried over
+    assert later[0].calibration["last_full"] == "2023-12-27"  # carried over
     with session_factory() as s:  # one global_models row per fit, the warm one with its parent
         fits = [
             (g.id, g.kind, g.reason, g.parent_id, g.tickers, g.train_end)
@@ -99,7 +99,7 @@ def test_a_change_of_tickers_or_hyperparameters_refits_in_full(pipeline_config, 
     Pipeline(fewer).run_nightly(as_of=date(2023, 12, 29))
     last = versions(session_factory)[-1]
     assert last.metrics["fit_reason"] == "tickers changed"
-    assert last.normalization["calibration"]["universe"] == ["AAPL"]
+    assert last.calibration["universe"] == ["AAPL"]
 
 
 @pytest.mark.slow

@@ -72,13 +72,13 @@ def _broken_records(record: dict[str, Any]) -> dict[str, dict[str, Any]]:
     flipped = bytearray(good)
     flipped[len(good) // 2] ^= 0xFF
     truncated = good[: len(good) // 2]
-    old_calibration = {**record["normalization"], "calibration": {"alpha_close": [0.0] * 4}}
+    old_calibration = {"alpha_close": [0.0] * 4}
     return {
         # newest first: the live path meets every broken one before the good seed model
         "old_calibration": {
             **record,
             "train_end": date(2023, 11, 30),
-            "normalization": old_calibration,
+            "calibration": old_calibration,
         },
         "truncated": {
             **record,
