@@ -22,8 +22,8 @@ from werkzeug.serving import make_server
 from db.migrate import upgrade
 from db.models import ForecastRun, ForecastRunTicker, ModelVersion
 from db.session import make_engine, make_session_factory
-from tests.conftest import DB_BACKENDS
-from tests.web.conftest import site_database, state_of, web_config
+from tests.conftest import DB_BACKENDS, empty_database
+from tests.web.conftest import state_of, web_config
 
 RUNS = 27
 TICKERS = ("AAPL", "GOOGL", "MSFT")
@@ -103,7 +103,7 @@ def _seed(url: str) -> tuple[tuple[int, ...], int]:
 
 
 def _site(backend: str, tmp: Path) -> Iterator[RunsSite]:
-    with site_database(backend, tmp, "runs.db") as url:
+    with empty_database(backend, tmp / "runs.db", "w") as url:
         upgrade(url)
         ids, model_id = _seed(url)
         from web import create_app
