@@ -139,7 +139,7 @@ def walk_forward(
     ``on_fit(date, fit)`` sees each fit. ``progress(done, total, message)`` is called after each
     (refit block, ticker) step, with the number of steps done and in all."""
     from forecasting.range_model import HarRange
-    from forecasting.train import history_slice
+    from forecasting.train import history_slice, pooled_range
 
     unknown = [m for m in models if m not in MODEL_NAMES]
     if unknown:
@@ -173,7 +173,7 @@ def walk_forward(
                     histories[ticker] = history_slice(seen, None, history_years)
         if not blocks:
             continue
-        range_fits = HarRange(horizon=h).fit_pooled(histories) if needs_range else {}
+        range_fits = pooled_range(histories, params, history_years) if needs_range else {}
         if refitter is not None:
             fit = refitter.fit(histories)
             if on_fit is not None:
@@ -194,7 +194,9 @@ def walk_forward(
                 har = HarRange(horizon=h)
                 prices["har_range"] = _paths_prices(
                     har.predict_rows(
-                        range_fits.get(ticker) or har.fit(candles.iloc[: rows[0] + 1]),
+                        range_fits[ticker].served
+                        if ticker in range_fits
+                        else har.fit(candles.iloc[: rows[0] + 1]),
                         visible,
                         rows,
                     )

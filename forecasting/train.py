@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -52,6 +53,20 @@ class TrainedModel:
     val_loss: float = float("nan")
 
 
+@dataclass(frozen=True)
+class PooledRange:
+    """HAR-range pooled over the universe, for one ticker: ``served`` is the fit the forecast
+    serves; ``before`` is the same pooled fit on every ticker's history up to ``before_end``, the
+    as-of session of this ticker's first calibration window, so the gate compares the network
+    with the HAR-range it would replace, as it stood before the block (issue 18 item 4).
+    ``before`` is None when the ticker had too little history then: the gate then compares with
+    HAR-range fitted on the ticker alone up to that session."""
+
+    served: dict
+    before: dict | None = None
+    before_end: date | None = None
+
+
 def required_sessions(params: ModelParams) -> int:
     """Rows needed for training: warm-up + window + horizon + minimal train, val, cal windows."""
     return (
@@ -79,6 +94,54 @@ def _split(n_windows: int, params: ModelParams) -> tuple[int, int, int]:
     n_cal = max(MIN_CAL_WINDOWS, math.ceil(n_windows * params.calibration_fraction))
     n_train = n_windows - n_val - n_cal - 2 * params.horizon
     return n_train, n_val, n_cal
+
+
+def _window_ends(data: pd.DataFrame, params: ModelParams) -> np.ndarray:
+    return np.arange(F.first_valid_end(params.window), len(data) - params.horizon)
+
+
+def calibration_start(
+    candles: pd.DataFrame, params: ModelParams, *, as_of: date | None = None, history_years: int = 5
+) -> date | None:
+    """The as-of session of the first calibration window ``train_model`` would use on these
+    candles (None when they are too short to train on)."""
+    data = history_slice(candles, as_of, history_years)
+    if len(data) < required_sessions(params):
+        return None
+    ends = _window_ends(data, params)
+    return data.index[ends[-_split(len(ends), params)[2]]].date()
+
+
+def pooled_range(
+    histories: Mapping[str, pd.DataFrame], params: ModelParams, history_years: int
+) -> dict[str, PooledRange]:
+    """Per ticker the served pooled HAR-range fit and the gate's (``PooledRange``): one pooled
+    fit per distinct calibration start, on every ticker's candles up to that session."""
+    har = HarRange(horizon=params.horizon)
+    served = har.fit_pooled(histories)
+    starts = {
+        t: calibration_start(histories[t], params, history_years=history_years) for t in served
+    }
+    before: dict[date, dict[str, dict]] = {}
+    for day in sorted({d for d in starts.values() if d is not None}):
+        cut = {t: c.loc[c.index.date <= day] for t, c in histories.items()}
+        try:
+            before[day] = har.fit_pooled({t: c for t, c in cut.items() if len(c)})
+        except ValueError:
+            before[day] = {}
+    out = {}
+    for ticker, fit in served.items():
+        start = starts[ticker]
+        gate_fit = before.get(start, {}).get(ticker) if start is not None else None
+        out[ticker] = PooledRange(fit, gate_fit, start)
+    return out
+
+
+def _gate_range(range_fit: PooledRange | None, start: date) -> dict | None:
+    """The pooled fit the gate compares with, if it was cut at this calibration start."""
+    if range_fit is not None and range_fit.before_end == start:
+        return range_fit.before
+    return None
 
 
 def attention_entropy(weights: np.ndarray) -> float:
@@ -169,12 +232,13 @@ def train_model(
     as_of: date | None = None,
     history_years: int = 5,
     verbose: int = 0,
-    range_fit: dict | None = None,
+    range_fit: PooledRange | None = None,
 ) -> TrainedModel:
     """Fit a model on rows <= as_of within ``history_years``; calibrate on the calibration block.
 
-    ``range_fit`` is the served HAR-range fit for this ticker (from ``HarRange.fit_pooled`` over
-    every configured ticker); without it HAR-range is fitted on this ticker alone.
+    ``range_fit`` is HAR-range pooled over every configured ticker (``pooled_range``): the
+    served fit, and the one the gate compares with. Without it HAR-range is fitted on this
+    ticker alone, for both.
     """
     import keras
 
@@ -193,8 +257,7 @@ def train_model(
     feats = F.compute_features(data)
     sigma = feats["sigma"].to_numpy()
     targets = F.compute_targets(data, feats["sigma"], params.horizon)
-    first = F.first_valid_end(params.window)
-    ends = np.arange(first, len(data) - params.horizon)
+    ends = _window_ends(data, params)
     n_train, n_val, n_cal = _split(len(ends), params)
     train_ends = ends[:n_train]
     val_ends = ends[n_train + params.horizon : n_train + params.horizon + n_val]
@@ -234,9 +297,14 @@ def train_model(
     val_loss_hist = [float(v) for v in history.history["val_loss"]]
     best = int(np.argmin(val_loss_hist))
     pred_cal, attention_cal = M.infer(net, F.make_windows(matrix, cal_ends, params.window))
-    # HAR-range as it would have been before the calibration block: fitted on earlier data only
+    # HAR-range as it stood at the calibration block's first as-of session: the pooled fit on
+    # every ticker's candles up to then (the one served, refitted before the block), else this
+    # ticker's own fit on its candles up to then
     har = HarRange(horizon=params.horizon)
-    har_before = har.fit(data.iloc[: cal_ends[0] + 1])
+    har_before = _gate_range(range_fit, data.index[cal_ends[0]].date())
+    pooled = har_before is not None
+    if har_before is None:
+        har_before = har.fit(data.iloc[: cal_ends[0] + 1])
     block = _CalibrationBlock(
         pred_cal,
         targets[cal_ends].astype("float64"),
@@ -245,7 +313,7 @@ def train_model(
         har.predict_rows(har_before, data, cal_ends),
     )
     calibration = block.calibrate()
-    calibration["har_range"] = range_fit if range_fit is not None else har.fit(data)
+    calibration["har_range"] = range_fit.served if range_fit is not None else har.fit(data)
     metrics = {
         "epochs_run": len(val_loss_hist),
         "best_epoch": best + 1,
@@ -256,6 +324,7 @@ def train_model(
         "blend": calibration["blend"],
         "range_from": calibration["range_from"],
         "attention_entropy": round(attention_entropy(attention_cal), 4),
+        "gate_har_range": "pooled" if pooled else "own",
         "n_train": int(n_train),
         "n_val": int(n_val),
         "n_cal": int(n_cal),

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import date
 from functools import partial
+from typing import TYPE_CHECKING
 
 import pandas as pd
 from sqlalchemy import Engine
@@ -41,6 +42,9 @@ from jobs.tasks import (
     record_failure,
     sync_task,
 )
+
+if TYPE_CHECKING:
+    from forecasting.train import PooledRange
 
 log = logging.getLogger("candlecast.pipeline")
 
@@ -263,7 +267,7 @@ class Pipeline:
     # steps -------------------------------------------------------------------------------------
     def _night_models(
         self, tickers: tuple[str, ...], as_of: date
-    ) -> tuple[dict[str, dict], dict[str, dict | str]]:
+    ) -> tuple[dict[str, PooledRange], dict[str, dict | str]]:
         """The pooled fits before the per-ticker fan-out: (HAR-range fits, {}) for per-ticker
         networks, ({}, the global model's records) for [model] scope = "global"."""
         if self.config.model.scope == "global":

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import date
 from functools import lru_cache, partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -24,6 +24,9 @@ from jobs.config import Config
 from jobs.db_retry import in_transaction, retrying
 from jobs.sync import SyncResult, provider_for, sync_ticker
 from jobs.text import one_line
+
+if TYPE_CHECKING:
+    from forecasting.train import PooledRange
 
 log = logging.getLogger("candlecast.tasks")
 
@@ -75,7 +78,7 @@ def forecast_task(
     run_id: int,
     ticker: str,
     as_of: date,
-    range_fit: dict | None = None,
+    range_fit: PooledRange | None = None,
     record: dict | str | None = None,
 ) -> TickerOutcome:
     """Train (or take the night's global model), forecast and store one ticker for one run
@@ -93,21 +96,21 @@ def forecast_task(
 
 def pooled_range_fits(
     factory: sessionmaker[Session], config: Config, tickers: tuple[str, ...], as_of: date
-) -> dict[str, dict]:
-    """HAR-range fitted once across ``tickers`` on the history_years up to ``as_of``.
+) -> dict[str, PooledRange]:
+    """HAR-range fitted once across ``tickers`` on the history_years up to ``as_of``, and again
+    up to each ticker's calibration start for its gate (``forecasting.train.pooled_range``).
 
     Pooling won over one fit per ticker on the dev universe (README). A ticker with too little
     history is left out (it then fits HAR-range on its own); any failure falls back the same way.
     """
-    from forecasting.range_model import HarRange
-    from forecasting.train import history_slice
+    from forecasting.train import history_slice, pooled_range
 
     histories = {}
     for ticker in tickers:
         candles = retrying(f"{ticker}: loading candles", partial(_load, factory, ticker, as_of))
         histories[ticker] = history_slice(candles, None, config.data.history_years)
     try:
-        return HarRange(horizon=config.model.horizon).fit_pooled(histories)
+        return pooled_range(histories, config.model, config.data.history_years)
     except ValueError as exc:
         log.warning("pooled HAR-range fit failed (%s); each ticker fits its own", exc)
         return {}
@@ -119,7 +122,7 @@ def process_ticker(
     run_id: int,
     ticker: str,
     as_of: date,
-    range_fit: dict | None = None,
+    range_fit: PooledRange | None = None,
     record: dict | str | None = None,
     models: dict[str, ModelSlot] | None = None,
     position: int = 0,
@@ -286,7 +289,13 @@ def describe(exc: BaseException) -> str:
     return text if len(text) <= 500 else text[:497] + "..."
 
 
-def _train(config: Config, ticker: str, candles: pd.DataFrame, as_of: date, range_fit=None):
+def _train(
+    config: Config,
+    ticker: str,
+    candles: pd.DataFrame,
+    as_of: date,
+    range_fit: PooledRange | None = None,
+):
     from forecasting.train import train_model
 
     return train_model(
