@@ -10,13 +10,18 @@ import json
 from datetime import date, timedelta
 
 import numpy as np
+import pandas as pd
 import pytest
 from sqlalchemy import delete, select
 
 from db import model_store, repository
 from db.models import BaselineForecast, Forecast, GlobalModel, ModelVersion
 from forecasting.artifact import usable_from_record
+from forecasting.global_inputs import build_inputs
+from forecasting.global_net import predict_rows
+from forecasting.global_serve import as_fit
 from forecasting.predict import forecast
+from forecasting.quantiles import QUANTILE_NAMES
 from jobs.global_fit import universe_loader
 from jobs.pipeline import Pipeline
 
@@ -103,15 +108,26 @@ def test_a_change_of_tickers_or_hyperparameters_refits_in_full(pipeline_config, 
 
 
 @pytest.mark.slow
-def test_stored_cli_and_live_forecasts_of_one_model_and_date_agree(
-    pipeline_config, session_factory
+def test_stored_cli_live_and_backtest_forecasts_of_one_model_and_date_agree(
+    pipeline_config, session_factory, monkeypatch
 ):
-    """The nightly path stores a forecast; `forecast`'s path (the stored model reused) and the
-    web's live fallback infer it again from the same model version: the same four candles.
-    A model one session older serves the next date through the universe's stored candles."""
+    """The nightly path stores a forecast; `forecast`'s path (the stored model reused), the
+    web's live fallback and the backtest's vectorised path (``global_net.predict_rows``, what
+    ``walk_forward(scope="global")`` serves with) infer it again from the same model version:
+    the same four candles. A model one session older serves the next date through the
+    universe's stored candles."""
+    import forecasting.global_net as N
     from web import create_app
 
-    config = pipeline_config(model=GLOBAL)
+    real_gate = N.fit_gate
+
+    def network_served(delta, y, dates):  # the network's correction served in full, so an input
+        _, ratios = real_gate(delta, y, dates)  # that differs between the paths shows
+        return {"blend": [1.0] * 4, "blend_hl": [1.0] * 4}, ratios
+
+    monkeypatch.setattr(N, "fit_gate", network_served)
+    # a large step, so two epochs move the corrections well away from zero
+    config = pipeline_config(model=GLOBAL | {"learning_rate": 0.05})
     day = date(2023, 12, 28)
     Pipeline(config).run_nightly(as_of=day)
     stored = stored_closes(session_factory, "MSFT", day)
@@ -122,6 +138,23 @@ def test_stored_cli_and_live_forecasts_of_one_model_and_date_agree(
     again = forecast(trained, candles, as_of=day, universe=universe_loader(session_factory))
     flat = [v for c in again.candles for v in (c.close, c.close_lo, c.close_hi)]
     assert flat == pytest.approx(stored, rel=1e-5)  # stored to 6 significant digits
+
+    # the backtest's path: inputs built once over the universe's candles, then predict_rows
+    with session_factory() as s:
+        universe = {
+            t: repository.load_candles(s, ticker=t, end=day) for t in config.tickers.symbols
+        }
+    inputs = build_inputs(universe)["MSFT"]
+    row = np.array([inputs.index.get_loc(pd.Timestamp(day))])
+    targets = np.array([[np.datetime64(c.date) for c in again.candles]], dtype="datetime64[ns]")
+    walked = predict_rows(as_fit(trained), inputs, "MSFT", row, targets)["candlecast"]
+    q10, q90 = QUANTILE_NAMES.index("q10"), QUANTILE_NAMES.index("q90")
+    backtest = [
+        v
+        for h in range(len(again.candles))
+        for v in (walked["close"][0, h], *walked["quantiles"][0, h, [q10, q90]])
+    ]
+    assert backtest == pytest.approx(stored, rel=1e-5)
 
     with session_factory.begin() as s:  # no stored forecast: the web infers it live
         s.execute(delete(BaselineForecast))
