@@ -51,6 +51,7 @@ def _model(rows: pd.DataFrame, name: str) -> pd.DataFrame:
     return rows[rows["model"] == name].reset_index(drop=True)
 
 
+@pytest.mark.slow
 def test_rows_have_csv_columns_and_only_complete_as_of_dates(rows, candles):
     assert list(rows.columns) == ["model", *CSV_COLUMNS]
     assert tuple(rows["model"].unique()) == MODELS
@@ -103,6 +104,7 @@ def test_naive_and_actuals_come_from_the_right_rows(rows, candles):
     assert naive[QUANTILE_COLUMNS].isna().all().all()
 
 
+@pytest.mark.slow
 def test_forecasts_do_not_change_when_the_future_changes(rows, candles):
     t = START + 10  # inside the first refit block (as-of rows START .. START + 19)
     changed = candles.copy()

@@ -31,6 +31,7 @@ def _targets(inputs: G.TickerInputs, rows: np.ndarray) -> np.ndarray:
     return inputs.index.to_numpy()[rows[:, None] + np.arange(1, 5)[None, :]]
 
 
+@pytest.mark.slow
 def test_an_untrained_network_serves_har_range_to_the_last_digit(histories) -> None:
     from forecasting import global_layers as L
 
@@ -71,6 +72,7 @@ def test_inputs_of_a_session_do_not_change_when_later_sessions_arrive(histories)
         assert np.allclose(cut[ticker].base, full[ticker].base[:n], equal_nan=True)
 
 
+@pytest.mark.slow
 def test_a_tiny_fit_serves_valid_candles_and_warm_starts_from_its_weights(histories) -> None:
     first = N.fit_global(histories, TINY)
     assert first.kind == "full" and first.tickers == ["AAPL", "MSFT", "TSLA"]
@@ -94,6 +96,7 @@ def test_a_tiny_fit_serves_valid_candles_and_warm_starts_from_its_weights(histor
     assert served["attention"].shape == (20, TINY.window)
 
 
+@pytest.mark.slow
 def test_a_ticker_outside_the_universe_is_a_clear_error(histories) -> None:
     fit = N.fit_global({t: histories[t] for t in ("AAPL", "MSFT")}, replace(TINY, epochs=1))
     inputs = G.build_inputs(histories)
@@ -129,6 +132,7 @@ def test_the_gate_lets_the_network_in_only_for_a_clear_gain() -> None:
     assert gate["blend"] == [0.0] * 4
 
 
+@pytest.mark.slow
 def test_the_backtest_path_and_the_served_path_give_the_same_candles(histories) -> None:
     """walk_forward forecasts with ``predict_rows`` over inputs built once from all the data;
     the nightly task, `candlecast forecast` and the web forecast one ticker through

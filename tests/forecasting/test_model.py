@@ -143,6 +143,7 @@ def test_old_calibration_is_a_clear_value_error():
             call(pred, close0, sigma, OLD_CALIBRATION, har)
 
 
+@pytest.mark.slow
 def test_old_calibration_is_a_clear_value_error_from_forecast(trained, record, real_tail):
     with pytest.raises(ValueError, match="older candlecast.*retrain"):
         forecast(dataclasses.replace(trained, calibration=OLD_CALIBRATION), real_tail)
@@ -268,6 +269,7 @@ def test_insufficient_history_is_a_clear_value_error(trained, real_tail):
         forecast(trained, real_tail.iloc[:30])
 
 
+@pytest.mark.slow
 def test_two_runs_give_close_forecasts(trained, real_tail):
     again = train_model(real_tail, TINY, ticker="AAPL")
     a, b = forecast(trained, real_tail), forecast(again, real_tail)

@@ -125,6 +125,7 @@ def test_a_resync_removes_a_stored_off_calendar_row_the_provider_no_longer_has(
     assert aapl.ok and aapl.removed == 0
 
 
+@pytest.mark.slow
 def test_a_resync_removes_a_weekday_row_the_provider_dropped_and_keeps_older_rows(
     pipeline_config, universe, session_factory
 ):

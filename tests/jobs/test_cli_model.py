@@ -31,6 +31,7 @@ def config_file(tmp_path, universe, url):
 
 
 @one_backend
+@pytest.mark.slow
 def test_forecast_trains_once_then_reuses_the_stored_model(
     tmp_path, universe, migrated_url, session_factory, capsys
 ):
@@ -109,6 +110,7 @@ def test_forecast_refuses_an_unconfigured_ticker(tmp_path, universe, migrated_ur
     assert "--ticker: TSLA is not a configured ticker" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_backtest_writes_the_csv_and_can_store_backfill_runs(
     tmp_path, universe, migrated_url, session_factory, capsys
 ):

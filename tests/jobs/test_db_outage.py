@@ -98,6 +98,7 @@ PER_TICKER = {"scope": "per_ticker"}
 
 
 @postgres_only
+@pytest.mark.slow
 def test_an_outage_at_the_commit_is_retried_without_retraining_and_the_run_succeeds(
     pipeline_config, proxied, session_factory, monkeypatch
 ):

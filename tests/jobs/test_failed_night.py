@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from jobs.config import DATABASE_URL_ENV, load_config
 from tests.jobs.conftest import write_config
 from tests.jobs.test_alerts import receiver  # noqa: F401 - the webhook receiver fixture
@@ -22,6 +24,7 @@ from web import create_app
 TICKERS = ["AAPL", "MSFT"]
 
 
+@pytest.mark.slow
 def test_a_failed_night_shows_in_status_readyz_metrics_and_one_alert(
     tmp_path: Path,
     migrated_url: str,

@@ -93,6 +93,7 @@ def test_a_malformed_database_url(tmp_path: Path, url: str) -> None:
     assert "s3cret" not in line
 
 
+@pytest.mark.slow
 def test_db_upgrade_on_a_path_that_cannot_be_created(tmp_path: Path) -> None:
     (tmp_path / "a-file").write_text("not a directory")
     (tmp_path / "a-dir").mkdir()

@@ -103,6 +103,7 @@ def test_run_once_stores_four_candles_per_ticker_and_is_idempotent(
         assert set(s.scalars(select(Forecast.run_id))) == {again.run_id}
 
 
+@pytest.mark.slow
 def test_a_failing_ticker_makes_the_run_partial_and_keeps_the_others(
     pipeline_config, universe, session_factory
 ):
@@ -135,6 +136,7 @@ def test_corrupt_rows_fail_the_ticker_when_configured(pipeline_config, universe,
     assert "high < max(open, close)" in msft.error
 
 
+@pytest.mark.slow
 def test_too_little_history_is_a_stored_ticker_error(pipeline_config, universe, session_factory):
     lines = (universe / "AAPL.csv").read_text().splitlines()
     (universe / "AAPL.csv").write_text("\n".join([lines[0], *lines[-50:]]) + "\n")

@@ -52,6 +52,7 @@ def _cli(tmp_path: Path, url: str, *args: str) -> subprocess.CompletedProcess[st
     )
 
 
+@pytest.mark.slow
 def test_a_connection_error_never_shows_a_query_password(tmp_path: Path) -> None:
     url = f"postgresql+psycopg://nobody@127.0.0.1:1/none?password={SECRET}&connect_timeout=2"
     for args in (["db", "upgrade"], ["db", "current"], ["sync"]):
@@ -63,6 +64,7 @@ def test_a_connection_error_never_shows_a_query_password(tmp_path: Path) -> None
 
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)  # a libpq parameter
 @pytest.mark.skipif(POSTGRES_URL is None, reason="needs CANDLECAST_TEST_POSTGRES_URL")
+@pytest.mark.slow
 def test_db_upgrade_never_prints_a_query_password(tmp_path: Path, db_url: str) -> None:
     # trust authentication ignores the password, so the commands succeed and print the URL
     url = make_url(db_url).update_query_dict({"password": SECRET}).render_as_string(False)

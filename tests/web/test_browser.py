@@ -53,6 +53,7 @@ def test_ticker_page_renders_the_candlestick_chart(
     assert page.errors == []
 
 
+@pytest.mark.slow
 def test_date_picker_changes_the_forecast(page, live_server: str, sqlite_site: Site) -> None:
     page.goto(live_server + "/tickers/AAPL")
     latest = sqlite_site.seed.stored_as_of[-1].isoformat()

@@ -59,6 +59,7 @@ def _check_metrics(body: bytes) -> None:
     assert methods <= LABELLED_METHODS
 
 
+@pytest.mark.slow
 def test_random_methods_leave_metrics_small(sqlite_site: Site) -> None:
     with serving(sqlite_site.app) as base:
         statuses = _random_methods(base, seed=7)
