@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -20,12 +19,10 @@ from datetime import date
 from typing import Any
 
 import pytest
-from werkzeug.serving import make_server
 
 from db.model_store import add_model_version
-from db.session import make_engine, make_session_factory
 from forecasting.artifact import sha256_hex
-from tests.web.conftest import DB_BACKENDS, Site, _seeded_site, state_of
+from tests.web.conftest import Site, serving, state_of, writing
 
 DEFAULT_KEYS = ["ticker", "as_of", "source", "model_version", "candles", "predictions"]
 
@@ -35,18 +32,6 @@ class Broken:
     site: Site
     url: str  # base URL of the running server
     ids: dict[str, int]  # kind -> model version id
-
-
-def _serve(site: Site) -> Iterator[str]:
-    server = make_server("127.0.0.1", 0, site.app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)
-        server.server_close()
 
 
 def _request(base: str, path: str, body: dict | None = None) -> tuple[int, str, str]:
@@ -97,26 +82,17 @@ def _broken_records(record: dict[str, Any]) -> dict[str, dict[str, Any]]:
     }
 
 
-@pytest.fixture(scope="module", params=DB_BACKENDS)
-def broken(
-    request: pytest.FixtureRequest,
-    tmp_path_factory: pytest.TempPathFactory,
-    model_record: dict[str, Any],
-) -> Iterator[Broken]:
-    """The seeded site plus broken newer AAPL versions and a broken only MSFT version."""
-    tmp = tmp_path_factory.mktemp(f"broken-{request.param}")
-    for site in _seeded_site(request.param, tmp, model_record):
-        engine = make_engine(site.url)
-        try:
-            with make_session_factory(engine).begin() as session:
-                ids = {
-                    kind: add_model_version(session, record=rec).id
-                    for kind, rec in _broken_records(model_record).items()
-                }
-        finally:
-            engine.dispose()
-        for base in _serve(site):
-            yield Broken(site, base, ids)
+@pytest.fixture(scope="module")
+def broken(own_site: Site, model_record: dict[str, Any]) -> Iterator[Broken]:
+    """The module's own seeded site plus broken newer AAPL versions and a broken only MSFT
+    version, over real HTTP."""
+    with writing(own_site.url) as session:
+        ids = {
+            kind: add_model_version(session, record=rec).id
+            for kind, rec in _broken_records(model_record).items()
+        }
+    with serving(own_site.app) as base:
+        yield Broken(own_site, base, ids)
 
 
 def test_live_path_skips_broken_versions_and_falls_back(
@@ -172,7 +148,8 @@ def test_ticker_pages_still_render_the_stored_data(broken: Broken) -> None:
 
 @pytest.fixture
 def served(site: Site) -> Iterator[str]:
-    yield from _serve(site)
+    with serving(site.app) as base:
+        yield base
 
 
 def test_fresh_stored_answers_keep_the_default_body(served: str, site: Site) -> None:
