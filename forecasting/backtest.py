@@ -148,7 +148,9 @@ def walk_forward(
     lo, hi = pd.Timestamp(start), pd.Timestamp(end)
     grid = sorted({d for c in candles_by_ticker.values() for d in c.index if lo <= d <= hi})
     needs_range = any(m in models for m in (PRODUCT, "lstm", "har_range"))
-    global_scope = scope == "global" and (PRODUCT in models or "lstm" in models)
+    networks = PRODUCT in models or "lstm" in models
+    global_scope = scope == "global" and networks
+    per_ticker_networks = networks and not global_scope  # they need the gate's HAR-range fits
     refitter = (
         _GlobalRefits(candles_by_ticker, params, retrain_every, full_refit_every)
         if global_scope
@@ -173,7 +175,11 @@ def walk_forward(
                     histories[ticker] = history_slice(seen, None, history_years)
         if not blocks:
             continue
-        range_fits = pooled_range(histories, params, history_years) if needs_range else {}
+        range_fits = (
+            pooled_range(histories, params, history_years, gate=per_ticker_networks)
+            if needs_range
+            else {}
+        )
         if refitter is not None:
             fit = refitter.fit(histories)
             if on_fit is not None:
@@ -185,7 +191,7 @@ def walk_forward(
             if refitter is not None:
                 both = refitter.prices(ticker, rows)
                 prices.update({k: v for k, v in both.items() if k in models})
-            elif PRODUCT in models or "lstm" in models:
+            elif per_ticker_networks:
                 both = _lstm_prices(
                     candles, rows, params, ticker, history_years, range_fits[ticker]
                 )

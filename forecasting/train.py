@@ -113,12 +113,19 @@ def calibration_start(
 
 
 def pooled_range(
-    histories: Mapping[str, pd.DataFrame], params: ModelParams, history_years: int
+    histories: Mapping[str, pd.DataFrame],
+    params: ModelParams,
+    history_years: int,
+    *,
+    gate: bool = True,
 ) -> dict[str, PooledRange]:
     """Per ticker the served pooled HAR-range fit and the gate's (``PooledRange``): one pooled
-    fit per distinct calibration start, on every ticker's candles up to that session."""
+    fit per distinct calibration start, on every ticker's candles up to that session. With
+    ``gate=False`` (no per-ticker network will be trained) only the served fit."""
     har = HarRange(horizon=params.horizon)
     served = har.fit_pooled(histories)
+    if not gate:
+        return {t: PooledRange(fit) for t, fit in served.items()}
     starts = {
         t: calibration_start(histories[t], params, history_years=history_years) for t in served
     }
