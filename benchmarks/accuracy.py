@@ -81,12 +81,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-attention", action="store_true", help="ablation: uniform attention weights"
     )
-    parser.add_argument(
-        "--scope",
-        default="global",
-        choices=("global", "per_ticker"),
-        help="the product's network: one global fit per refit date, or one per ticker",
-    )
     parser.add_argument("--boot", type=int, default=1000, help="bootstrap draws")
     parser.add_argument("--out", default="", help="write all forecast rows to this CSV")
     parser.add_argument("--report", default="", help="write the HTML report here")
@@ -113,7 +107,6 @@ def main(argv: list[str] | None = None) -> int:
         history_years=args.history_years,
         retrain_every=args.retrain_every,
         models=models,
-        scope=args.scope,
         progress=lambda done, total, msg: print(
             f"  {time.perf_counter() - began:6.0f}s {done}/{total} {msg}", flush=True
         ),

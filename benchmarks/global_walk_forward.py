@@ -52,7 +52,7 @@ def walk(candles_by, params, start, end, every, years, full_every, log=print):
 
     rows = walk_forward(
         candles_by, start=start, end=end, params=params, history_years=years,
-        retrain_every=every, models=MODELS, scope="global", full_refit_every=full_every,
+        retrain_every=every, models=MODELS, full_refit_every=full_every,
         on_fit=on_fit,
     )  # fmt: skip
     return rows, pd.DataFrame(fits)

@@ -42,12 +42,11 @@ def main() -> None:
         fit = _global_fit(url)
 
     print(f"cores: {os.cpu_count()}  tickers: {len(result.outcomes)}  as of: {result.as_of}")
-    header = ("ticker", "status", "train s", "forecast s", "store s", "total s")
-    print("{:8} {:10} {:>8} {:>11} {:>8} {:>8}".format(*header))
+    header = ("ticker", "status", "forecast s", "store s", "total s")
+    print("{:8} {:10} {:>11} {:>8} {:>8}".format(*header))
     for o in result.outcomes:
         print(
-            f"{o.ticker:8} {o.status:10} {o.train_s:8.2f} {o.forecast_s:11.3f} {o.store_s:8.3f}"
-            f" {o.duration_s:8.2f}"
+            f"{o.ticker:8} {o.status:10} {o.forecast_s:11.3f} {o.store_s:8.3f} {o.duration_s:8.2f}"
         )
     if fit is not None:
         kind, reason, seconds = fit

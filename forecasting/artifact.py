@@ -56,8 +56,7 @@ def model_from_bytes(data: bytes, expected_sha256: str | None = None) -> Any:
     _check_zip(data)
     import keras
 
-    import forecasting.global_layers
-    import forecasting.model  # noqa: F401  forecasting.model's)
+    import forecasting.global_layers  # noqa: F401  registers the custom layers
 
     with tempfile.TemporaryDirectory(prefix="candlecast-") as folder:
         path = os.path.join(folder, "model.keras")
@@ -150,22 +149,23 @@ def trained_from_record(record: dict[str, Any], model: Any = None) -> TrainedMod
 def usable_from_record(record: dict[str, Any]) -> TrainedModel:
     """``trained_from_record`` plus every check a served model must pass.
 
-    UnusableModelError when the artifact fails its checks, the record is malformed, or the
-    calibration is an older candlecast's (forecasting would fail with "retrain it").
+    UnusableModelError when the record is malformed, the calibration is an older candlecast's
+    (a per-ticker network, or an older global format: checked before the artifact is loaded),
+    or the artifact fails its checks.
     """
-    from forecasting.calibration import CALIBRATION_VERSION
     from forecasting.global_serve import GLOBAL_KIND, GLOBAL_VERSION
 
+    calibration = record.get("calibration")
+    if isinstance(calibration, dict) and (
+        calibration.get("kind") != GLOBAL_KIND or calibration.get("version") != GLOBAL_VERSION
+    ):
+        raise UnusableModelError(
+            "model version was fitted by an older candlecast (a per-ticker network or an "
+            "older global format); retrain it"
+        )
     try:
-        trained = trained_from_record(record)
+        return trained_from_record(record)
     except UnusableModelError:
         raise
     except (KeyError, TypeError, ValueError) as exc:
         raise UnusableModelError(f"model record is malformed: {type(exc).__name__}: {exc}") from exc
-    calibration = trained.calibration if isinstance(trained.calibration, dict) else {}
-    expected = GLOBAL_VERSION if calibration.get("kind") == GLOBAL_KIND else CALIBRATION_VERSION
-    if calibration.get("version") != expected:
-        raise UnusableModelError(
-            "model version was calibrated by an older candlecast (no close quantiles); retrain it"
-        )
-    return trained

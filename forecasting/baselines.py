@@ -215,12 +215,3 @@ class Empirical(Forecaster):
 BASELINES: dict[str, type[Forecaster]] = {
     cls.name: cls for cls in (Naive, RandomWalk20, Ewma, Garch, Empirical, Range20)
 }
-
-
-def baseline_paths(history: pd.DataFrame, candles: pd.DataFrame) -> dict[str, CandlePaths]:
-    """Every baseline fitted on ``history`` and forecasting after the last row of ``candles``."""
-    out = {}
-    for name, cls in BASELINES.items():
-        forecaster = cls()
-        out[name] = forecaster.predict_last(forecaster.fit(history), candles)
-    return out

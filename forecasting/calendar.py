@@ -61,6 +61,11 @@ def _session_index(exchange: str) -> pd.DatetimeIndex:
     return pd.DatetimeIndex(pd.to_datetime(list(_sessions(exchange)))).as_unit("ns")
 
 
+def session_days(exchange: str = "XNYS") -> pd.DatetimeIndex:
+    """Every session of `exchange` in the calendar's span."""
+    return _session_index(exchange)
+
+
 def off_calendar(days: pd.DatetimeIndex, exchange: str = "XNYS") -> np.ndarray:
     """True for each day inside the calendar's span that is not a session of `exchange`.
 
@@ -109,3 +114,23 @@ def sessions_between(first: datetime.date, last: datetime.date, exchange: str = 
         return 0
     last = min(last, sessions[-1])
     return max(0, bisect.bisect_right(sessions, last) - bisect.bisect_right(sessions, first))
+
+
+def next_sessions_many(after: pd.DatetimeIndex, n: int, exchange: str = "XNYS") -> np.ndarray:
+    """(len(after), n) datetime64[ns]: the ``n`` sessions strictly after each day (vectorised
+    ``next_sessions``, for the backtest's thousands of as-of dates)."""
+    sessions = _session_index(exchange)
+    days = pd.DatetimeIndex(after).normalize().as_unit("ns")
+    if len(days) and (days.min() < sessions[0] or days.max() > sessions[-1]):
+        raise ValueError(
+            f"dates {days.min().date()}..{days.max().date()} are outside the {exchange} "
+            f"calendar ({sessions[0].date()}..{sessions[-1].date()})"
+        )
+    start = sessions.searchsorted(days, side="right")
+    index = start[:, None] + np.arange(n)[None, :]
+    if len(days) and index.max() >= len(sessions):
+        raise ValueError(
+            f"{n} sessions after {days.max().date()} run past the end of the {exchange} "
+            f"calendar ({sessions[-1].date()})"
+        )
+    return sessions.to_numpy()[index]

@@ -1,5 +1,5 @@
 """The forecast type: four candles after an as-of date with close quantiles, attention and the
-model mix. Every model path (``forecasting.predict``, ``forecasting.global_serve``) returns it;
+model mix. ``forecasting.forecast_path.forecast_set`` returns it;
 db/ turns it into rows and web/ into views."""
 
 from __future__ import annotations
@@ -38,8 +38,9 @@ class Forecast:
     attention: list[float]
     attention_dates: list[date]
     # Which model(s) produced the served numbers, per horizon, e.g. {"close": ["median", ...],
-    # "quantiles": [{"lstm": 0.25, "har_range": 0.75}, ...], "range": ["har_range", ...]}: the
-    # close is the median of the served quantiles; stored with every forecast.
+    # "quantiles": [{"lstm": 0.25, "har_range": 0.75}, ...], "range": [{"lstm": 0.0,
+    # "har_range": 1.0}, ...]}: the close is the median of the served quantiles; stored with
+    # every forecast.
     model_mix: dict = field(default_factory=dict)
     # The served forecast's parts on their own ("lstm": the network alone, "har_range"), stored
     # in baseline_forecasts so that each can be scored against what happened.

@@ -1,16 +1,20 @@
-"""One forecaster interface (the darts shape) for the product model and every baseline.
+"""One forecaster interface (the darts / statsforecast shape) for the served model and every
+baseline, so one walk-forward loop (``forecasting.backtest.walk_forward``) scores them all.
 
-``fit(history) -> fitted`` sees only candles up to the as-of date; ``predict_rows(fitted, candles,
-rows)`` forecasts the ``horizon`` sessions after each as-of row in ``rows`` from rows <= that row
-(features are causal), in one vectorised pass, so the backtest can score a model that was fitted
-once on every as-of date until the next refit. ``predict`` turns one as-of row into the
-``Forecast`` type the database and the web use.
+``fit_universe(histories) -> fitted`` sees every ticker's candles up to the refit date (one fit
+per ticker by default through ``fit(history)``; pooled HAR-range and the served global network fit
+once over all of them). ``predict_ticker(fitted, ticker, candles, rows, targets)`` forecasts the
+``horizon`` sessions after each as-of row in ``rows`` from rows <= that row (inputs are causal), in
+one vectorised pass, so a fit serves every as-of date until the next refit; ``targets`` are the
+exchange calendar's sessions after each as-of row. One forecast for one date is
+``forecasting.forecast_path.forecast_set``.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -33,7 +37,8 @@ class CandlePaths:
     low: np.ndarray
     close: np.ndarray
     quantiles: np.ndarray  # NaN where a forecaster has no interval (naive)
-    attention: np.ndarray | None = None  # (n, window) for the LSTM, else None
+    attention: np.ndarray | None = None  # (n, window) for the network, else None
+    components: dict[str, CandlePaths] = field(default_factory=dict)  # the served model's parts
 
     def prices(self) -> dict[str, np.ndarray]:
         """The (n, horizon) arrays by name, close_lo/close_hi being the 80% interval."""
@@ -46,21 +51,25 @@ class CandlePaths:
             "close_hi": self.quantiles[..., I_HI],
         }
 
-    def check_finite(self, name: str) -> None:
-        """ValueError when a price is not finite and positive: never store such a forecast."""
-        for key, arr in [*self.prices().items(), ("quantiles", self.quantiles)]:
-            bad = ~np.isfinite(arr) | (arr <= 0)
-            if key in ("close_lo", "close_hi", "quantiles"):
-                bad &= ~np.isnan(arr)  # a missing interval is allowed, an infinite one is not
-            if bad.any():
-                raise ValueError(f"{name} produced a non-finite or non-positive {key}")
-
 
 class Forecaster(ABC):
     """Fit on history up to an as-of date; predict four candles with close quantiles."""
 
     name: str = "forecaster"
     horizon: int = HORIZON
+    warm_starts: bool = False  # fit_universe(previous=...) continues from the previous fit
+
+    def fit_universe(self, histories: Mapping[str, pd.DataFrame], previous: Any = None) -> Any:
+        """Fit on every ticker's history up to the refit date (default: one fit per ticker)."""
+        return {ticker: self.fit(history) for ticker, history in histories.items()}
+
+    def predict_ticker(
+        self, fitted: Any, ticker: str, candles: pd.DataFrame, rows: np.ndarray, targets: Any
+    ) -> CandlePaths | None:
+        """Forecasts after ``ticker``'s as-of ``rows`` (None when the fit left the ticker out)."""
+        if ticker not in fitted:
+            return None
+        return self.predict_rows(fitted[ticker], candles, rows)
 
     @abstractmethod
     def fit(self, history: pd.DataFrame) -> Any:

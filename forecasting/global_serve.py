@@ -116,7 +116,7 @@ def forecast_global(
     exchange: str,
     universe: UniverseLoader | None = None,
 ):
-    """The served forecast (``forecasting.predict.Forecast``) of one ticker after ``as_of``."""
+    """The served forecast (``forecasting.forecast_set.Forecast``) of one ticker after ``as_of``."""
     from forecasting.calendar import next_sessions
     from forecasting.forecast_set import Forecast, candles_from
 

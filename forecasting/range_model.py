@@ -161,6 +161,10 @@ class HarRange(Forecaster):
         """One ticker on its own."""
         return self.fit_pooled({"_": history})["_"]
 
+    def fit_universe(self, histories: Mapping[str, pd.DataFrame], previous=None) -> dict[str, dict]:
+        """The served HAR-range: pooled over the universe."""
+        return self.fit_pooled(histories)
+
     def fit_pooled(self, histories: Mapping[str, pd.DataFrame]) -> dict[str, dict]:
         """Shared regression over every ticker's history; per-ticker z quantiles mixed with the
         pooled ones. Returns one JSON-able fit per ticker."""

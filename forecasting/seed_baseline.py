@@ -16,6 +16,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from forecasting.forecaster import CandlePaths, Forecaster
+from forecasting.quantiles import QUANTILE_LEVELS
+
 WINDOW = 60
 SEED_EPOCHS = 50
 BATCH_SIZE = 32
@@ -93,3 +96,25 @@ def predict_recursive(seed_model: SeedModel, windows: np.ndarray, horizon: int) 
         out[:, h] = seed_model.unscale(step.astype("float64"))
         current = np.concatenate([current[:, 1:], step[:, None]], axis=1)
     return out
+
+
+class SeedRecipe(Forecaster):
+    """The seed recipe as a Forecaster: refitted at each refit date, close only, no interval."""
+
+    name = "seed"
+
+    def __init__(self, seed: int = 0, epochs: int | None = None) -> None:
+        self.seed, self.epochs = seed, epochs
+
+    def fit(self, history: pd.DataFrame) -> SeedModel:
+        epochs = SEED_EPOCHS if self.epochs is None else self.epochs
+        return train_seed(history["close"], seed=self.seed, epochs=epochs)
+
+    def predict_rows(
+        self, fitted: SeedModel, candles: pd.DataFrame, rows: np.ndarray
+    ) -> CandlePaths:
+        closes = candles["close"].to_numpy(dtype="float64")
+        windows = np.stack([closes[r - WINDOW + 1 : r + 1] for r in rows])
+        close = predict_recursive(fitted, windows, self.horizon)
+        nan = np.full((*close.shape, len(QUANTILE_LEVELS)), np.nan)
+        return CandlePaths(open=close, high=close, low=close, close=close, quantiles=nan)

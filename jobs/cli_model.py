@@ -47,15 +47,13 @@ def forecast(app: AppContext, ticker: str, as_of) -> None:
     """Print the next four candles of TICKER with their dates and 80% close interval.
 
     Candles are synced first. The latest stored model trained on data up to the as-of date is
-    used when it is at most [model] retrain_every sessions old; otherwise a model is trained on the
-    history_years before the as-of date (the global network over the configured tickers, or with
-    scope "per_ticker" the ticker's own with HAR-range pooled) and stored as a new model
-    version. Nothing else is written.
+    used when it is at most [model] retrain_every sessions old; otherwise the global network is
+    fitted over the configured tickers on the history_years before the as-of date and stored as
+    a new model version. Nothing else is written.
     """
-    from db import model_store, repository
-    from forecasting.artifact import usable_from_record
-    from forecasting.predict import forecast as predict
-    from jobs.global_fit import trained_from_global_record, universe_loader
+    from db import repository
+    from forecasting.forecast_path import forecast_set
+    from jobs.global_fit import universe_loader
     from jobs.sync import provider_for, sync_tickers
 
     config = app.config
@@ -74,55 +72,45 @@ def forecast(app: AppContext, ticker: str, as_of) -> None:
     if candles.empty:
         raise CommandError(f"no candles stored for {symbol} on or before {as_of or 'today'}")
     as_of_day = candles.index[-1].date()
-    found = _fresh_stored_model(factory, symbol, as_of_day, config.model.retrain_every)
-    if found is None:
-        with stderr.status(f"training {symbol} on data up to {as_of_day}"):
-            record = _train_now(factory, config, symbol, candles, as_of_day)
-        with factory.begin() as session:
-            version_id = model_store.add_model_version(session, record=record).id
-        trained = (
-            trained_from_global_record(record)  # the network just fitted, not loaded again
-            if record.get("global_model_id") is not None
-            else usable_from_record(record)
-        )
-        source = f"model version {version_id} (trained now)"
-    else:
-        version_id, trained = found
-        source = f"model version {version_id} (trained on data up to {trained.train_end})"
-    result = predict(
-        trained,
-        candles,
-        as_of=as_of_day,
+    policy = FreshOrFitNow(factory, config)
+    result = forecast_set(
+        symbol,
+        as_of_day,
+        policy,
+        candles=candles,
         exchange=config.tickers.exchange_for(symbol),
         universe=universe_loader(factory),
     )
     stdout.print(_forecast_table(symbol, as_of_day, candles, stored, result.candles))
-    stdout.print(source)
+    stdout.print(policy.source)
 
 
-def _train_now(factory, config, symbol: str, candles, as_of_day: date) -> dict:
-    """A new model version's record for `symbol`: the global model fitted over the configured
-    tickers ([model] scope = "global"), or the ticker's own network with HAR-range pooled."""
-    from forecasting.artifact import trained_to_record
-    from forecasting.train import train_model
-    from jobs.global_fit import global_records
-    from jobs.tasks import pooled_range_fits
+class FreshOrFitNow:
+    """The forecast command's model policy: the newest fresh stored model, else the global
+    network fitted now over the configured tickers and stored as a new model version."""
 
-    if config.model.scope == "global":
-        record = global_records(factory, config, config.tickers.symbols, as_of_day)[symbol]
+    def __init__(self, factory, config) -> None:
+        self.factory, self.config = factory, config
+        self.source = ""
+
+    def model_for(self, ticker: str, as_of: date):
+        from db import model_store
+        from jobs.global_fit import global_records, trained_from_global_record
+
+        found = _fresh_stored_model(self.factory, ticker, as_of, self.config.model.retrain_every)
+        if found is not None:
+            version_id, trained = found
+            self.source = f"model version {version_id} (trained on data up to {trained.train_end})"
+            return trained
+        with stderr.status(f"fitting the global model on data up to {as_of}"):
+            records = global_records(self.factory, self.config, self.config.tickers.symbols, as_of)
+        record = records.get(ticker, f"{ticker} is not a configured ticker")
         if isinstance(record, str):
             raise CommandError(record)
-        return record
-    fits = pooled_range_fits(factory, config, config.tickers.symbols, as_of_day)
-    trained = train_model(
-        candles,
-        config.model,
-        ticker=symbol,
-        as_of=as_of_day,
-        history_years=config.data.history_years,
-        range_fit=fits.get(symbol),
-    )
-    return trained_to_record(trained)
+        with self.factory.begin() as session:
+            version_id = model_store.add_model_version(session, record=record).id
+        self.source = f"model version {version_id} (trained now)"
+        return trained_from_global_record(record)  # the network just fitted, not loaded again
 
 
 def _forecast_table(symbol, as_of_day, candles, stored, forecast) -> Table:
@@ -257,12 +245,11 @@ def backtest(
 ) -> None:
     """Walk-forward evaluation of the product beside the baselines, on the same dates.
 
-    For every session t in [START, END] with four later sessions known, every model forecasts
-    t+1..t+4 using only data up to t, refitted every N sessions on the history_years before the
-    refit date (HAR-range pooled over the tickers given; with [model] scope = "global" the
-    network is one global fit per refit date over the tickers given, warm-started from the
-    previous one, the served forecast its gated correction of HAR-range). Prints, pooled over
-    tickers and per
+    For every session t in [START, END] whose next four sessions (the exchange calendar's) are
+    known, every model forecasts them using only data up to t, refitted every N sessions on the
+    history_years before the refit date (HAR-range pooled over the tickers given; the network
+    one global fit per refit date over the tickers given, warm-started from the previous one,
+    the served forecast its gated correction of HAR-range). Prints, pooled over tickers and per
     horizon: close MAE ratio vs naive, Winkler score at 50/80/90%, mean pinball loss, coverage
     per level, high/low MAE, and each model's ratio to each baseline with a moving-block
     bootstrap 95% interval (blocks of 10 sessions). OUTPUT gets the served forecast's rows
@@ -325,7 +312,7 @@ def backtest(
                     retrain_every=every,
                     models=models,
                     progress=progress,
-                    scope=config.model.scope,
+                    exchange_for=config.tickers.exchange_for,
                 )
             except ValueError as exc:  # InsufficientHistoryError and friends
                 failures.append(str(exc))

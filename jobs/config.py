@@ -223,6 +223,11 @@ def check_database_url(url: str) -> None:
 def _build_section(name: str, cls: type, table: dict[str, Any]) -> Any:
     known = {f.name: f for f in fields(cls)}
     for key in table:
+        if (name, key) == ("model", "scope"):
+            raise ConfigError(
+                "model.scope was removed: one global network now serves every ticker (the "
+                "per-ticker networks were gated out everywhere); delete the line"
+            )
         if key not in known:
             raise ConfigError(f"unknown key {name}.{key} (known: {', '.join(known)})")
     values: dict[str, Any] = {}

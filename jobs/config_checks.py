@@ -107,8 +107,6 @@ def _validated(config: Config, base_dir: Path) -> Config:
     _positive("model.keep_versions", model.keep_versions)
     for name in ("warm_epochs", "full_refit_every", "max_windows"):
         _positive(f"model.{name}", getattr(model, name))
-    if model.scope not in ("global", "per_ticker"):
-        raise ConfigError(f'model.scope must be "global" or "per_ticker", got {model.scope!r}')
 
     _check_executor(config.executor, db_url)
 

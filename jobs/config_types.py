@@ -91,9 +91,6 @@ class ModelConfig(ModelParams):
     """The [model] section: the model hyperparameters plus settings not stored with a model."""
 
     keep_versions: int = 5  # per ticker, model versions whose .keras artifact is kept (>= 1)
-    # "global": one network over every configured ticker per night (forecasting.global_net);
-    # "per_ticker": one network per ticker (the older model, ~20x the nightly CPU)
-    scope: str = "global"
 
     def to_dict(self) -> dict[str, Any]:
         """The hyperparameters only (what a model version records)."""

@@ -1,10 +1,10 @@
-"""The nightly job as plain functions: sync, retrain, forecast and store every ticker.
+"""The nightly job as plain functions: sync, fit the global model, forecast and store every ticker.
 
 `run_nightly` does one as-of date (the CLI's run-once and the scheduler call it); `run_backfill`
-does a range of past as-of dates, retraining every N sessions. Both hold the run lock for their
-whole duration, record a `forecast_runs` row per as-of date and never let one ticker's failure stop
-the others. A ticker's model version, its four forecasts and its outcome row are committed in one
-transaction, so a killed process leaves no partial forecast set behind.
+does a range of past as-of dates, refitting the global model every N sessions. Both hold the run
+lock for their whole duration, record a `forecast_runs` row per as-of date and never let one
+ticker's failure stop the others. A ticker's model version, its four forecasts and its outcome row
+are committed in one transaction, so a killed process leaves no partial forecast set behind.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import date
 from functools import partial
-from typing import TYPE_CHECKING
 
 import pandas as pd
 from sqlalchemy import Engine
@@ -37,14 +36,10 @@ from jobs.tasks import (
     TickerOutcome,
     describe,
     forecast_task,
-    pooled_range_fits,
     process_ticker,
     record_failure,
     sync_task,
 )
-
-if TYPE_CHECKING:
-    from forecasting.train import PooledRange
 
 log = logging.getLogger("candlecast.pipeline")
 
@@ -168,7 +163,7 @@ class Pipeline:
             lambda session: runs.set_run_as_of(session, run_id=run_id, as_of_date=as_of),
         )
         todo = [t for t in symbols if t not in sync_errors]
-        fits, records = self._night_models(tuple(todo), as_of)
+        records = self._night_models(tuple(todo), as_of)
         task = partial(process_ticker, self.factory) if inline else forecast_task
         args = [
             (
@@ -176,7 +171,6 @@ class Pipeline:
                 run_id,
                 ticker,
                 ticker_as_of.get(ticker, as_of),
-                fits.get(ticker),
                 records.get(ticker),
             )
             for ticker in todo
@@ -204,10 +198,11 @@ class Pipeline:
         """Forecast every stored session in [start, end] as if the job had run that night.
 
         The nightly run's rules for each date: every ticker forecasts as of its own latest
-        session on or before it (its exchange calendar: _ticker_as_ofs), and HAR-range is pooled
-        over the tickers that synced. Each ticker is retrained every `retrain_every` sessions on
-        the history_years before the retrain date; forecasts in between reuse that model. One
-        run row per date (its `as_of_date`).
+        session on or before it (its exchange calendar: _ticker_as_ofs), from one global model
+        fitted over the tickers that synced. The model is refitted (warm-started) every
+        `retrain_every` sessions on the history_years before the refit date; forecasts in
+        between reuse it, with the universe's later candles as its inputs. One run row per date
+        (its `as_of_date`).
         """
         symbols = tuple(tickers or self.config.tickers.symbols)
         every = retrain_every or self.config.model.retrain_every
@@ -218,7 +213,6 @@ class Pipeline:
             synced = tuple(t for t in symbols if t not in sync_errors)
             dates = self._stored_sessions(symbols, start, end)
             models: dict[str, ModelSlot] = {}
-            fits: dict[str, dict] = {}
             records: dict[str, dict | str] = {}
             fits_at = -1
             for position, as_of in enumerate(dates):
@@ -239,19 +233,18 @@ class Pipeline:
                             slot = models.get(ticker)
                             if slot and position - slot.trained_at_position >= every:
                                 models.pop(ticker)
-                            fit = record = None
-                            if ticker not in models:  # retraining now: refit the pooled models
+                            record = None
+                            if ticker not in models:  # refitting now: the global model
                                 if fits_at != position:
-                                    fits, records = self._night_models(synced, as_of)
+                                    records = self._night_models(synced, as_of)
                                     fits_at = position
-                                fit, record = fits.get(ticker), records.get(ticker)
+                                record = records.get(ticker)
                             outcome = process_ticker(
                                 self.factory,
                                 self.config,
                                 run_id,
                                 ticker,
                                 ticker_as_of.get(ticker, as_of),
-                                range_fit=fit,
                                 record=record,
                                 models=models,
                                 position=position,
@@ -265,16 +258,12 @@ class Pipeline:
         return results
 
     # steps -------------------------------------------------------------------------------------
-    def _night_models(
-        self, tickers: tuple[str, ...], as_of: date
-    ) -> tuple[dict[str, PooledRange], dict[str, dict | str]]:
-        """The pooled fits before the per-ticker fan-out: (HAR-range fits, {}) for per-ticker
-        networks, ({}, the global model's records) for [model] scope = "global"."""
-        if self.config.model.scope == "global":
-            from jobs.global_fit import global_records
+    def _night_models(self, tickers: tuple[str, ...], as_of: date) -> dict[str, dict | str]:
+        """The night's global fit, before the per-ticker fan-out: ticker -> its model version's
+        record (or the reason it has none)."""
+        from jobs.global_fit import global_records
 
-            return {}, global_records(self.factory, self.config, tickers, as_of)
-        return pooled_range_fits(self.factory, self.config, tickers, as_of), {}
+        return global_records(self.factory, self.config, tickers, as_of)
 
     def _abandon_stale_runs(self) -> None:
         abandoned = in_transaction(self.factory, "abandoning stale runs", runs.abandon_running_runs)

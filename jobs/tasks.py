@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import date
 from functools import lru_cache, partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -24,9 +24,6 @@ from jobs.config import Config
 from jobs.db_retry import in_transaction, retrying
 from jobs.sync import SyncResult, provider_for, sync_ticker
 from jobs.text import one_line
-
-if TYPE_CHECKING:
-    from forecasting.train import PooledRange
 
 log = logging.getLogger("candlecast.tasks")
 
@@ -40,7 +37,6 @@ class TickerOutcome:
     duration_s: float = 0.0
     error: str | None = None
     model_version_id: int | None = None
-    train_s: float = 0.0
     forecast_s: float = 0.0
     store_s: float = 0.0
     closes: list[float] = field(default_factory=list)
@@ -78,42 +74,13 @@ def forecast_task(
     run_id: int,
     ticker: str,
     as_of: date,
-    range_fit: PooledRange | None = None,
     record: dict | str | None = None,
 ) -> TickerOutcome:
-    """Train (or take the night's global model), forecast and store one ticker for one run
-    (the unit a worker executes)."""
+    """Forecast one ticker with the night's global model and store it for one run (the unit a
+    worker executes)."""
     return process_ticker(
-        session_factory_for(config.database.url),
-        config,
-        run_id,
-        ticker,
-        as_of,
-        range_fit=range_fit,
-        record=record,
+        session_factory_for(config.database.url), config, run_id, ticker, as_of, record=record
     )
-
-
-def pooled_range_fits(
-    factory: sessionmaker[Session], config: Config, tickers: tuple[str, ...], as_of: date
-) -> dict[str, PooledRange]:
-    """HAR-range fitted once across ``tickers`` on the history_years up to ``as_of``, and again
-    up to each ticker's calibration start for its gate (``forecasting.train.pooled_range``).
-
-    Pooling won over one fit per ticker on the dev universe (README). A ticker with too little
-    history is left out (it then fits HAR-range on its own); any failure falls back the same way.
-    """
-    from forecasting.train import history_slice, pooled_range
-
-    histories = {}
-    for ticker in tickers:
-        candles = retrying(f"{ticker}: loading candles", partial(_load, factory, ticker, as_of))
-        histories[ticker] = history_slice(candles, None, config.data.history_years)
-    try:
-        return pooled_range(histories, config.model, config.data.history_years)
-    except ValueError as exc:
-        log.warning("pooled HAR-range fit failed (%s); each ticker fits its own", exc)
-        return {}
 
 
 def process_ticker(
@@ -122,20 +89,18 @@ def process_ticker(
     run_id: int,
     ticker: str,
     as_of: date,
-    range_fit: PooledRange | None = None,
     record: dict | str | None = None,
     models: dict[str, ModelSlot] | None = None,
     position: int = 0,
 ) -> TickerOutcome:
-    """Train (or reuse from `models`) the ticker's model, forecast, and store it all atomically.
+    """Forecast the ticker with the night's model (or a backfill's current one from `models`)
+    and store the model version, the forecasts and the outcome atomically.
 
-    The arguments after the factory are ``forecast_task``'s, in its order, so the inline executor
-    runs ``partial(process_ticker, factory)`` on the same argument tuples as the worker pools.
-
-    With [model] scope = "global" the model is the night's global fit (``record``, from
-    ``jobs.global_fit.global_records``; a text is the reason this ticker has none)."""
-    from forecasting.artifact import trained_to_record
-    from forecasting.predict import forecast
+    ``record`` is the ticker's model version from the night's global fit
+    (``jobs.global_fit.global_records``); a text is the reason the ticker has none. The
+    arguments after the factory are ``forecast_task``'s, in its order, so the inline executor
+    runs ``partial(process_ticker, factory)`` on the same argument tuples as the worker pools."""
+    from forecasting.forecast_path import UseModel, forecast_set
     from jobs.global_fit import trained_from_global_record, universe_loader
 
     started = time.perf_counter()
@@ -151,19 +116,18 @@ def process_ticker(
         slot = models.get(ticker) if models is not None else None
         if slot is not None:
             trained, record = slot.trained, None
-        elif config.model.scope == "global":
-            if not isinstance(record, dict):
-                raise ValueError(record or f"{ticker}: not in the night's global model")
+        elif isinstance(record, dict):
             trained = trained_from_global_record(record)
         else:
-            t0 = time.perf_counter()
-            trained = _train(config, ticker, candles, as_of, range_fit)
-            outcome.train_s = time.perf_counter() - t0
-            record = trained_to_record(trained)
+            raise ValueError(record or f"{ticker}: not in the night's global model")
         t0 = time.perf_counter()
-        exchange = config.tickers.exchange_for(ticker)
-        result = forecast(
-            trained, candles, as_of=as_of, exchange=exchange, universe=universe_loader(factory)
+        result = forecast_set(
+            ticker,
+            as_of,
+            UseModel(trained),
+            candles=candles,
+            exchange=config.tickers.exchange_for(ticker),
+            universe=universe_loader(factory),
         )
         result.check_finite()
         baselines = _baseline_sets(config, candles, result)
@@ -229,17 +193,13 @@ def _baseline_sets(config: Config, candles: pd.DataFrame, result) -> dict[str, l
     them in SQL (view baseline_accuracy). A baseline that fails or is not finite is skipped and
     logged: it never fails the ticker.
     """
-    from forecasting.baselines import baseline_paths
-    from forecasting.predict import candles_from
+    from forecasting.forecast_path import baseline_sets
     from forecasting.train import history_slice
 
-    dates = [c.date for c in result.candles]
     sets = dict(result.components)
     try:
         history = history_slice(candles, result.as_of, config.data.history_years)
-        for name, paths in baseline_paths(history, history).items():
-            prices = {**paths.prices(), "quantiles": paths.quantiles}
-            sets[name] = candles_from(prices, dates)
+        sets.update(baseline_sets(result, history))
     except Exception as exc:
         log.warning(
             "%s: baselines skipped: %s",
@@ -287,25 +247,6 @@ def describe(exc: BaseException) -> str:
     """A one-line, bounded description of an error for the outcome row."""
     text = one_line(str(exc)) or exc.__class__.__name__
     return text if len(text) <= 500 else text[:497] + "..."
-
-
-def _train(
-    config: Config,
-    ticker: str,
-    candles: pd.DataFrame,
-    as_of: date,
-    range_fit: PooledRange | None = None,
-):
-    from forecasting.train import train_model
-
-    return train_model(
-        candles,
-        config.model,
-        ticker=ticker,
-        as_of=as_of,
-        history_years=config.data.history_years,
-        range_fit=range_fit,
-    )
 
 
 def _require_as_of_candle(ticker: str, candles: pd.DataFrame, as_of: date) -> None:

@@ -30,7 +30,8 @@ from db.model_store import (
 from db.repository import load_candles, load_recent_candles
 
 if TYPE_CHECKING:
-    from forecasting.predict import Forecast
+    from forecasting.forecast_set import Forecast
+    from forecasting.train import TrainedModel
 
 DEFAULT_CACHE_SIZE = 8
 log = logging.getLogger(__name__)
@@ -123,14 +124,10 @@ class _TracedModel:
 
         self._model = model
         specs = [tf.TensorSpec([None, *i.shape[1:]], tf.float32) for i in model.inputs]
-        if len(specs) == 1:
-            self._call = tf.function(
-                lambda x: model(x, training=False), input_signature=specs, reduce_retracing=True
-            )
-        else:  # the global network: [sequence, static]
-            self._call = tf.function(
-                lambda x: model(x, training=False), input_signature=[specs], reduce_retracing=True
-            )
+        # the global network's inputs: [sequence, static]
+        self._call = tf.function(
+            lambda x: model(x, training=False), input_signature=[specs], reduce_retracing=True
+        )
 
     def __call__(self, x: Any, training: bool = False) -> Any:
         return self._call(x)
@@ -168,12 +165,11 @@ def load_trained(session: Session, version_id: int) -> Any:
     return trained
 
 
-def history_rows(window: int, global_model: bool = False) -> int:
-    """Candle rows a forecast reads: feature warm-up plus one full window."""
-    from forecasting.features import WARMUP, first_valid_end
+def history_rows(window: int) -> int:
+    """Candle rows a forecast reads: HAR-range's warm-up, the gap feature and one full window."""
     from forecasting.global_inputs import required_rows
 
-    return required_rows(window) if global_model else first_valid_end(window) + 1 + WARMUP
+    return required_rows(window)
 
 
 @dataclass(frozen=True)
@@ -187,53 +183,85 @@ class LiveForecast:
     model_age_sessions: int | None
 
 
-def live_forecast(
-    session: Session, *, ticker: str, as_of: date, exchange: str, cache: ModelCache
-) -> LiveForecast:
-    """Infer the forecast as of `as_of` from the newest model trained on data up to it.
+class NewestUsable:
+    """The live fallback's model policy (``forecasting.forecast_path``): the newest stored model
+    trained on data up to the as-of date that passes its checks. It remembers its answer, with
+    the version that gave it, so the caller can size the candle query from its window.
 
     NoForecast when there is none; ModelPruned (a NoForecast naming the fix) when the only ones
     had their artifacts pruned; ModelUnavailable when every one fails its checks."""
-    from forecasting.artifact import UnusableModelError
-    from forecasting.global_serve import is_global
-    from forecasting.predict import forecast
 
-    skipped = cache.unusable()
-    candidates = model_candidates(session, ticker=ticker, trained_up_to=as_of, exclude=skipped)
-    if not candidates:
-        if any_model(session, ticker=ticker, as_of=as_of):
-            raise ModelUnavailable(
-                f"no usable model of {ticker} for {as_of.isoformat()}: every stored model "
-                "trained on data up to that date fails its checks (corrupt or outdated "
-                "artifact); retrain with candlecast run-once or candlecast forecast"
+    def __init__(self, session: Session, cache: ModelCache) -> None:
+        self.session, self.cache = session, cache
+        self.found: tuple[str, date, int, date, TrainedModel] | None = None
+
+    def model_for(self, ticker: str, as_of: date) -> TrainedModel:
+        if self.found is not None and self.found[:2] == (ticker, as_of):
+            return self.found[4]
+        version_id, train_end, trained = self._newest(ticker, as_of)
+        self.found = (ticker, as_of, version_id, train_end, trained)
+        return trained
+
+    def _newest(self, ticker: str, as_of: date) -> tuple[int, date, TrainedModel]:
+        from forecasting.artifact import UnusableModelError
+
+        session, cache = self.session, self.cache
+        while True:
+            skipped = cache.unusable()
+            candidates = model_candidates(
+                session, ticker=ticker, trained_up_to=as_of, exclude=skipped
             )
-        pruned = newest_pruned(session, ticker=ticker, trained_up_to=as_of)
-        if pruned is not None:
-            day = as_of.isoformat()
-            raise ModelPruned(
-                f"no forecast stored for {ticker} as of {day}: the model trained on data up to "
-                f"that date (version {pruned.id}, trained on data up to "
-                f"{pruned.train_end.isoformat()}) had its artifact pruned ([model] "
-                f"keep_versions); store a forecast for that date with candlecast run-once "
-                f"--as-of {day} --tickers {ticker}, or retrain with candlecast forecast "
-                f"--ticker {ticker} --as-of {day}"
-            )
-        raise NoForecast(
-            f"no forecast stored for {ticker} as of {as_of.isoformat()} and no model "
-            "trained on data up to that date"
+            if not candidates:
+                raise _no_model(session, ticker, as_of)
+            for candidate in candidates:
+                version_id = candidate.id
+                try:
+                    trained = cache.get_or_load(
+                        version_id, lambda v=version_id: load_trained(session, v)
+                    )
+                except UnusableModelError as exc:
+                    cache.mark_unusable(version_id, str(exc), ticker=ticker)
+                    continue
+                return version_id, candidate.train_end, trained
+
+
+def _no_model(session: Session, ticker: str, as_of: date) -> NoForecast | ModelUnavailable:
+    """Why no stored model can serve `ticker` as of `as_of`."""
+    if any_model(session, ticker=ticker, as_of=as_of):
+        return ModelUnavailable(
+            f"no usable model of {ticker} for {as_of.isoformat()}: every stored model "
+            "trained on data up to that date fails its checks (corrupt or outdated "
+            "artifact); retrain with candlecast run-once or candlecast forecast"
         )
-    for candidate in candidates:
-        version_id = candidate.id
-        try:
-            trained = cache.get_or_load(version_id, lambda v=version_id: load_trained(session, v))
-        except UnusableModelError as exc:
-            cache.mark_unusable(version_id, str(exc), ticker=ticker)
-            continue
-        break
-    else:
-        return live_forecast(session, ticker=ticker, as_of=as_of, exchange=exchange, cache=cache)
-    train_end = candidate.train_end
-    rows = history_rows(trained.params.window, is_global(trained))
+    pruned = newest_pruned(session, ticker=ticker, trained_up_to=as_of)
+    if pruned is not None:
+        day = as_of.isoformat()
+        return ModelPruned(
+            f"no forecast stored for {ticker} as of {day}: the model trained on data up to "
+            f"that date (version {pruned.id}, trained on data up to "
+            f"{pruned.train_end.isoformat()}) had its artifact pruned ([model] "
+            f"keep_versions); store a forecast for that date with candlecast run-once "
+            f"--as-of {day} --tickers {ticker}, or retrain with candlecast forecast "
+            f"--ticker {ticker} --as-of {day}"
+        )
+    return NoForecast(
+        f"no forecast stored for {ticker} as of {as_of.isoformat()} and no model "
+        "trained on data up to that date"
+    )
+
+
+def live_forecast(
+    session: Session, *, ticker: str, as_of: date, exchange: str, cache: ModelCache
+) -> LiveForecast:
+    """Infer the forecast as of `as_of` from the newest usable model trained on data up to it
+    (``NewestUsable``'s errors when there is none). Nothing is written."""
+    from forecasting.forecast_path import forecast_set
+
+    policy = NewestUsable(session, cache)
+    trained = policy.model_for(ticker, as_of)
+    assert policy.found is not None
+    version_id, train_end = policy.found[2], policy.found[3]
+    rows = history_rows(trained.params.window)
     start = q.nth_session_before(session, ticker=ticker, day=as_of, n=rows)
     candles = load_candles(session, ticker=ticker, start=start, end=as_of)
 
@@ -242,7 +270,9 @@ def live_forecast(
         return load_recent_candles(session, tickers=tickers, end=end, sessions=n)
 
     try:
-        result = forecast(trained, candles, as_of=as_of, exchange=exchange, universe=universe)
+        result = forecast_set(
+            ticker, as_of, policy, candles=candles, exchange=exchange, universe=universe
+        )
     except ValueError as exc:  # InsufficientHistoryError, or dates outside the exchange calendar
         raise NoForecast(str(exc)) from None
     return LiveForecast(

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from db import runs
 from db.models import QUANTILE_COLUMNS, BaselineForecast, Candle, Forecast
 from db.views import baseline_accuracy, forecast_accuracy
-from forecasting.predict import ForecastCandle
+from forecasting.forecast_set import ForecastCandle
 
 AS_OF = date(2024, 1, 2)
 TARGET = date(2024, 1, 3)

@@ -17,8 +17,8 @@ from forecasting.backtest import (
     walk_forward,
 )
 from forecasting.params import ModelParams
-from forecasting.train import required_sessions
-from tests.forecasting.test_features import synthetic_candles
+from forecasting.global_net import required_sessions
+from tests.forecasting.synthetic import synthetic_candles
 
 TINY = ModelParams(window=10, horizon=4, epochs=1, batch_size=32, units=4, patience=1)
 MODELS = ("candlecast", "lstm", "har_range", "naive", "ewma")

@@ -25,9 +25,10 @@ from forecasting.baselines import (
     garch_variance,
     range_distances,
 )
-from forecasting.forecaster import CandlePaths, log_returns, normal_quantiles
+from forecasting.forecaster import log_returns, normal_quantiles
 from forecasting.quantiles import QUANTILE_LEVELS
 from forecasting.range_model import HarRange
+from tests.forecasting.synthetic import assert_valid_prices
 
 Z = norm.ppf(QUANTILE_LEVELS)  # (7,) standard normal quantiles
 H = np.arange(1, 5)  # horizons 1..4
@@ -98,7 +99,7 @@ def test_naive_is_last_close_with_last_sessions_high_and_low(frame25):
     np.testing.assert_allclose(p.high[1], [frame25["high"].iloc[10]] * 4, rtol=1e-12)
     np.testing.assert_allclose(p.low[1], [frame25["low"].iloc[10]] * 4, rtol=1e-12)
     assert p.quantiles.shape == (2, 4, 7) and np.isnan(p.quantiles).all()
-    p.check_finite("naive")  # a missing interval is allowed
+    assert_valid_prices(p)  # a missing interval is allowed
 
 
 def test_range_distances_are_trailing_20_session_means(frame25):
@@ -316,49 +317,11 @@ def test_predictions_do_not_look_ahead(name):
     after = model.predict_rows(fitted, changed, rows)
     for key in ("open", "high", "low", "close", "quantiles"):
         np.testing.assert_array_equal(getattr(after, key), getattr(before, key), err_msg=key)
-    before.check_finite(name)
+    assert_valid_prices(before)
     # the change is real: a row after t does move
     later = np.array([t + 12])
     moved = model.predict_rows(fitted, changed, later).close
     assert not np.array_equal(moved, model.predict_rows(fitted, candles, later).close)
-
-
-# --- CandlePaths.check_finite ------------------------------------------------------------------
-
-
-def _paths(**change) -> CandlePaths:
-    close = np.full((2, 4), 100.0)
-    q = np.broadcast_to(np.linspace(90.0, 110.0, 7), (2, 4, 7)).copy()
-    arrays = {"open": close.copy(), "high": close * 1.02, "low": close * 0.98, "close": close}
-    arrays["quantiles"] = q
-    for key, (index, value) in change.items():
-        arrays[key][index] = value
-    return CandlePaths(**arrays)
-
-
-def test_check_finite_accepts_valid_and_nan_quantiles():
-    _paths().check_finite("m")
-    _paths(quantiles=((0, 1, 3), np.nan)).check_finite("m")
-    _paths(quantiles=((slice(None),), np.nan)).check_finite("m")
-
-
-@pytest.mark.parametrize(
-    ("key", "index", "value", "message"),
-    [
-        ("high", (0, 2), np.inf, "non-positive high"),
-        ("low", (1, 0), 0.0, "non-positive low"),
-        ("close", (1, 3), -5.0, "non-positive close"),
-        ("open", (0, 0), np.nan, "non-positive open"),
-        ("quantiles", (0, 0, 1), np.inf, "close_lo"),
-        ("quantiles", (0, 0, 5), 0.0, "close_hi"),
-        ("quantiles", (1, 2, 0), -np.inf, "non-positive quantiles"),
-        ("quantiles", (1, 2, 3), -1.0, "non-positive quantiles"),
-    ],
-)
-def test_check_finite_rejects(key, index, value, message):
-    with pytest.raises(ValueError, match=message) as info:
-        _paths(**{key: (index, value)}).check_finite("mymodel")
-    assert str(info.value).startswith("mymodel ")
 
 
 def test_model_names_list_every_baseline():

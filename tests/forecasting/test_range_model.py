@@ -12,6 +12,7 @@ import pytest
 from forecasting.forecaster import log_returns
 from forecasting.quantiles import QUANTILE_LEVELS
 from forecasting.range_model import FEATURES, WARMUP, HarRange, design_matrix, range_variance
+from tests.forecasting.synthetic import assert_valid_prices
 
 GK = 2 * math.log(2) - 1
 LOW_VOL, HIGH_VOL, BLOCK = 0.008, 0.024, 60
@@ -192,7 +193,7 @@ def test_predictions_are_valid_candles(oos):
     assert (np.diff(p.quantiles, axis=-1) > 0).all()
     assert (p.high >= p.close).all() and (p.close >= p.low).all()
     assert (p.high > p.low).all()
-    p.check_finite("har_range")
+    assert_valid_prices(p)
     # the interval widens with the horizon
     assert (np.diff(p.quantiles[..., 5] - p.quantiles[..., 1], axis=1) > 0).all()
 

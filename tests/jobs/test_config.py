@@ -24,7 +24,7 @@ def test_default_config_file_loads_with_documented_defaults(monkeypatch):
     assert config.data.history_years == 5
     assert config.tickers.symbols == ("AAPL", "GOOGL", "AMZN", "MSFT", "TSLA")
     assert config.model.window == 20 and config.model.horizon == 4
-    assert config.model.scope == "global" and config.model.full_refit_every == 63
+    assert config.model.full_refit_every == 63
     expected_db = DEFAULT_CONFIG_PATH.parent / "var" / "candlecast.db"
     assert config.database.url == f"sqlite:///{expected_db}"
 
@@ -66,6 +66,8 @@ def test_environment_selects_config_and_overrides_database_url(tmp_path, monkeyp
         ('[model]\nepochs = "ten"\n', "model.epochs must be an integer"),
         ("[model]\nepochs = 0\n", "model.epochs must be positive"),
         ("[model]\nhorizon = 5\n", "model.horizon must be 4"),
+        ('[model]\nscope = "per_ticker"\n', "model.scope was removed"),
+        ('[model]\nscope = "global"\n', "delete the line"),
         ("[web]\nport = 70000\n", "web.port must be between 1 and 65535"),
         ("[web]\nthreads = 0\n", "web.threads must be between 1 and 256, got 0"),
         ('[web]\nthreads = "8"\n', "web.threads must be an integer"),

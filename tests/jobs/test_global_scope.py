@@ -1,4 +1,4 @@
-"""[model] scope = "global": one network per night over every ticker, on real databases.
+"""One global network per night over every ticker, on real databases.
 
 The night fits once and stores one version per ticker sharing one artifact; the next night
 warm-starts from it; the stored forecast, `candlecast forecast`'s and the web's live fallback
@@ -17,15 +17,16 @@ from sqlalchemy import delete, select
 from db import model_store, repository
 from db.models import BaselineForecast, Forecast, GlobalModel, ModelVersion
 from forecasting.artifact import usable_from_record
-from forecasting.global_inputs import build_inputs
-from forecasting.global_net import predict_rows
+from forecasting.calendar import next_sessions_many
+from forecasting.forecast_path import UseModel, forecast_set
 from forecasting.global_serve import as_fit
-from forecasting.predict import forecast
 from forecasting.quantiles import QUANTILE_NAMES
+from forecasting.served import ServedModel
+from jobs.cli_model import FreshOrFitNow
 from jobs.global_fit import universe_loader
 from jobs.pipeline import Pipeline
 
-GLOBAL = {"scope": "global", "window": 20, "epochs": 2, "warm_epochs": 1, "units": 4}
+GLOBAL = {"window": 20, "epochs": 2, "warm_epochs": 1, "units": 4}
 
 
 def versions(factory) -> list[ModelVersion]:
@@ -111,11 +112,11 @@ def test_a_change_of_tickers_or_hyperparameters_refits_in_full(pipeline_config, 
 def test_stored_cli_live_and_backtest_forecasts_of_one_model_and_date_agree(
     pipeline_config, session_factory, monkeypatch
 ):
-    """The nightly path stores a forecast; `forecast`'s path (the stored model reused), the
-    web's live fallback and the backtest's vectorised path (``global_net.predict_rows``, what
-    ``walk_forward(scope="global")`` serves with) infer it again from the same model version:
-    the same four candles. A model one session older serves the next date through the
-    universe's stored candles."""
+    """The nightly path stores a forecast; `forecast`'s policy (the fresh stored model reused),
+    the web's live fallback and the backtest's Forecaster (``ServedModel.predict_ticker`` on
+    calendar targets, what ``walk_forward`` serves with) infer it again from the same model
+    version: the same four candles. A model one session older serves the next date through
+    the universe's stored candles."""
     import forecasting.global_net as N
     from web import create_app
 
@@ -135,24 +136,29 @@ def test_stored_cli_live_and_backtest_forecasts_of_one_model_and_date_agree(
         version = model_store.latest_model_version(s, ticker="MSFT", trained_up_to=day)
         trained = usable_from_record(model_store.model_version_record(version))
         candles = repository.load_candles(s, ticker="MSFT")
-    again = forecast(trained, candles, as_of=day, universe=universe_loader(session_factory))
+    policy = FreshOrFitNow(session_factory, config)
+    again = forecast_set(
+        "MSFT", day, policy, candles=candles, universe=universe_loader(session_factory)
+    )
+    assert policy.source.startswith(f"model version {version.id} (trained on data up to")
     flat = [v for c in again.candles for v in (c.close, c.close_lo, c.close_hi)]
     assert flat == pytest.approx(stored, rel=1e-5)  # stored to 6 significant digits
 
-    # the backtest's path: inputs built once over the universe's candles, then predict_rows
+    # the backtest's path: the served Forecaster, inputs built once over the universe's candles
     with session_factory() as s:
         universe = {
             t: repository.load_candles(s, ticker=t, end=day) for t in config.tickers.symbols
         }
-    inputs = build_inputs(universe)["MSFT"]
-    row = np.array([inputs.index.get_loc(pd.Timestamp(day))])
-    targets = np.array([[np.datetime64(c.date) for c in again.candles]], dtype="datetime64[ns]")
-    walked = predict_rows(as_fit(trained), inputs, "MSFT", row, targets)["candlecast"]
+    row = np.array([universe["MSFT"].index.get_loc(pd.Timestamp(day))])
+    targets = next_sessions_many(universe["MSFT"].index[row], 4)
+    assert [t.date() for t in pd.DatetimeIndex(targets[0])] == [c.date for c in again.candles]
+    served = ServedModel(config.model, universe)
+    walked = served.predict_ticker(as_fit(trained), "MSFT", universe["MSFT"], row, targets)
     q10, q90 = QUANTILE_NAMES.index("q10"), QUANTILE_NAMES.index("q90")
     backtest = [
         v
         for h in range(len(again.candles))
-        for v in (walked["close"][0, h], *walked["quantiles"][0, h, [q10, q90]])
+        for v in (walked.close[0, h], *walked.quantiles[0, h, [q10, q90]])
     ]
     assert backtest == pytest.approx(stored, rel=1e-5)
 
@@ -172,8 +178,10 @@ def test_stored_cli_live_and_backtest_forecasts_of_one_model_and_date_agree(
     answer = client.get(f"/api/forecasts/MSFT?as_of={later.isoformat()}")
     assert answer.status_code == 200 and json.loads(answer.data)["model_version"] == version.id
     with pytest.raises(ValueError, match="needs the universe's candles"):
-        forecast(trained, candles, as_of=later)
-    expected = forecast(trained, candles, as_of=later, universe=universe_loader(session_factory))
+        forecast_set("MSFT", later, UseModel(trained), candles=candles)
+    expected = forecast_set(
+        "MSFT", later, UseModel(trained), candles=candles, universe=universe_loader(session_factory)
+    )
     got = [c["close_hi"] for c in json.loads(answer.data)["candles"]]
     assert got == pytest.approx([c.close_hi for c in expected.candles], rel=1e-5)
 
