@@ -14,7 +14,8 @@ gunicorn settings (gunicorn_options: CandlecastWorker, gthread, [web] threads, -
                     --ceiling-reads-body it reads each request's body first, as /predict must
   POST /predict   - stored forecasts (rotating over every stored (ticker, date))
   GET /api/forecasts/AAPL, /tickers/AAPL, /, /runs
-  live (--live)   - POST /predict of AAPL dates without a stored forecast (trains a small model)
+  live (--live)   - POST /predict of AAPL dates without a stored forecast (fits a small global
+                    model of the five tickers to MODEL_AS_OF, stored as the night stores it)
 
 and measures each with wrk when it is installed (POST bodies via a Lua script), else with its own
 threaded keep-alive client. By default (`--client wrk-spread`) the connections come from
@@ -54,6 +55,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,6 +63,7 @@ sys.path.insert(0, str(ROOT))
 
 TICKERS = ("AAPL", "AMZN", "GOOGL", "MSFT", "TSLA")
 MODEL_AS_OF = date(2023, 6, 30)
+HISTORY_YEARS = 5  # the global fit's history per ticker ([data] history_years' default)
 # Runs the app (argv: config path, workers) or the ceiling app (argv: ..., body file, "read" to
 # read each request's body first) with web.serve's gunicorn options and worker class.
 SERVE = """
@@ -116,6 +119,44 @@ class Result:
     errors: int
 
 
+def store_global_fit(session: Any, frames: dict[str, Any]) -> dict[str, int]:
+    """Fit a small global model of every ticker's last HISTORY_YEARS up to MODEL_AS_OF and store
+    it as the night does (jobs.global_fit.global_records): one global_models row and one model
+    version per ticker, all sharing the `.keras` bytes. Returns ticker -> model version id."""
+    import pandas as pd
+
+    from db.model_store import add_global_model, add_model_version
+    from forecasting.artifact import model_to_bytes, sha256_hex, trained_to_record
+    from forecasting.global_net import fit_global
+    from forecasting.global_serve import ticker_models
+    from forecasting.params import ModelParams
+
+    params = ModelParams(units=8, epochs=2, patience=1)
+    end = pd.Timestamp(MODEL_AS_OF)
+    start = end - pd.DateOffset(years=HISTORY_YEARS)
+    histories = {t: f.loc[(f.index > start) & (f.index <= end)] for t, f in frames.items()}
+    fit = fit_global(histories, params)
+    fit.metrics.update(fit_reason="first fit")
+    artifact = model_to_bytes(fit.network)
+    global_id = add_global_model(
+        session, train_start=fit.train_start, train_end=fit.train_end, kind=fit.kind,
+        reason="first fit", parent_id=None, tickers=list(fit.tickers),
+        hyperparameters=params.to_dict(), gate=fit.gate, metrics=fit.metrics,
+        artifact_sha256=sha256_hex(artifact),
+    )  # fmt: skip
+    ids = {}
+    for ticker, trained in ticker_models(fit, histories).items():
+        trained.calibration["last_full"] = fit.train_end.isoformat()
+        record = trained_to_record(trained, artifact=artifact) | {"global_model_id": global_id}
+        ids[ticker] = add_model_version(session, record=record).id
+    print(
+        f"global model: {fit.kind} fit of {len(ids)} tickers to {fit.train_end} in "
+        f"{fit.metrics.get('train_seconds', 0.0):.1f} s, gate {fit.gate}",
+        flush=True,
+    )
+    return ids
+
+
 def build_database(url: str, stored: int, *, live: bool) -> tuple[list[tuple[str, str]], list[str]]:
     """Fill `url`; return (ticker, date) pairs with stored forecasts and (if `live`) live dates."""
     from db.migrate import upgrade
@@ -131,16 +172,7 @@ def build_database(url: str, stored: int, *, live: bool) -> tuple[list[tuple[str
     engine = make_engine(url)
     stored_pairs: list[tuple[str, str]] = []
     with make_session_factory(engine).begin() as session:
-        model_id = None
-        if live:
-            from db.model_store import add_model_version
-            from forecasting.artifact import trained_to_record
-            from forecasting.params import ModelParams
-            from forecasting.train import train_model
-
-            params = ModelParams(units=8, epochs=2, patience=1)
-            trained = train_model(frames["AAPL"], params, ticker="AAPL", as_of=MODEL_AS_OF)
-            model_id = add_model_version(session, record=trained_to_record(trained)).id
+        model_ids = store_global_fit(session, frames) if live else {}
         now = datetime.now(UTC)
         for i, status in enumerate(("partial", "succeeded")):
             started = now - timedelta(days=1 - i, minutes=5)
@@ -164,7 +196,7 @@ def build_database(url: str, stored: int, *, live: bool) -> tuple[list[tuple[str
                     close = last * (1 + 0.001 * h)
                     session.add(
                         Forecast(
-                            run_id=run.id, model_version_id=model_id, ticker=ticker,
+                            run_id=run.id, model_version_id=model_ids.get(ticker), ticker=ticker,
                             as_of_date=as_of, horizon=h, target_date=target, open=last,
                             high=close * 1.01, low=last * 0.99, close=close,
                             close_lo=close * 0.98, close_hi=close * 1.02,

@@ -1,4 +1,4 @@
-"""Web test fixtures: one tiny model, one seeded read-only database and app per backend.
+"""Web test fixtures: one tiny global model, one seeded read-only database and app per backend.
 
 The app never writes, so the seeded database (SQLite, and PostgreSQL when
 CANDLECAST_TEST_POSTGRES_URL is set) is built once per session and shared by the client tests.
@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+import pandas as pd
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
@@ -28,9 +29,18 @@ from werkzeug.serving import BaseWSGIServer, make_server
 
 from db.migrate import upgrade
 from db.session import make_engine, make_session_factory
+from forecasting.params import ModelParams
 from jobs.config import DATABASE_URL_ENV, Config, config_from_dict
 from tests.conftest import DB_BACKENDS, empty_database
-from tests.web.seed import MODEL_AS_OF, TICKERS, Seed, bundled_candles, seed
+from tests.web.seed import (
+    FIT_TICKERS,
+    MODEL_AS_OF,
+    TICKERS,
+    GlobalModel,
+    Seed,
+    bundled_candles,
+    seed,
+)
 from web import create_app, state
 
 
@@ -62,18 +72,56 @@ def web_config(url: str, tmp: Path, **sections: dict[str, Any]) -> Config:
         return config_from_dict(raw, base_dir=tmp)
 
 
-@pytest.fixture(scope="session")
-def model_record() -> dict[str, Any]:
-    """A tiny AAPL model (trained once per session) as a model_versions record."""
-    from forecasting.artifact import trained_to_record
-    from forecasting.params import ModelParams
-    from forecasting.train import train_model
+# The smallest global fit of FIT_TICKERS' candles up to MODEL_AS_OF: one epoch of a 4-unit
+# network (tests/jobs TINY_MODEL), window 20 as the stored forecasts' attention (ATTENTION_WINDOW).
+TINY_PARAMS = ModelParams(window=20, units=4, epochs=1, patience=1, batch_size=64)
+# The gate the tiny fit is served with: the network's weight 0.5 in every horizon's quantiles and
+# high/low. One epoch's gate mostly stays closed (on AAPL+MSFT it opened only the 4th high/low),
+# and then a live forecast is HAR-range alone: blind to how the web loads and feeds the network.
+OPEN_GATE = {"blend": [0.5] * TINY_PARAMS.horizon, "blend_hl": [0.5] * TINY_PARAMS.horizon}
 
-    params = ModelParams(window=20, units=4, epochs=1, patience=1)
-    trained = train_model(
-        bundled_candles("AAPL"), params, ticker="AAPL", as_of=MODEL_AS_OF, history_years=2
-    )
-    return trained_to_record(trained)
+
+@pytest.fixture(scope="session")
+def global_model() -> GlobalModel:
+    """A tiny global fit over FIT_TICKERS to MODEL_AS_OF (fitted once per session), stored the
+    way jobs.global_fit.global_records stores the night's, with its gate set to OPEN_GATE."""
+    from forecasting.artifact import model_to_bytes, sha256_hex, trained_to_record
+    from forecasting.global_net import fit_global, required_sessions
+    from forecasting.global_serve import ticker_models
+
+    end = pd.Timestamp(MODEL_AS_OF)
+    histories = {t: bundled_candles(t).loc[:end] for t in FIT_TICKERS}
+    assert min(len(c) for c in histories.values()) >= required_sessions(TINY_PARAMS)
+    fit = fit_global(histories, TINY_PARAMS)
+    assert fit.kind == "full" and fit.train_end == MODEL_AS_OF
+    fit.gate = OPEN_GATE
+    fit.metrics.update(fit_reason="first fit")
+    artifact = model_to_bytes(fit.network)
+    row = {
+        "train_start": fit.train_start,
+        "train_end": fit.train_end,
+        "kind": fit.kind,
+        "reason": "first fit",
+        "parent_id": None,
+        "tickers": list(fit.tickers),
+        "hyperparameters": TINY_PARAMS.to_dict(),
+        "gate": fit.gate,
+        "metrics": fit.metrics,
+        "artifact_sha256": sha256_hex(artifact),
+    }
+    records = {}
+    for ticker, trained in ticker_models(fit, histories).items():
+        trained.calibration["last_full"] = fit.train_end.isoformat()
+        records[ticker] = trained_to_record(trained, artifact=artifact)
+    assert sorted(records) == sorted(FIT_TICKERS)
+    return GlobalModel(row=row, records=records)
+
+
+@pytest.fixture(scope="session")
+def model_record(global_model: GlobalModel) -> dict[str, Any]:
+    """The seed's AAPL model: its version of the tiny global fit, as a model_versions record
+    (without ``global_model_id``: the fit's row id differs per database, see Seed)."""
+    return global_model.records["AAPL"]
 
 
 @contextmanager
@@ -87,17 +135,17 @@ def writing(url: str) -> Iterator[Session]:
         engine.dispose()
 
 
-def seeded_database(url: str, record: dict[str, Any]) -> Seed:
-    """Migrate the empty database at `url` and seed it (tests.web.seed) with `record`."""
+def seeded_database(url: str, fitted: GlobalModel) -> Seed:
+    """Migrate the empty database at `url` and seed it (tests.web.seed) with `fitted`."""
     upgrade(url)
     with writing(url) as session:
-        info = seed(session, model_record=record)
+        info = seed(session, global_model=fitted)
     return info
 
 
-def _seeded_site(backend: str, tmp: Path, record: dict[str, Any]) -> Iterator[Site]:
+def _seeded_site(backend: str, tmp: Path, fitted: GlobalModel) -> Iterator[Site]:
     with empty_database(backend, tmp / "web.db", "w") as url:
-        info = seeded_database(url, record)
+        info = seeded_database(url, fitted)
         config = web_config(url, tmp)
         app = create_app(config)
         app.config["TESTING"] = True
@@ -118,10 +166,10 @@ def _site_fixture(name: str, scope: Literal["session", "module"], doc: str) -> A
     def fixture(
         request: pytest.FixtureRequest,
         tmp_path_factory: pytest.TempPathFactory,
-        model_record: dict[str, Any],
+        global_model: GlobalModel,
     ) -> Iterator[Site]:
         tmp = tmp_path_factory.mktemp(f"{name}-{request.param}")
-        yield from _seeded_site(request.param, tmp, model_record)
+        yield from _seeded_site(request.param, tmp, global_model)
 
     fixture.__doc__ = doc
     return pytest.fixture(name=name, scope=scope, params=DB_BACKENDS)(fixture)
@@ -138,10 +186,10 @@ own_site = _site_fixture(
 
 @pytest.fixture(scope="session")
 def sqlite_site(
-    tmp_path_factory: pytest.TempPathFactory, model_record: dict[str, Any]
+    tmp_path_factory: pytest.TempPathFactory, global_model: GlobalModel
 ) -> Iterator[Site]:
     """A seeded SQLite site (browser and server tests)."""
-    yield from _seeded_site("sqlite", tmp_path_factory.mktemp("site-browser"), model_record)
+    yield from _seeded_site("sqlite", tmp_path_factory.mktemp("site-browser"), global_model)
 
 
 @pytest.fixture

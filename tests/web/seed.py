@@ -4,6 +4,10 @@ AAPL and MSFT have candles 2022-01-03..2023-12-29 (GOOGL is configured but has n
 model trained to 2023-06-30 and stored forecasts as of its last STORED_SESSIONS sessions before
 2023-12-29 (that last session has none, so it is served live); MSFT has one stored forecast.
 AAPL's stored forecasts have close quantiles and a model mix; MSFT's has neither (an older model).
+
+AAPL's model is its version of a tiny global fit over AAPL and MSFT (FIT_TICKERS; one
+global_models row): a live AAPL forecast after the fit's data reads MSFT's candles too. MSFT's
+version of that fit is not stored, so MSFT has no model.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from typing import Any
 import pandas as pd
 from sqlalchemy.orm import Session
 
-from db.model_store import add_model_version
+from db.model_store import add_global_model, add_model_version
 from db.models import (
     QUANTILE_COLUMNS,
     BaselineForecast,
@@ -31,6 +35,7 @@ from forecasting.providers import make_provider
 TICKERS = ("AAPL", "MSFT", "GOOGL")
 CANDLE_START = date(2022, 1, 3)
 MODEL_AS_OF = date(2023, 6, 30)
+FIT_TICKERS = ("AAPL", "MSFT")  # the global fit's universe; only AAPL's version is stored
 STORED_SESSIONS = 30
 ATTENTION_WINDOW = 20
 # Close quantiles at 0.05 .. 0.95 as multiples of the forecast close (0.10/0.90 = close_lo/hi).
@@ -39,10 +44,21 @@ MODEL_MIX = {"close": "naive", "quantiles": {"har_range": 0.7, "lstm": 0.3}, "ra
 
 
 @dataclass(frozen=True)
+class GlobalModel:
+    """A global fit as the night stores it (jobs.global_fit.global_records): its global_models
+    row and the model version record of each ticker (without ``global_model_id``, which is the
+    row's id in one database)."""
+
+    row: dict[str, Any]  # db.model_store.add_global_model's fields
+    records: dict[str, dict[str, Any]]  # ticker -> model_versions record
+
+
+@dataclass(frozen=True)
 class Seed:
     """What the seeded database holds (for assertions)."""
 
     model_id: int
+    global_model_id: int  # the global_models row AAPL's model (model_id) belongs to
     stored_as_of: tuple[date, ...]  # AAPL, oldest first
     last_session: date  # AAPL and MSFT; no AAPL forecast is stored for it
     msft_as_of: date
@@ -152,12 +168,14 @@ def _run(session: Session, *, as_of: date, status: str, started: datetime) -> Fo
     return run
 
 
-def seed(session: Session, *, model_record: dict[str, Any]) -> Seed:
+def seed(session: Session, *, global_model: GlobalModel) -> Seed:
     """Fill an empty, migrated database (the caller commits)."""
     frames = {t: bundled_candles(t) for t in ("AAPL", "MSFT")}
     for ticker, frame in frames.items():
         upsert_candles(session, ticker=ticker, frame=frame, source="bundled")
-    model = add_model_version(session, record=model_record)
+    global_id = add_global_model(session, **global_model.row)
+    record = global_model.records["AAPL"] | {"global_model_id": global_id}
+    model = add_model_version(session, record=record)
     sessions = [ts.date() for ts in frames["AAPL"].index]
     stored = tuple(sessions[-STORED_SESSIONS - 1 : -1])
     start = datetime(2023, 12, 28, 23, 30, tzinfo=UTC)
@@ -202,6 +220,7 @@ def seed(session: Session, *, model_record: dict[str, Any]) -> Seed:
     session.flush()
     return Seed(
         model_id=model.id,
+        global_model_id=global_id,
         stored_as_of=stored,
         last_session=sessions[-1],
         msft_as_of=sessions[-1],

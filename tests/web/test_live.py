@@ -8,9 +8,11 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import date
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 from sqlalchemy import func, select
 
@@ -18,6 +20,7 @@ from db.models import Forecast
 from db.repository import load_candles
 from db.session import make_engine, make_session_factory
 from tests.web.conftest import Site
+from tests.web.seed import bundled_candles
 from web import create_app, state
 from web import live as live_module
 from web.live import ModelCache
@@ -103,7 +106,22 @@ def test_live_matches_forecasting_and_writes_nothing(
             candles = load_candles(session, ticker="AAPL")
     finally:
         engine.dispose()
-    expected = forecast(trained_from_record(model_record), candles, as_of=site.seed.last_session)
+
+    def universe(tickers: list[str], end: date, rows: int) -> dict[str, pd.DataFrame]:
+        """The fit's universe (AAPL and MSFT) from the bundled candles, not the database."""
+        return {t: bundled_candles(t).loc[: pd.Timestamp(end)].tail(rows) for t in tickers}
+
+    trained = trained_from_record(model_record)
+    assert trained.calibration["universe"] == ["AAPL", "MSFT"]
+    assert trained.train_end < site.seed.last_session  # so the forecast reads MSFT's candles
+    expected = forecast(trained, candles, as_of=site.seed.last_session, universe=universe)
+    # the network's share shows in every number compared below but the open (the last close):
+    # HAR-range alone would not tell whether the web loads and feeds the network right
+    har = expected.components["har_range"]
+    for key in ("high", "low", "close", "close_lo", "close_hi"):
+        assert [getattr(c, key) for c in expected.candles] != pytest.approx(
+            [getattr(c, key) for c in har], rel=1e-5
+        ), key
     got = first.get_json()["candles"]
     for want, have in zip(expected.candles, got, strict=True):
         assert have["date"] == want.date.isoformat()

@@ -21,6 +21,7 @@ import pytest
 
 from db.migrate import upgrade
 from tests.web.conftest import seeded_database, web_config
+from tests.web.seed import GlobalModel
 from tests.web.test_serve import free_port, start_server, wait_for, write_config
 from web import create_app
 
@@ -39,13 +40,13 @@ def get(url: str) -> tuple[int, Any]:
 
 @pytest.fixture(scope="module")
 def databases(
-    tmp_path_factory: pytest.TempPathFactory, model_record: dict[str, Any]
+    tmp_path_factory: pytest.TempPathFactory, global_model: GlobalModel
 ) -> tuple[Path, Path, str]:
     """Two seeded SQLite files: the original and one whose latest run succeeded and whose MSFT
     closes are SHIFT higher; plus the MSFT as-of date."""
     tmp = tmp_path_factory.mktemp("swap")
     original, other = tmp / "original.db", tmp / "other.db"
-    info = seeded_database(f"sqlite:///{original}", model_record)
+    info = seeded_database(f"sqlite:///{original}", global_model)
     shutil.copyfile(original, other)
     with sqlite3.connect(other) as conn:
         conn.execute("UPDATE forecasts SET close = close + ? WHERE ticker = 'MSFT'", (SHIFT,))

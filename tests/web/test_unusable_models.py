@@ -1,8 +1,9 @@
 """Corrupt or outdated model versions and stale answers, over real HTTP on SQLite and PostgreSQL.
 
-A version that fails its checks (sha256 mismatch, truncated zip with a matching sha256, old
-calibration) is skipped (logged once per process): the live path falls back to the next older
-usable version or answers a 503 JSON error, and the pages still render the stored data.
+A version that fails its checks (sha256 mismatch, truncated zip with a matching sha256, a
+per-ticker network's old calibration, a global model's older calibration version) is skipped
+(logged once per process): the live path falls back to the next older usable version or answers
+a 503 JSON error, and the pages still render the stored data.
 /predict says `stale: true` with the dates when the asked date is past the latest stored session
 or the live model is older than [model] retrain_every sessions.
 """
@@ -22,6 +23,7 @@ import pytest
 
 from db.model_store import add_model_version
 from forecasting.artifact import sha256_hex
+from forecasting.global_serve import GLOBAL_VERSION
 from tests.web.conftest import Site, serving, state_of, writing
 
 DEFAULT_KEYS = ["ticker", "as_of", "source", "model_version", "candles", "predictions"]
@@ -57,9 +59,11 @@ def _broken_records(record: dict[str, Any]) -> dict[str, dict[str, Any]]:
     flipped = bytearray(good)
     flipped[len(good) // 2] ^= 0xFF
     truncated = good[: len(good) // 2]
-    old_calibration = {"alpha_close": [0.0] * 4}
+    old_calibration = {"alpha_close": [0.0] * 4}  # a per-ticker network's, before quantiles
+    old_global = {**record["calibration"], "version": GLOBAL_VERSION - 1}
     return {
         # newest first: the live path meets every broken one before the good seed model
+        "old_global": {**record, "train_end": date(2023, 12, 15), "calibration": old_global},
         "old_calibration": {
             **record,
             "train_end": date(2023, 11, 30),
@@ -112,6 +116,7 @@ def test_live_path_skips_broken_versions_and_falls_back(
     assert "not a valid .keras archive" in unusable[aapl["truncated"]]
     assert "File not found" not in unusable[aapl["truncated"]]
     assert "older candlecast" in unusable[aapl["old_calibration"]]
+    assert "older candlecast" in unusable[aapl["old_global"]]
     for version_id in aapl.values():  # logged once, however many requests
         lines = [r for r in caplog.records if f"model version {version_id} of AAPL" in r.message]
         assert len(lines) == 1 and "unusable" in lines[0].message
