@@ -170,9 +170,9 @@ def test_live_forecast_carries_quantiles_and_model_mix(
     site: Site, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The live path passes the forecaster's quantiles and model mix through to the JSON."""
-    import forecasting.predict as predict_module
+    import forecasting.forecast_path as path_module
 
-    real = predict_module.forecast
+    real = path_module.forecast_set
     mix = {"close": "naive", "quantiles": {"lstm": 1.0}}
 
     def with_quantiles(*args: Any, **kwargs: Any) -> Any:
@@ -183,7 +183,7 @@ def test_live_forecast_carries_quantiles_and_model_mix(
         ]
         return replace(result, candles=candles, model_mix=mix)
 
-    monkeypatch.setattr(predict_module, "forecast", with_quantiles)
+    monkeypatch.setattr(path_module, "forecast_set", with_quantiles)
     client = create_app(site.config).test_client()
     status, body = predict(
         client,

@@ -72,7 +72,7 @@ def test_live_matches_forecasting_and_writes_nothing(
     site: Site, model_record: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from forecasting.artifact import trained_from_record
-    from forecasting.predict import forecast
+    from forecasting.forecast_path import UseModel, forecast_set
 
     app = create_app(site.config)  # a fresh app: empty model cache
     loads: list[int] = []
@@ -114,7 +114,9 @@ def test_live_matches_forecasting_and_writes_nothing(
     trained = trained_from_record(model_record)
     assert trained.calibration["universe"] == ["AAPL", "MSFT"]
     assert trained.train_end < site.seed.last_session  # so the forecast reads MSFT's candles
-    expected = forecast(trained, candles, as_of=site.seed.last_session, universe=universe)
+    expected = forecast_set(
+        "AAPL", site.seed.last_session, UseModel(trained), candles=candles, universe=universe
+    )
     # the network's share shows in every number compared below but the open (the last close):
     # HAR-range alone would not tell whether the web loads and feeds the network right
     har = expected.components["har_range"]
