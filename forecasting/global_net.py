@@ -35,6 +35,7 @@ from forecasting import range_model as R
 from forecasting.forecast_set import HORIZON
 from forecasting.params import ModelParams
 from forecasting.quantiles import QUANTILE_LEVELS
+from forecasting.scoring import pinball_loss, winkler_score
 from forecasting.train import attention_entropy
 
 BLEND_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -164,8 +165,8 @@ def _gate_losses(delta: np.ndarray, y: np.ndarray, col: int, w: float) -> np.nda
     scale = (1.0 - w) + w * np.exp(0.5 * delta[..., col])
     if col == 0:
         z = y[..., 3 : 3 + len(LEVELS)]
-        err = (y[..., :1] - scale[..., None] * z) * s[..., None]
-        return np.maximum(LEVELS * err, (LEVELS - 1) * err).mean(axis=-1)
+        err = (y[..., :1] - scale[..., None] * z) * s[..., None]  # actual minus quantile
+        return pinball_loss(0.0, err, LEVELS).mean(axis=-1)
     u, d = y[..., 3 + len(LEVELS)], y[..., 4 + len(LEVELS)]
     return (np.abs(y[..., 1] - scale * u) + np.abs(y[..., 2] - scale * d)) * s
 
@@ -212,8 +213,7 @@ def ticker_scores(delta: np.ndarray, y: np.ndarray, gate: dict) -> dict[str, lis
 
     def winkler(scale):
         lower, upper = scale * z[..., lo], scale * z[..., hi]
-        miss = np.maximum(lower - ret, 0) + np.maximum(ret - upper, 0)
-        return (upper - lower) + miss / 0.1, (ret >= lower) & (ret <= upper)
+        return winkler_score(lower, upper, ret, alpha=0.2), (ret >= lower) & (ret <= upper)
 
     w = np.asarray(gate["blend"])[None, :]
     scale = (1 - w) + w * np.exp(0.5 * delta[..., 0])

@@ -52,8 +52,8 @@ def winkler_score(
     return (upper - lower) + (2.0 / alpha) * (below + above)
 
 
-def pinball_loss(pred: np.ndarray, actual: np.ndarray, q: float) -> np.ndarray:
-    """Pinball (quantile) loss of ``pred`` as the ``q`` quantile of ``actual``."""
+def pinball_loss(pred: np.ndarray | float, actual: np.ndarray, q: np.ndarray | float) -> np.ndarray:
+    """Pinball (quantile) loss of ``pred`` as the ``q`` quantile of ``actual`` (broadcast)."""
     diff = np.asarray(actual, dtype=float) - np.asarray(pred, dtype=float)
     return np.maximum(q * diff, (q - 1.0) * diff)
 

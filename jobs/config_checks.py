@@ -13,6 +13,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from db.urls import safe_url
+from forecasting.forecast_set import HORIZON
 from jobs.config_types import (
     ALERT_EVENTS,
     DATABASE_URL_ENV,
@@ -96,8 +97,10 @@ def _validated(config: Config, base_dir: Path) -> Config:
     model = config.model
     for name in ("window", "horizon", "epochs", "batch_size", "units", "patience", "retrain_every"):
         _positive(f"model.{name}", getattr(model, name))
-    if model.horizon != 4:
-        raise ConfigError("model.horizon must be 4 (the product forecasts four candles)")
+    if model.horizon != HORIZON:
+        raise ConfigError(
+            f"model.horizon must be {HORIZON} (the product forecasts {HORIZON} candles)"
+        )
     if not 0.05 <= model.validation_fraction <= 0.5:
         raise ConfigError("model.validation_fraction must be between 0.05 and 0.5")
     if not 0.05 <= model.calibration_fraction <= 0.5:

@@ -14,7 +14,7 @@ from flask import Blueprint, Response, jsonify, request
 from sqlalchemy.exc import DBAPIError
 
 from db import web_queries as q
-from db.models import ForecastRun
+from db.models import HORIZONS, ForecastRun
 from db.repository import load_candles
 from db.session import DatabaseFileMissing
 from forecasting.forecast_set import ACTUAL_COLUMNS, KEY_COLUMNS
@@ -226,7 +226,7 @@ def decode_cursor(raw: str) -> tuple[date, int]:
     try:
         padded = raw + "=" * (-len(raw) % 4)
         day, horizon = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
-        if not isinstance(horizon, int) or isinstance(horizon, bool) or not 1 <= horizon <= 4:
+        if not isinstance(horizon, int) or isinstance(horizon, bool) or horizon not in HORIZONS:
             raise ValueError("bad horizon")
         return parse_date(day, "cursor"), horizon
     except (ValueError, TypeError, UnicodeError, binascii.Error, ApiError):

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from db import web_queries as q
-from db.models import QUANTILE_COLUMNS
+from db.models import HORIZONS, QUANTILE_COLUMNS
 from forecasting.numbers import round_sig
 from forecasting.quantiles import DEFAULT_LEVEL, INTERVAL_LEVELS, QUANTILE_NAMES, interval_indices
 from jobs.config import Config, validate_ticker
@@ -30,7 +30,6 @@ from web.live import (
 from web.params import whole_number
 
 DATE_PATTERN = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
-HORIZONS = (1, 2, 3, 4)
 LEVELS = tuple(sorted(INTERVAL_LEVELS))
 # A price (or price error) for a JSON body: six significant digits at any scale, so 0.00019 stays
 # 0.00019 (decimal places would make it 0.0002); None stays None.

@@ -16,8 +16,8 @@ from forecasting.backtest import (
     QUANTILE_COLUMNS,
     walk_forward,
 )
-from forecasting.params import ModelParams
 from forecasting.global_net import required_sessions
+from forecasting.params import ModelParams
 from tests.forecasting.synthetic import synthetic_candles
 
 TINY = ModelParams(window=10, horizon=4, epochs=1, batch_size=32, units=4, patience=1)
