@@ -2,7 +2,7 @@
 
 Each ticker forecasts as of its own latest session on or before the backfilled date, on its own
 exchange calendar (jobs.pipeline.Pipeline._ticker_as_ofs, shared with the nightly run), and the
-pooled HAR-range is fitted over the tickers that synced only.
+global model is fitted over the tickers that synced only.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 from sqlalchemy import func, select
 
-import jobs.pipeline
-from db.models import Forecast, ForecastRun, ForecastRunTicker
+import jobs.global_fit
+from db.models import Forecast, ForecastRun, ForecastRunTicker, GlobalModel
 from jobs.pipeline import Pipeline
 from jobs.sync import provider_for, sync_tickers
 from tests.conftest import one_backend
@@ -95,20 +95,23 @@ def test_backfill_forecasts_a_ticker_missing_a_session_as_of_its_latest_one(
 
 
 @one_backend
-def test_backfill_pools_har_range_over_the_tickers_that_synced(
+def test_backfill_fits_the_global_model_over_the_tickers_that_synced(
     pipeline_config, universe, session_factory, monkeypatch
 ):
-    config = pipeline_config(model={"scope": "per_ticker"})
+    """The global model (HAR-range pooled inside it) is fitted over the tickers that synced:
+    once for a retrain every 10 sessions, and stored with that universe. (With per-ticker
+    networks this was the pooled HAR-range fit they shared.)"""
+    config = pipeline_config()
     sync_tickers(config, session_factory, provider_for(config), ["AAPL", "MSFT"])
     (universe / "MSFT.csv").write_text("garbage,,x\n1,2,3\n")  # stored candles, failing sync
     pooled: list[tuple[str, ...]] = []
-    real = jobs.pipeline.pooled_range_fits
+    real = jobs.global_fit.global_records
 
     def spy(factory, config, tickers, as_of):
         pooled.append(tuple(tickers))
         return real(factory, config, tickers, as_of)
 
-    monkeypatch.setattr(jobs.pipeline, "pooled_range_fits", spy)
+    monkeypatch.setattr(jobs.global_fit, "global_records", spy)
     results = Pipeline(config).run_backfill(
         start=date(2023, 12, 28), end=date(2023, 12, 29), retrain_every=10
     )
@@ -118,3 +121,5 @@ def test_backfill_pools_har_range_over_the_tickers_that_synced(
         for r in results
     )
     assert pooled == [("AAPL",)]  # once (one retrain), without the ticker whose sync failed
+    with session_factory() as s:
+        assert [g.tickers for g in s.scalars(select(GlobalModel))] == [["AAPL"]]

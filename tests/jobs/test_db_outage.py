@@ -1,6 +1,9 @@
 """A transient database outage mid-run: retried with backoff, then the ticker fails; the run is
 always finished. PostgreSQL only (a TCP proxy in the test cuts the connections; the shared
-server is never stopped): SQLite has no connection to lose."""
+server is never stopped): SQLite has no connection to lose.
+
+A night fits its global network once, before the per-ticker fan-out (jobs.global_fit); "without
+retraining" means that fit is not done again when a later commit is retried."""
 
 from __future__ import annotations
 
@@ -15,8 +18,9 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from db.models import Forecast, ForecastRun, ForecastRunTicker
-from jobs import db_retry, tasks
+import forecasting.global_net
+from db.models import Forecast, ForecastRun, ForecastRunTicker, GlobalModel, ModelVersion
+from jobs import db_retry
 from jobs.pipeline import Pipeline
 from tests.conftest import POSTGRES_URL
 from tests.jobs.tcp_proxy import TcpProxy
@@ -78,65 +82,97 @@ def stored(factory) -> tuple[list[tuple[str, str, str | None]], dict[str, str], 
 
 
 def cut_at(monkeypatch, proxy: TcpProxy, target: str, *, after: bool = False) -> None:
-    """Make `target` (a module attribute) cut the proxy before (or after) doing its work."""
+    """Make the first call of `target` (a module attribute) cut the proxy before (or after)
+    doing its work; later calls (e.g. a refit) just do it."""
     module, name = target.rsplit(".", 1)
     original = getattr(importlib.import_module(module), name)
+    calls = []
 
     def wrapper(*args, **kwargs):
-        if not after:
+        calls.append(args)
+        if not after and len(calls) == 1:
             proxy.cut()
         result = original(*args, **kwargs)
-        if after:
+        if after and len(calls) == 1:
             proxy.cut()
         return result
 
     monkeypatch.setattr(target, wrapper)
 
 
-# these count trainings of the per-ticker network (the global one is fitted before the fan-out)
-PER_TICKER = {"scope": "per_ticker"}
+def fits_counted(monkeypatch) -> list:
+    """The night's global fits (forecasting.global_net.fit_global calls), as they happen."""
+    fits: list = []
+    monkeypatch.setattr(
+        "forecasting.global_net.fit_global", counted(fits, forecasting.global_net.fit_global)
+    )
+    return fits
+
+
+def models_stored(factory) -> tuple[int, int]:
+    """(global models, model versions) stored."""
+    with factory() as s:
+        return (
+            s.scalar(select(func.count()).select_from(GlobalModel)),
+            s.scalar(select(func.count()).select_from(ModelVersion)),
+        )
+
+
+# The night's commits after its fit: its global model (the outage starts as the fit returns),
+# then each ticker's model version, forecasts and outcome in one transaction (the outage starts
+# after the forecast: the baselines come right before the commit).
+COMMITS = {
+    "global-model": ("forecasting.global_net.fit_global", True, "storing the night's global model"),
+    "ticker": ("jobs.tasks._baseline_sets", False, "AAPL: storing the forecasts"),
+}
 
 
 @postgres_only
 @pytest.mark.slow
+@pytest.mark.parametrize("commit", list(COMMITS))
 def test_an_outage_at_the_commit_is_retried_without_retraining_and_the_run_succeeds(
-    pipeline_config, proxied, session_factory, monkeypatch
+    pipeline_config, proxied, session_factory, monkeypatch, commit
 ):
+    """An outage at either commit of the night lasts until its second retry: the commit is
+    retried (stored once), the global model is not fitted again and the run succeeds."""
     proxy, url = proxied
     monkeypatch.setattr(db_retry, "RETRY_DELAYS_S", (0.3,) * 5)
-    trainings: list = []
-    monkeypatch.setattr("jobs.tasks._train", counted(trainings, tasks._train))
-    # The outage starts after training (the baselines come right before the commit) and lasts
-    # until the commit's second retry is logged.
-    cut_at(monkeypatch, proxy, "jobs.tasks._baseline_sets")
-    pipeline = Pipeline(
-        pipeline_config(database={"url": url}, tickers={"symbols": ["AAPL"]}, model=PER_TICKER)
-    )
+    fits = fits_counted(monkeypatch)
+    target, after, what = COMMITS[commit]
+    cut_at(monkeypatch, proxy, target, after=after)
+    pipeline = Pipeline(pipeline_config(database={"url": url}, tickers={"symbols": ["AAPL"]}))
     with OnLog("candlecast.db_retry", "retry 2 of 5", proxy.restore) as retries:
         result = pipeline.run_nightly()
-    assert [m for m in retries.messages if m.startswith("AAPL: storing the forecasts")]
+    assert [m for m in retries.messages if m.startswith(what)]
     assert result.status == "succeeded", result.outcomes
-    assert len(trainings) == 1
+    assert len(fits) == 1
     pipeline.engine.dispose()
     runs, tickers, sets = stored(session_factory)
     assert runs == [("succeeded", "manual", "1 ticker: all succeeded")]
     assert tickers == {"AAPL": "succeeded"}
     assert sets == {4}
+    assert models_stored(session_factory) == (1, 1)
+
+
+def no_fit(factory, config, tickers, as_of) -> dict[str, str]:
+    """The night's global fit, skipped: each ticker's reason for having no model."""
+    return {ticker: "no model: the test skipped the night's fit" for ticker in tickers}
 
 
 @postgres_only
 def test_an_outage_beyond_the_retry_budget_fails_the_ticker_and_still_finishes_the_run(
     pipeline_config, proxied, session_factory, monkeypatch
 ):
+    """The outage starts as the night's global fit returns, right before the ticker starts, and
+    outlasts the ticker's retries: the ticker fails on it (stored once the database is back)
+    and the run is finished `failed`. The fit is skipped (a few seconds saved): the ticker
+    fails at its start, before it would use a model; the fit's own commit is the test above's."""
     proxy, url = proxied
     monkeypatch.setattr(db_retry, "RETRY_DELAYS_S", (0.2, 0.2))
-    trainings: list = []
-    monkeypatch.setattr("jobs.tasks._train", counted(trainings, tasks._train))
+    monkeypatch.setattr("jobs.global_fit.global_records", no_fit)
     # The outage starts right before the ticker does.
-    cut_at(monkeypatch, proxy, "jobs.pipeline.pooled_range_fits", after=True)
-    pipeline = Pipeline(
-        pipeline_config(database={"url": url}, tickers={"symbols": ["AAPL"]}, model=PER_TICKER)
-    )
+    cut_at(monkeypatch, proxy, "jobs.global_fit.global_records", after=True)
+    pipeline = Pipeline(pipeline_config(database={"url": url}, tickers={"symbols": ["AAPL"]}))
     # The database comes back while AAPL's failure is being recorded (after its own retries).
     with OnLog("candlecast.db_retry", "recording its failure", proxy.restore):
         result = pipeline.run_nightly()
@@ -147,7 +183,6 @@ def test_an_outage_beyond_the_retry_budget_fails_the_ticker_and_still_finishes_t
         "database unavailable (AAPL: starting; gave up after 3 attempts over 0.4 s): "
     )
     assert "\n" not in aapl.error
-    assert trainings == []
     pipeline.engine.dispose()
     runs, tickers, sets = stored(session_factory)
     assert runs == [("failed", "manual", "all 1 ticker failed")]
