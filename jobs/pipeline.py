@@ -163,7 +163,7 @@ class Pipeline:
             lambda session: runs.set_run_as_of(session, run_id=run_id, as_of_date=as_of),
         )
         todo = [t for t in symbols if t not in sync_errors]
-        records = self._night_models(tuple(todo), as_of)
+        records = self._night_models(self._universe(todo, sync_errors), as_of)
         task = partial(process_ticker, self.factory) if inline else forecast_task
         args = [
             (
@@ -236,7 +236,8 @@ class Pipeline:
                             record = None
                             if ticker not in models:  # refitting now: the global model
                                 if fits_at != position:
-                                    records = self._night_models(synced, as_of)
+                                    universe = self._universe(synced, sync_errors)
+                                    records = self._night_models(universe, as_of)
                                     fits_at = position
                                 record = records.get(ticker)
                             outcome = process_ticker(
@@ -258,11 +259,20 @@ class Pipeline:
         return results
 
     # steps -------------------------------------------------------------------------------------
+    def _universe(self, tickers: Iterable[str], sync_errors: dict[str, str]) -> tuple[str, ...]:
+        """The tickers the night's global model is fitted over: every configured ticker (and
+        any other run ticker) except those whose sync failed in this run, so a run of some
+        tickers (``--tickers``, a resumed night) serves the same universe's model as a full
+        night and the next night does not refit in full for "tickers changed"."""
+        configured = [t for t in self.config.tickers.symbols if t not in sync_errors]
+        return tuple(dict.fromkeys([*configured, *tickers]))
+
     def _night_models(self, tickers: tuple[str, ...], as_of: date) -> dict[str, dict | str]:
         """The night's global fit, before the per-ticker fan-out: ticker -> its model version's
         record (or the reason it has none)."""
         from jobs.global_fit import global_records
 
+        log.info("global model: fitting over %d tickers up to %s", len(tickers), as_of)
         return global_records(self.factory, self.config, tickers, as_of)
 
     def _abandon_stale_runs(self) -> None:
