@@ -63,6 +63,7 @@ def test_rows_have_csv_columns_and_only_complete_as_of_dates(rows, candles):
         assert (horizons == [[1, 2, 3, 4]] * len(expected)).all(), name
 
 
+@pytest.mark.slow
 def test_every_model_forecasts_the_same_keys(rows):
     keys = {name: _model(rows, name)[KEYS] for name in MODELS}
     for name, frame in keys.items():
@@ -80,6 +81,7 @@ def test_every_model_forecasts_the_same_keys(rows):
         pd.testing.assert_frame_equal(other, first, obj=name)
 
 
+@pytest.mark.slow
 def test_naive_and_actuals_come_from_the_right_rows(rows, candles):
     position = {d.date(): i for i, d in enumerate(candles.index)}
     for r in rows.sample(40, random_state=0).itertuples(index=False):

@@ -109,6 +109,7 @@ def test_unusable_versions_are_refused_with_the_reason(record) -> None:
         A.usable_from_record({**record, "artifact_sha256": "0" * 64})
 
 
+@pytest.mark.slow
 def test_lambda_layers_are_refused() -> None:
     import keras
 

@@ -288,6 +288,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.mark.slow  # a real gunicorn server per case: 2-3 s each
 @pytest.mark.parametrize("access_log", [True, False])
 def test_web_server_logs(tmp_path: Path, migrated_url: str, access_log: bool) -> None:
     port = free_port()

@@ -93,6 +93,7 @@ def test_gunicorn_options_follow_config(sqlite_site: Site) -> None:
         gunicorn_options(sqlite_site.config, workers=0)
 
 
+@pytest.mark.slow
 def test_serve_answers_over_http(sqlite_site: Site, tmp_path: Path) -> None:
     port = free_port()
     config_path = write_config(tmp_path, sqlite_site.url, port)
