@@ -176,8 +176,8 @@ class Candle(Base):
 
 
 class GlobalModel(Base):
-    """One fit of the global network ([model] scope = "global"): the night's model of every
-    ticker. Each ticker's model version points to it (and holds the shared `.keras` bytes)."""
+    """One fit of the global network: the night's model of every ticker. Each ticker's model
+    version points to it (and holds the shared `.keras` bytes)."""
 
     __tablename__ = "global_models"
     __table_args__ = (

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich import box
@@ -23,6 +24,12 @@ from jobs.cli_support import (
     stderr,
     stdout,
 )
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from forecasting.train import TrainedModel
+    from jobs.config import Config
 
 DATE = click.DateTime(["%Y-%m-%d"])
 
@@ -89,11 +96,11 @@ class FreshOrFitNow:
     """The forecast command's model policy: the newest fresh stored model, else the global
     network fitted now over the configured tickers and stored as a new model version."""
 
-    def __init__(self, factory, config) -> None:
+    def __init__(self, factory: sessionmaker[Session], config: Config) -> None:
         self.factory, self.config = factory, config
-        self.source = ""
+        self.source = ""  # which model served, for the command's last line
 
-    def model_for(self, ticker: str, as_of: date):
+    def model_for(self, ticker: str, as_of: date) -> TrainedModel:
         from db import model_store
         from jobs.global_fit import global_records, trained_from_global_record
 

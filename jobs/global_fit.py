@@ -1,4 +1,4 @@
-"""The night's global network ([model] scope = "global"): one fit before the per-ticker fan-out.
+"""The night's global network: one fit over the universe before the per-ticker fan-out.
 
 The fit sees every given ticker's history_years up to the as-of date. It warm-starts from the
 newest stored global model (trained on earlier data, same hyperparameters and tickers) and runs
