@@ -126,9 +126,8 @@ def store_global_fit(session: Any, frames: dict[str, Any]) -> dict[str, int]:
     import pandas as pd
 
     from db.model_store import add_global_model, add_model_version
-    from forecasting.artifact import model_to_bytes, sha256_hex, trained_to_record
     from forecasting.global_net import fit_global
-    from forecasting.global_serve import ticker_models
+    from forecasting.global_store import storable_fit
     from forecasting.params import ModelParams
 
     params = ModelParams(units=8, epochs=2, patience=1)
@@ -136,19 +135,12 @@ def store_global_fit(session: Any, frames: dict[str, Any]) -> dict[str, int]:
     start = end - pd.DateOffset(years=HISTORY_YEARS)
     histories = {t: f.loc[(f.index > start) & (f.index <= end)] for t, f in frames.items()}
     fit = fit_global(histories, params)
-    fit.metrics.update(fit_reason="first fit")
-    artifact = model_to_bytes(fit.network)
-    global_id = add_global_model(
-        session, train_start=fit.train_start, train_end=fit.train_end, kind=fit.kind,
-        reason="first fit", parent_id=None, tickers=list(fit.tickers),
-        hyperparameters=params.to_dict(), gate=fit.gate, metrics=fit.metrics,
-        artifact_sha256=sha256_hex(artifact),
-    )  # fmt: skip
-    ids = {}
-    for ticker, trained in ticker_models(fit, histories).items():
-        trained.calibration["last_full"] = fit.train_end.isoformat()
-        record = trained_to_record(trained, artifact=artifact) | {"global_model_id": global_id}
-        ids[ticker] = add_model_version(session, record=record).id
+    stored = storable_fit(fit, histories, reason="first fit", last_full=fit.train_end)
+    global_id = add_global_model(session, **stored.row, parent_id=None)
+    ids = {
+        ticker: add_model_version(session, record=record | {"global_model_id": global_id}).id
+        for ticker, record in stored.records.items()
+    }
     print(
         f"global model: {fit.kind} fit of {len(ids)} tickers to {fit.train_end} in "
         f"{fit.metrics.get('train_seconds', 0.0):.1f} s, gate {fit.gate}",

@@ -61,11 +61,6 @@ def _session_index(exchange: str) -> pd.DatetimeIndex:
     return pd.DatetimeIndex(pd.to_datetime(list(_sessions(exchange)))).as_unit("ns")
 
 
-def session_days(exchange: str = "XNYS") -> pd.DatetimeIndex:
-    """Every session of `exchange` in the calendar's span."""
-    return _session_index(exchange)
-
-
 def off_calendar(days: pd.DatetimeIndex, exchange: str = "XNYS") -> np.ndarray:
     """True for each day inside the calendar's span that is not a session of `exchange`.
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Protocol
 
+import numpy as np
 import pandas as pd
 
 from forecasting.forecast_set import PRICE_KEYS, Forecast, ForecastCandle, candles_from
@@ -71,8 +72,6 @@ def baseline_sets(forecast: Forecast, history: pd.DataFrame) -> dict[str, list[F
     """Every baseline (``forecasting.baselines``) fitted on ``history`` (candles up to the
     forecast's as-of date) for the forecast's own target dates: what the nightly task stores
     beside the served forecast, through the same Forecaster interface the backtest scores."""
-    import numpy as np
-
     from forecasting.baselines import BASELINES
 
     dates = [c.date for c in forecast.candles]
@@ -84,5 +83,5 @@ def baseline_sets(forecast: Forecast, history: pd.DataFrame) -> dict[str, list[F
             model.fit_universe({forecast.ticker: history}), forecast.ticker, history, last, None
         )
         if paths is not None:
-            out[name] = candles_from({**paths.prices(), "quantiles": paths.quantiles}, dates)
+            out[name] = paths.candles(dates)
     return out

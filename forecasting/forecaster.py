@@ -13,14 +13,15 @@ exchange calendar's sessions after each as-of row. One forecast for one date is
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from forecasting.forecast_set import HORIZON
+from forecasting.forecast_set import HORIZON, ForecastCandle, candles_from
 from forecasting.quantiles import QUANTILE_LEVELS, quantile_index
 
 __all__ = ["HORIZON", "CandlePaths", "Forecaster", "log_returns", "normal_quantiles"]
@@ -39,6 +40,22 @@ class CandlePaths:
     quantiles: np.ndarray  # NaN where a forecaster has no interval (naive)
     attention: np.ndarray | None = None  # (n, window) for the network, else None
     components: dict[str, CandlePaths] = field(default_factory=dict)  # the served model's parts
+
+    @classmethod
+    def from_prices(cls, prices: Mapping[str, np.ndarray]) -> CandlePaths:
+        """From arrays by name (open, high, low, close, quantiles and optionally attention)."""
+        return cls(
+            open=prices["open"],
+            high=prices["high"],
+            low=prices["low"],
+            close=prices["close"],
+            quantiles=prices["quantiles"],
+            attention=prices.get("attention"),
+        )
+
+    def candles(self, dates: Sequence[date], row: int = 0) -> list[ForecastCandle]:
+        """As-of row ``row`` as the forecast type's candles on ``dates``."""
+        return candles_from({**self.prices(), "quantiles": self.quantiles}, list(dates), row)
 
     def prices(self) -> dict[str, np.ndarray]:
         """The (n, horizon) arrays by name, close_lo/close_hi being the 80% interval."""

@@ -118,7 +118,8 @@ def forecast_global(
 ):
     """The served forecast (``forecasting.forecast_set.Forecast``) of one ticker after ``as_of``."""
     from forecasting.calendar import next_sessions
-    from forecasting.forecast_set import Forecast, candles_from
+    from forecasting.forecast_set import Forecast
+    from forecasting.served import served_paths
 
     data = candles if as_of is None else candles.loc[candles.index <= pd.Timestamp(as_of)]
     needed = G.required_rows(trained.params.window)
@@ -133,30 +134,19 @@ def forecast_global(
     h = trained.params.horizon
     dates = next_sessions(day, h, exchange=exchange)
     targets = np.array([dates], dtype="datetime64[ns]")
-    parts = predict_rows(
-        as_fit(trained), inputs, trained.ticker, np.array([len(data) - 1]), targets
+    paths = served_paths(
+        predict_rows(as_fit(trained), inputs, trained.ticker, np.array([len(data) - 1]), targets)
     )
-    served = parts["candlecast"]
-    attention = served.pop("attention")[0]
+    assert paths.attention is not None  # the network always returns its attention
     return Forecast(
         ticker=trained.ticker,
         as_of=day,
-        candles=candles_from(_with_interval(served), dates),
-        attention=[float(w) for w in attention],
+        candles=paths.candles(dates),
+        attention=[float(w) for w in paths.attention[0]],
         attention_dates=[ts.date() for ts in data.index[-trained.params.window :]],
         model_mix=model_mix(trained.calibration["gate"]),
-        components={
-            "lstm": candles_from(_with_interval(parts["network"]), dates),
-            "har_range": candles_from(_with_interval(parts["har_range"]), dates),
-        },
+        components={name: part.candles(dates) for name, part in paths.components.items()},
     )
-
-
-def _with_interval(prices: dict) -> dict:
-    from forecasting.forecaster import I_HI, I_LO
-
-    q = prices["quantiles"]
-    return {**prices, "close_lo": q[..., I_LO], "close_hi": q[..., I_HI]}
 
 
 def model_mix(gate: dict) -> dict:

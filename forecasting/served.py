@@ -21,16 +21,15 @@ from forecasting.model_names import PRODUCT
 from forecasting.params import ModelParams
 
 
-def candle_paths(prices: dict[str, np.ndarray]) -> CandlePaths:
-    """One part of ``global_net.predict_rows`` (open, high, low, close, quantiles) as paths."""
-    return CandlePaths(
-        open=prices["open"],
-        high=prices["high"],
-        low=prices["low"],
-        close=prices["close"],
-        quantiles=prices["quantiles"],
-        attention=prices.get("attention"),
-    )
+def served_paths(parts: dict[str, dict[str, np.ndarray]]) -> CandlePaths:
+    """``global_net.predict_rows``'s parts as the served CandlePaths, its parts as components:
+    ``lstm`` (the network's correction in full) and ``har_range`` (no correction)."""
+    served = CandlePaths.from_prices(parts["candlecast"])
+    served.components = {
+        "lstm": CandlePaths.from_prices(parts["network"]),
+        "har_range": CandlePaths.from_prices(parts["har_range"]),
+    }
+    return served
 
 
 class ServedModel(Forecaster):
@@ -64,10 +63,4 @@ class ServedModel(Forecaster):
 
         if ticker not in fitted.har:
             return None
-        parts = predict_rows(fitted, self.inputs[ticker], ticker, rows, targets)
-        served = candle_paths(parts["candlecast"])
-        served.components = {
-            "lstm": candle_paths(parts["network"]),
-            "har_range": candle_paths(parts["har_range"]),
-        }
-        return served
+        return served_paths(predict_rows(fitted, self.inputs[ticker], ticker, rows, targets))

@@ -72,10 +72,9 @@ def global_records(
     factory: sessionmaker[Session], config: Config, tickers: tuple[str, ...], as_of: date
 ) -> dict[str, dict | str]:
     """Fit the night's global model over ``tickers``: ticker -> record (or an error text)."""
-    from forecasting.artifact import model_to_bytes, sha256_hex, trained_to_record
     from forecasting.global_inputs import GAP_SCALE
     from forecasting.global_net import fit_global, required_sessions
-    from forecasting.global_serve import ticker_models
+    from forecasting.global_store import storable_fit
     from forecasting.range_model import WARMUP
     from forecasting.train import history_slice
 
@@ -104,39 +103,27 @@ def global_records(
     except ValueError as exc:
         log.warning("the global model could not be fitted: %s", exc)
         return out | {t: f"the global model could not be fitted: {exc}" for t in histories}
-    fit.metrics.update(fit_reason=reason)
-    models = ticker_models(fit, histories)
-    artifact = model_to_bytes(fit.network)
-    _remember(sha256_hex(artifact), fit.network)  # this process's tasks need not load it again
+    full_date = (last_full or fit.train_end) if fit.kind == "warm" else fit.train_end
+    stored = storable_fit(fit, histories, reason=reason, last_full=full_date)
+    _remember(stored.artifact_sha256, fit.network)  # this process's tasks need not load it again
     global_id = in_transaction(
         factory,
         "storing the night's global model",
         partial(
             model_store.add_global_model,
-            train_start=fit.train_start,
-            train_end=fit.train_end,
-            kind=fit.kind,
-            reason=reason,
+            **stored.row,
             parent_id=parent_id if fit.kind == "warm" else None,
-            tickers=list(fit.tickers),
-            hyperparameters=config.model.to_dict(),
-            gate=fit.gate,
-            metrics=fit.metrics,
-            artifact_sha256=sha256_hex(artifact),
         ),
     )
-    full_date = (last_full or fit.train_end) if fit.kind == "warm" else fit.train_end
     for ticker in histories:
-        if ticker not in models:
+        if ticker not in stored.records:
             out[ticker] = f"{ticker}: HAR-range could not be fitted on its history"
             continue
-        trained = models[ticker]
-        trained.calibration["last_full"] = full_date.isoformat()
-        out[ticker] = trained_to_record(trained, artifact=artifact) | {"global_model_id": global_id}
+        out[ticker] = stored.records[ticker] | {"global_model_id": global_id}
     log.info(
         "global model: %s fit over %d tickers (%s) in %.1f s",
         fit.kind,
-        len(models),
+        len(stored.records),
         reason,
         fit.metrics.get("train_seconds", 0.0),
     )

@@ -183,26 +183,37 @@ class LiveForecast:
     model_age_sessions: int | None
 
 
+@dataclass(frozen=True)
+class StoredModel:
+    """A loaded model version and which one it is."""
+
+    version_id: int
+    train_end: date
+    trained: TrainedModel
+
+
 class NewestUsable:
     """The live fallback's model policy (``forecasting.forecast_path``): the newest stored model
-    trained on data up to the as-of date that passes its checks. It remembers its answer, with
-    the version that gave it, so the caller can size the candle query from its window.
+    trained on data up to the as-of date that passes its checks. It remembers its answers, so
+    the caller can size the candle query from the model's window before forecasting.
 
     NoForecast when there is none; ModelPruned (a NoForecast naming the fix) when the only ones
     had their artifacts pruned; ModelUnavailable when every one fails its checks."""
 
     def __init__(self, session: Session, cache: ModelCache) -> None:
         self.session, self.cache = session, cache
-        self.found: tuple[str, date, int, date, TrainedModel] | None = None
+        self.found: dict[tuple[str, date], StoredModel] = {}
+
+    def stored(self, ticker: str, as_of: date) -> StoredModel:
+        """The model version that serves ``ticker`` as of ``as_of`` (looked up once)."""
+        if (ticker, as_of) not in self.found:
+            self.found[ticker, as_of] = self._newest(ticker, as_of)
+        return self.found[ticker, as_of]
 
     def model_for(self, ticker: str, as_of: date) -> TrainedModel:
-        if self.found is not None and self.found[:2] == (ticker, as_of):
-            return self.found[4]
-        version_id, train_end, trained = self._newest(ticker, as_of)
-        self.found = (ticker, as_of, version_id, train_end, trained)
-        return trained
+        return self.stored(ticker, as_of).trained
 
-    def _newest(self, ticker: str, as_of: date) -> tuple[int, date, TrainedModel]:
+    def _newest(self, ticker: str, as_of: date) -> StoredModel:
         from forecasting.artifact import UnusableModelError
 
         session, cache = self.session, self.cache
@@ -222,7 +233,7 @@ class NewestUsable:
                 except UnusableModelError as exc:
                     cache.mark_unusable(version_id, str(exc), ticker=ticker)
                     continue
-                return version_id, candidate.train_end, trained
+                return StoredModel(version_id, candidate.train_end, trained)
 
 
 def _no_model(session: Session, ticker: str, as_of: date) -> NoForecast | ModelUnavailable:
@@ -258,10 +269,8 @@ def live_forecast(
     from forecasting.forecast_path import forecast_set
 
     policy = NewestUsable(session, cache)
-    trained = policy.model_for(ticker, as_of)
-    assert policy.found is not None
-    version_id, train_end = policy.found[2], policy.found[3]
-    rows = history_rows(trained.params.window)
+    stored = policy.stored(ticker, as_of)
+    rows = history_rows(stored.trained.params.window)
     start = q.nth_session_before(session, ticker=ticker, day=as_of, n=rows)
     candles = load_candles(session, ticker=ticker, start=start, end=as_of)
 
@@ -277,9 +286,11 @@ def live_forecast(
         raise NoForecast(str(exc)) from None
     return LiveForecast(
         result=result,
-        model_version=version_id,
-        model_trained_through=train_end,
-        model_age_sessions=sessions_between(session, ticker=ticker, start=train_end, end=as_of),
+        model_version=stored.version_id,
+        model_trained_through=stored.train_end,
+        model_age_sessions=sessions_between(
+            session, ticker=ticker, start=stored.train_end, end=as_of
+        ),
     )
 
 

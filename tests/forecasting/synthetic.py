@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 import numpy as np
 import pandas as pd
 
-from forecasting.calendar import session_days
+from forecasting.calendar import next_sessions
 
 
-def synthetic_candles(n: int = 300, seed: int = 0, end: str | None = None) -> pd.DataFrame:
+def synthetic_candles(n: int = 300, seed: int = 0) -> pd.DataFrame:
     """A valid random-walk OHLCV frame on the NYSE's sessions (shared by the forecasting tests)."""
     rng = np.random.default_rng(seed)
     close = 50.0 * np.exp(np.cumsum(rng.normal(0.0005, 0.02, n)))
@@ -16,11 +18,7 @@ def synthetic_candles(n: int = 300, seed: int = 0, end: str | None = None) -> pd
     high = np.maximum(opn, close) * np.exp(np.abs(rng.normal(0, 0.01, n)))
     low = np.minimum(opn, close) * np.exp(-np.abs(rng.normal(0, 0.01, n)))
     volume = rng.lognormal(15, 0.3, n)
-    sessions = pd.DatetimeIndex(session_days("XNYS"), name="session_date")
-    if end is None:
-        index = sessions[sessions >= pd.Timestamp("2015-01-02")][:n]
-    else:
-        index = sessions[sessions <= pd.Timestamp(end)][-n:]
+    index = pd.DatetimeIndex(next_sessions(date(2015, 1, 1), n), name="session_date")
     return pd.DataFrame(
         {"open": opn, "high": high, "low": low, "close": close, "volume": volume}, index=index
     )

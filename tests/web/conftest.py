@@ -85,9 +85,8 @@ OPEN_GATE = {"blend": [0.5] * TINY_PARAMS.horizon, "blend_hl": [0.5] * TINY_PARA
 def global_model() -> GlobalModel:
     """A tiny global fit over FIT_TICKERS to MODEL_AS_OF (fitted once per session), stored the
     way jobs.global_fit.global_records stores the night's, with its gate set to OPEN_GATE."""
-    from forecasting.artifact import model_to_bytes, sha256_hex, trained_to_record
     from forecasting.global_net import fit_global, required_sessions
-    from forecasting.global_serve import ticker_models
+    from forecasting.global_store import storable_fit
 
     end = pd.Timestamp(MODEL_AS_OF)
     histories = {t: bundled_candles(t).loc[:end] for t in FIT_TICKERS}
@@ -95,26 +94,9 @@ def global_model() -> GlobalModel:
     fit = fit_global(histories, TINY_PARAMS)
     assert fit.kind == "full" and fit.train_end == MODEL_AS_OF
     fit.gate = OPEN_GATE
-    fit.metrics.update(fit_reason="first fit")
-    artifact = model_to_bytes(fit.network)
-    row = {
-        "train_start": fit.train_start,
-        "train_end": fit.train_end,
-        "kind": fit.kind,
-        "reason": "first fit",
-        "parent_id": None,
-        "tickers": list(fit.tickers),
-        "hyperparameters": TINY_PARAMS.to_dict(),
-        "gate": fit.gate,
-        "metrics": fit.metrics,
-        "artifact_sha256": sha256_hex(artifact),
-    }
-    records = {}
-    for ticker, trained in ticker_models(fit, histories).items():
-        trained.calibration["last_full"] = fit.train_end.isoformat()
-        records[ticker] = trained_to_record(trained, artifact=artifact)
-    assert sorted(records) == sorted(FIT_TICKERS)
-    return GlobalModel(row=row, records=records)
+    stored = storable_fit(fit, histories, reason="first fit", last_full=fit.train_end)
+    assert sorted(stored.records) == sorted(FIT_TICKERS)
+    return GlobalModel(row=stored.row | {"parent_id": None}, records=stored.records)
 
 
 @pytest.fixture(scope="session")
