@@ -76,7 +76,7 @@ def test_inputs_of_a_session_do_not_change_when_later_sessions_arrive(histories)
 def test_a_tiny_fit_serves_valid_candles_and_warm_starts_from_its_weights(histories) -> None:
     first = N.fit_global(histories, TINY)
     assert first.kind == "full" and first.tickers == ["AAPL", "MSFT", "TSLA"]
-    assert all(w in N.BLEND_GRID for w in first.gate["blend"] + first.gate["blend_hl"])
+    assert all(w in (0.0, N.NETWORK_WEIGHT) for w in first.gate["blend"] + first.gate["blend_hl"])
     assert first.train_end == date(2021, 6, 30)
     second = N.fit_global(histories, TINY, previous=first)
     assert second.kind == "warm"
@@ -120,16 +120,26 @@ def _gate_rows(n_dates: int, per_date: int, true_scale: float, delta_value: floa
     return delta, y, dates
 
 
-def test_the_gate_lets_the_network_in_only_for_a_clear_gain() -> None:
+def test_the_gate_lets_the_network_in_at_half_weight_unless_it_clearly_hurts() -> None:
     # the truth is 30% wider than HAR-range; the network says so (delta = 2 log 1.3)
     gate, ratios = N.fit_gate(*_gate_rows(200, 20, 1.3, 2 * np.log(1.3), seed=1))
-    assert gate["blend"] == [1.0] * 4
+    assert gate == {"blend": [0.5] * 4, "blend_hl": [0.5] * 4}
     assert all(r < 0.98 for r in ratios["cal_pinball_net_vs_har"])
-    # HAR-range is right and the network's correction is noise around zero
+    # HAR-range is right and the network's correction is noise around zero: no evidence that
+    # the half blend hurts, so it serves (an equal-weight combination)
     delta, y, dates = _gate_rows(200, 20, 1.0, 0.0, seed=2)
     delta[..., 0] = np.random.default_rng(3).normal(0.0, 0.05, delta.shape[:2])
-    gate, _ = N.fit_gate(delta, y, dates)
-    assert gate["blend"] == [0.0] * 4
+    assert N.fit_gate(delta, y, dates)[0]["blend"] == [0.5] * 4
+    # HAR-range is right and the network says 30% wider: the half blend clearly hurts
+    gate, ratios = N.fit_gate(*_gate_rows(200, 20, 1.0, 2 * np.log(1.3), seed=4))
+    assert gate == {"blend": [0.0] * 4, "blend_hl": [0.0] * 4}
+    assert all(r > 1.02 for r in ratios["cal_pinball_net_vs_har"])
+
+
+def test_the_gate_keeps_the_network_out_when_the_block_is_too_short_to_judge() -> None:
+    # 19 dates: fewer than two batches of GATE_BATCH dates, so no standard error
+    gate, _ = N.fit_gate(*_gate_rows(19, 20, 1.3, 2 * np.log(1.3), seed=1))
+    assert gate == {"blend": [0.0] * 4, "blend_hl": [0.0] * 4}
 
 
 @pytest.mark.slow
