@@ -126,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--learning-rate", type=float, default=0.0)
     p.add_argument("--calibration-fraction", type=float, default=0.0)
     p.add_argument("--gate-z", type=float, default=0.0, help="default: global_net.GATE_Z")
+    p.add_argument("--seed", type=int, default=None, help="default: [model] seed")
     p.add_argument("--n-boot", type=int, default=1000)
     p.add_argument("--out", default="")
     args = p.parse_args(argv)
@@ -148,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
         global_net.GATE_Z = args.gate_z
     if args.max_windows:
         params = replace(params, max_windows=args.max_windows)
+    if args.seed is not None:
+        params = replace(params, seed=args.seed)
     full_every = args.full_refit_every or params.full_refit_every
     started = time.perf_counter()
     rows, fits = walk(
