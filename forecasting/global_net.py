@@ -12,7 +12,7 @@ Fitting (``fit_global``) on the histories of the whole universe up to the as-of 
 - the gate, per horizon, lets the network in at NETWORK_WEIGHT (an equal-weight combination
   with HAR-range) unless on the calibration block, pooled over tickers, that blend raised the
   pinball loss (for the high/low, the absolute error) by more than GATE_Z date-clustered
-  standard errors; then the weight is 0 (HAR-range alone);
+  standard errors, or the block is too short to tell; then the weight is 0 (HAR-range alone);
 - the served HAR-range is then fitted pooled on the full histories.
 
 Serving (``predict_rows``): the close quantiles are HAR-range's with the scale multiplied by

@@ -120,7 +120,7 @@ def _alembic_cli(*args: str, env_url: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.slow  # a subprocess or a browser: ~2 s
+@pytest.mark.slow  # the alembic CLI in a subprocess: ~2 s
 def test_alembic_cli_uses_project_config(db_url: str) -> None:
     """`alembic upgrade head` from the repo root finds the URL through jobs.config.load_config."""
     result = _alembic_cli("upgrade", "head", env_url=db_url)

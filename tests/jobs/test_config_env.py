@@ -222,7 +222,7 @@ def test_malformed_variable_name_is_an_error(tmp_path, monkeypatch, var):
         load_config(write(tmp_path))
 
 
-@pytest.mark.slow  # a subprocess or a browser: ~2 s
+@pytest.mark.slow  # the candlecast CLI in a subprocess: ~2 s
 def test_the_cli_honours_an_override(tmp_path, migrated_url):
     """The real `candlecast tickers` in a subprocess lists the tickers of the environment."""
     path = write(tmp_path, f'[database]\nurl = "{migrated_url}"\n[tickers]\nsymbols = ["TSLA"]\n')

@@ -128,7 +128,7 @@ def daemon_config(tmp_path: Path, migrated_url: str):
     return make
 
 
-@pytest.mark.slow  # a subprocess or a browser: ~2 s
+@pytest.mark.slow  # a real daemon: ~1.5-2 s
 def test_daemon_routine_lines_are_timestamped_info(daemon_config) -> None:
     daemon = Daemon(daemon_config())
     try:
@@ -145,7 +145,7 @@ def test_daemon_routine_lines_are_timestamped_info(daemon_config) -> None:
         assert abs(pd.Timestamp(ts).timestamp() - time.time()) < 300, ts
 
 
-@pytest.mark.slow  # a subprocess or a browser: ~2 s
+@pytest.mark.slow  # a real daemon: ~1.5-2 s
 def test_level_warning_hides_the_daemon_routine_lines(daemon_config, migrated_url) -> None:
     from db.session import make_engine
     from jobs.jobstore import JsonSQLAlchemyJobStore
@@ -172,7 +172,7 @@ def short_csv(folder: Path) -> None:
     frame.to_csv(folder / "AAPL.csv", index=False)
 
 
-@pytest.mark.slow  # a subprocess or a browser: ~2 s
+@pytest.mark.slow  # a real daemon: ~1.5-2 s
 @pytest.mark.parametrize("log_format", ["text", "json"])
 def test_sync_warnings_are_log_lines(tmp_path: Path, migrated_url: str, log_format: str) -> None:
     short_csv(tmp_path / "csv")

@@ -264,7 +264,7 @@ def runs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str,
             server.server_close()
 
 
-@pytest.mark.slow  # a subprocess or a browser: ~2 s
+@pytest.mark.slow  # a browser: ~1.7 s
 def test_runs_page_in_a_browser(browser, runs_server: tuple[str, RunsSite]) -> None:
     base, site = runs_server
     SHOTS.mkdir(parents=True, exist_ok=True)

@@ -150,7 +150,7 @@ def test_api_skill_object_matches_the_sql_views(site: Site) -> None:
     assert any(cell["off"] for c in skill["coverage"] for cell in c["by_horizon"].values())
 
 
-@pytest.mark.slow  # a subprocess or a browser: ~2 s
+@pytest.mark.slow  # a browser: ~2.5 s
 @pytest.mark.browser
 def test_ticker_page_panel_shows_the_sql_numbers_in_a_browser(
     browser, live_server: str, sqlite_site: Site
